@@ -1,0 +1,139 @@
+"""The SIREN signed-distance network and its model file.
+
+A model file is one ``torch.save`` archive holding only tensors and a JSON string (architecture, normalization,
+fit settings, engine version), read back with ``torch.load(weights_only=True)``: no pickled code runs on load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .conventions import Normalization
+
+MODEL_FORMAT_VERSION = 1
+"""Bumped when the file layout changes; `load_model` reads every version up to this one."""
+
+
+@dataclass(frozen=True)
+class SirenConfig:
+    """Architecture of a SIREN: sin(omega * (W x + b)) layers and a linear output."""
+
+    hidden_features: int = 256
+    """Width of every hidden layer."""
+    hidden_layers: int = 3
+    """Number of hidden-to-hidden sine layers (after the first sine layer)."""
+    first_omega: float = 30.0
+    """Frequency factor of the first layer; higher fits finer detail but risks noise."""
+    hidden_omega: float = 30.0
+    """Frequency factor of the hidden layers."""
+    in_features: int = 3
+    """Input size: 3 for an SDF f(x), 4 for a time-dependent f(x, t)."""
+
+
+class SineLayer(nn.Module):
+    """sin(omega * (W x + b)) with the SIREN initialization."""
+
+    def __init__(self, in_features: int, out_features: int, omega: float, is_first: bool):
+        super().__init__()
+        self.omega = omega
+        self.linear = nn.Linear(in_features, out_features)
+        bound = 1.0 / in_features if is_first else math.sqrt(6.0 / in_features) / omega
+        with torch.no_grad():
+            self.linear.weight.uniform_(-bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(self.omega * self.linear(x))
+
+
+class Siren(nn.Module):
+    """A scalar field f: R^in -> R. ``forward`` maps (n, in_features) to (n,)."""
+
+    def __init__(self, config: SirenConfig):
+        super().__init__()
+        self.config = config
+        width = config.hidden_features
+        layers = [SineLayer(config.in_features, width, config.first_omega, is_first=True)]
+        layers += [SineLayer(width, width, config.hidden_omega, is_first=False) for _ in range(config.hidden_layers)]
+        self.layers = nn.Sequential(*layers)
+        self.output = nn.Linear(width, 1)
+        bound = math.sqrt(6.0 / width) / config.hidden_omega
+        with torch.no_grad():
+            self.output.weight.uniform_(-bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.layers(x)).squeeze(-1)
+
+
+@dataclass
+class SDFModel:
+    """A fitted SDF: the network (in unit-cube coordinates) and the way back to the input's coordinates.
+
+    Conventions: negative inside, positive outside; `network` takes unit-cube points, `sdf` takes input points and
+    returns distances in input units.
+    """
+
+    network: Siren
+    normalization: Normalization
+    metadata: dict = field(default_factory=dict)
+    """Free JSON-serializable facts saved with the model (fit settings, source files, training summary)."""
+
+    @torch.no_grad()
+    def sdf(self, points: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+        """Signed distance (input units, float32) at input-coordinate points (n, 3)."""
+        points = np.asanyarray(points, dtype=np.float64)
+        if points.ndim != 2 or points.shape[1] != 3:
+            raise ValueError(f"points must be (n, 3), got {points.shape}")
+        unit = torch.from_numpy(self.normalization.to_unit(points).astype(np.float32))
+        return evaluate(self.network, unit, batch_size).numpy() / self.normalization.scale
+
+    def save(self, path: str | Path) -> None:
+        from . import __version__
+
+        header = {
+            "format_version": MODEL_FORMAT_VERSION,
+            "engine_version": __version__,
+            "architecture": asdict(self.network.config),
+            "normalization": self.normalization.to_dict(),
+            "metadata": self.metadata,
+        }
+        state = {name: tensor.detach().cpu().contiguous() for name, tensor in self.network.state_dict().items()}
+        torch.save({"header_json": json.dumps(header), "state_dict": state}, Path(path))
+
+
+def load_model(path: str | Path) -> SDFModel:
+    """Read a model file written by `SDFModel.save` (no pickle: ``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    try:
+        archive = torch.load(path, map_location="cpu", weights_only=True)
+        header = json.loads(archive["header_json"])
+    except Exception as error:  # any failure here means the file is not one of ours
+        raise ValueError(f"{path} is not a neural SDF model file ({error})") from error
+    if header.get("format_version", 0) > MODEL_FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was written by engine {header.get('engine_version')} (format {header['format_version']}); "
+            "update the engine to read it"
+        )
+    network = Siren(SirenConfig(**header["architecture"]))
+    network.load_state_dict(archive["state_dict"])
+    network.eval()
+    return SDFModel(network, Normalization.from_dict(header["normalization"]), header.get("metadata", {}))
+
+
+def evaluate(network: nn.Module, points: torch.Tensor, batch_size: int = 65536) -> torch.Tensor:
+    """f at points (n, d) in batches of bounded memory, without gradients; returns (n,) on the CPU."""
+    device = next(network.parameters()).device
+    out = torch.empty(len(points), dtype=torch.float32)
+    with torch.no_grad():
+        for start in range(0, len(points), batch_size):
+            chunk = points[start : start + batch_size].to(device, torch.float32)
+            out[start : start + batch_size] = network(chunk).float().cpu()
+    return out

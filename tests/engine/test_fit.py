@@ -1,0 +1,144 @@
+"""Fitting, the model file and extraction, on shapes with known answers."""
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from engine.conventions import UNIT_HALF_SIZE, Normalization
+from engine.extraction import extract_mesh
+from engine.fit import Cancelled, FitConfig, fit_sdf, preset
+from engine.mesh_io import check_mesh
+from engine.model import SDFModel, Siren, SirenConfig, load_model
+
+SPHERE_CENTER = np.array([3.0, -2.0, 10.0])
+SPHERE_RADIUS = 2.5
+
+
+@pytest.fixture(scope="module")
+def fitted_sphere():
+    """A sphere far from the origin and larger than the unit cube, so normalization matters."""
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=SPHERE_RADIUS)
+    mesh = check_mesh(sphere.vertices + SPHERE_CENTER, sphere.faces, name="Sphere")
+    return fit_sdf(mesh, preset("tiny", steps=300))
+
+
+def test_normalization_round_trip_and_unit_cube():
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(100, 3)) * [5.0, 1.0, 0.2] + [100.0, -3.0, 7.0]
+    transform = Normalization.fit_bounds(points)
+    unit = transform.to_unit(points)
+    np.testing.assert_allclose(np.abs(unit).max(), UNIT_HALF_SIZE)
+    np.testing.assert_allclose((unit.max(axis=0) + unit.min(axis=0)) / 2, 0.0, atol=1e-12)
+    np.testing.assert_allclose(transform.to_input(unit), points, rtol=1e-12)
+    assert Normalization.from_dict(transform.to_dict()) == transform
+    with pytest.raises(ValueError, match="span no volume"):
+        Normalization.fit_bounds(np.ones((4, 3)))
+
+
+def test_a_fitted_sphere_has_the_right_radius_in_input_coordinates(fitted_sphere):
+    vertices, faces = extract_mesh(fitted_sphere, 64)
+    radius = np.linalg.norm(vertices - SPHERE_CENTER, axis=1)
+    assert np.abs(radius - SPHERE_RADIUS).max() < 0.02 * SPHERE_RADIUS
+    assert abs(np.median(radius) - SPHERE_RADIUS) < 0.005 * SPHERE_RADIUS
+    assert trimesh.Trimesh(vertices, faces).volume > 0, "faces must point outward"
+    # distances come back in input units, negative inside
+    probes = SPHERE_CENTER + np.array([[0.0, 0, 0], [1.5 * SPHERE_RADIUS, 0, 0]])
+    np.testing.assert_allclose(fitted_sphere.sdf(probes), [-SPHERE_RADIUS, 0.5 * SPHERE_RADIUS], atol=0.1)
+
+
+def test_a_saved_model_gives_identical_values_after_loading(fitted_sphere, tmp_path):
+    path = tmp_path / "sphere.pt"
+    fitted_sphere.save(path)
+    loaded = load_model(path)
+    points = SPHERE_CENTER + np.random.default_rng(1).uniform(-3, 3, size=(1000, 3))
+    np.testing.assert_array_equal(loaded.sdf(points), fitted_sphere.sdf(points))
+    assert loaded.normalization == fitted_sphere.normalization
+    assert FitConfig.from_dict(loaded.metadata["fit_config"]) == preset("tiny", steps=300)
+
+
+def test_model_files_are_read_without_pickle(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"header_json": "{}", "state_dict": {}, "payload": Siren}, path)  # a class needs pickle to load
+    with pytest.raises(ValueError, match="is not a neural SDF model file"):
+        load_model(path)
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "missing.pt")
+
+
+def test_a_newer_model_format_is_refused_with_a_clear_error(fitted_sphere, tmp_path):
+    path = tmp_path / "future.pt"
+    fitted_sphere.save(path)
+    archive = torch.load(path, weights_only=True)
+    archive["header_json"] = archive["header_json"].replace('"format_version": 1', '"format_version": 99')
+    torch.save(archive, path)
+    with pytest.raises(ValueError, match="update the engine"):
+        load_model(path)
+
+
+def test_skipping_empty_space_gives_the_dense_mesh(fitted_sphere):
+    sparse_vertices, sparse_faces = extract_mesh(fitted_sphere, 97)
+    dense_vertices, dense_faces = extract_mesh(fitted_sphere, 97, skip_empty_space=False)
+    np.testing.assert_array_equal(sparse_faces, dense_faces)
+    # values differ only by float32 rounding of different batch shapes
+    cell = 2.0 / 96 / fitted_sphere.normalization.scale
+    np.testing.assert_allclose(sparse_vertices, dense_vertices, atol=1e-3 * cell)
+
+
+def test_skipping_empty_space_is_exact_on_a_random_network():
+    """A random SIREN has many small surface pieces and |grad f| far from 1: the hard case for skipping."""
+    torch.manual_seed(3)
+    network = Siren(SirenConfig(hidden_features=32, hidden_layers=2, first_omega=10.0))
+    with torch.no_grad():
+        network.output.bias.fill_(0.05)
+    model = SDFModel(network, Normalization((0.0, 0.0, 0.0), 1.0))
+    sparse = extract_mesh(model, 65)
+    dense = extract_mesh(model, 65, skip_empty_space=False)
+    np.testing.assert_array_equal(sparse[1], dense[1])
+    np.testing.assert_allclose(sparse[0], dense[0], atol=1e-5)
+
+
+def test_extraction_of_a_shape_with_no_surface_says_so():
+    network = Siren(SirenConfig(hidden_features=8, hidden_layers=1))
+    with torch.no_grad():
+        network.output.weight.zero_()
+        network.output.bias.fill_(1.0)
+    with pytest.raises(ValueError, match="positive everywhere"):
+        extract_mesh(SDFModel(network, Normalization((0.0, 0.0, 0.0), 1.0)), 16)
+
+
+def test_progress_is_reported_and_cancel_stops_the_fit(sphere_mesh):
+    mesh = check_mesh(*sphere_mesh)
+    reports = []
+    config = preset("tiny", steps=40, pool_size=2000)
+    fit_sdf(mesh, config, on_progress=reports.append, progress_interval_s=0.0)
+    assert [r.step for r in reports] == list(range(1, 41))
+    assert reports[-1].eta_s == 0.0 and set(reports[-1].terms) == {"surface", "sdf", "normal", "eikonal"}
+    with pytest.raises(Cancelled, match="step 5 of 40"):
+        fit_sdf(mesh, config, on_progress=reports.append, should_cancel=lambda: len(reports) >= 45)
+
+
+def test_several_meshes_are_fitted_as_one_shape():
+    left = trimesh.creation.icosphere(subdivisions=3, radius=0.4)
+    right = left.copy()
+    left.apply_translation((-0.6, 0, 0))
+    right.apply_translation((0.6, 0, 0))
+    meshes = [check_mesh(m.vertices, m.faces) for m in (left, right)]
+    model = fit_sdf(meshes, preset("tiny", steps=200))
+    values = model.sdf(np.array([[-0.6, 0, 0], [0.6, 0, 0], [0.0, 0, 0]]))
+    assert values[0] < 0 and values[1] < 0 and values[2] > 0
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(ValueError, match="steps must be at least 1"):
+        preset("fast", steps=0)
+    with pytest.raises(ValueError, match="unknown preset 'best'"):
+        preset("best")
+    with pytest.raises(ValueError, match="eikonal_share"):
+        preset("fast", eikonal_share=0.0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when no GPU is present")
+def test_asking_for_cuda_without_a_gpu_says_what_to_install(sphere_mesh):
+    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        fit_sdf(check_mesh(*sphere_mesh), preset("tiny", device="cuda"))

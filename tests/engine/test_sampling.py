@@ -1,0 +1,68 @@
+"""Signed distance with the winding-number sign, and the sample pools."""
+
+import numpy as np
+import trimesh
+
+from engine.mesh_io import TriangleMesh, check_mesh
+from engine.sampling import SamplePool, SurfaceSampler, VolumeSampling, signed_distance
+
+
+def box(center=(0.0, 0.0, 0.0), size=1.0) -> trimesh.Trimesh:
+    return trimesh.creation.box(extents=(size,) * 3, transform=trimesh.transformations.translation_matrix(center))
+
+
+def test_signed_distance_is_negative_inside_and_exact_for_a_box():
+    cube = box()
+    mesh = check_mesh(cube.vertices, cube.faces)
+    points = np.array([[0.0, 0, 0], [0.3, 0, 0], [0.8, 0, 0], [0.8, 0.8, 0]])
+    np.testing.assert_allclose(signed_distance(mesh, points), [-0.5, -0.2, 0.3, np.hypot(0.3, 0.3)], atol=1e-12)
+
+
+def test_an_open_cube_missing_one_face_still_has_an_inside():
+    cube = box()
+    top = np.flatnonzero(cube.face_normals[:, 2] > 0.5)
+    open_cube = check_mesh(cube.vertices, np.delete(cube.faces, top, axis=0))
+    points = np.array([[0.0, 0, 0], [0.0, 0, -0.3], [0.0, 0, 0.45], [0.0, 0, 1.0], [1.0, 0, 0]])
+    distance = signed_distance(open_cube, points)
+    assert (distance[:3] < 0).all(), distance
+    assert (distance[3:] > 0).all(), distance
+    # the distance itself stays the true unsigned distance to the open surface (no |1 - 2w| scaling)
+    np.testing.assert_allclose(np.abs(distance), [0.5, 0.2, 0.5, np.hypot(0.5, 0.5), 0.5], atol=1e-12)
+
+
+def test_two_disjoint_components_are_both_inside():
+    left, right = box(center=(-1.0, 0, 0)), box(center=(1.0, 0, 0))
+    both = trimesh.util.concatenate([left, right])
+    mesh = check_mesh(both.vertices, both.faces)
+    distance = signed_distance(mesh, np.array([[-1.0, 0, 0], [1.0, 0, 0], [0.0, 0, 0]]))
+    np.testing.assert_allclose(distance, [-0.5, -0.5, 0.5], atol=1e-12)
+
+
+def test_surface_samples_lie_on_the_mesh_with_outward_normals(sphere_mesh):
+    mesh = check_mesh(*sphere_mesh)
+    points, normals = SurfaceSampler(mesh).sample(np.random.default_rng(0), 5000)
+    radius = np.linalg.norm(points, axis=1)
+    assert radius.max() <= 0.5 + 1e-9 and radius.min() > 0.49
+    assert (np.einsum("ij,ij->i", normals, points / radius[:, None]) > 0.99).all()
+
+
+def test_curvature_aware_sampling_puts_a_fifth_of_the_samples_in_the_most_curved_band():
+    # a capsule: flat-ish cylinder sides and strongly curved caps
+    capsule = trimesh.creation.capsule(height=2.0, radius=0.2, count=(32, 32))
+    mesh = check_mesh(capsule.vertices, capsule.faces)
+    rng = np.random.default_rng(0)
+    plain, _ = SurfaceSampler(mesh).sample(rng, 20000)
+    aware, _ = SurfaceSampler(mesh, curvature_aware=True).sample(rng, 20000)
+    on_caps = lambda points: (np.abs(points[:, 2]) > 1.0).mean()  # noqa: E731
+    assert on_caps(aware) > on_caps(plain) + 0.05
+
+
+def test_pool_refresh_replaces_samples_and_keeps_labels_consistent(sphere_mesh):
+    mesh = check_mesh(*sphere_mesh)
+    pool = SamplePool(mesh, 2000, 2000, VolumeSampling(), False, np.random.default_rng(0))
+    before = pool.volume_points.clone()
+    pool.refresh(0.25)
+    changed = (pool.volume_points != before).any(dim=1).float().mean().item()
+    assert 0.2 < changed < 0.3
+    distance = np.linalg.norm(pool.volume_points.numpy(), axis=1) - 0.5
+    np.testing.assert_allclose(pool.volume_sdf.numpy(), distance, atol=2e-3)  # icosphere vs. true sphere
