@@ -1,0 +1,156 @@
+"""Command line: ``python -m engine fit MESH [MESH...] -o OUTDIR``.
+
+The names of commands, options and output files are a stable interface: scripts depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .fit import PRESETS, Cancelled, Progress, preset
+from .mesh_io import MeshError, load_mesh, merge_meshes
+
+MODEL_FILENAME = "model.pt"
+MESH_FILENAME = "mesh.ply"
+METRICS_FILENAME = "metrics.json"
+CURVATURE_FIELDS = ("mean", "gaussian", "k1", "k2")
+"""Per-vertex fields of the curvature PLY, in input units; ``mean`` is H = kappa / 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    fit = commands.add_parser("fit", help="fit a neural SDF to meshes, extract it and measure it")
+    fit.add_argument("meshes", nargs="+", type=Path, help="PLY/OBJ/STL/OFF/GLB files, fitted together as one shape")
+    fit.add_argument("-o", "--output", type=Path, required=True, help="folder for mesh.ply, model.pt, metrics.json")
+    fit.add_argument("--preset", choices=sorted(PRESETS), default="fast", help="starting settings (default: fast)")
+    fit.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
+    fit.add_argument("--resolution", type=int, default=256, help="marching-cubes grid points per axis (default 256)")
+    fit.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train")
+    fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    fit.add_argument("--curvature-sampling", action="store_true", help="draw surface samples by curvature bands")
+    fit.set_defaults(run=run_fit)
+
+    curvature = commands.add_parser(
+        "curvature", help="colour a mesh by the curvature of a fitted model (writes mean, gaussian, k1, k2 fields)"
+    )
+    curvature.add_argument("model", type=Path, help="a model file written by 'fit'")
+    curvature.add_argument("--at", type=Path, help="colour this mesh's vertices (default: the model's own surface)")
+    curvature.add_argument("-o", "--output", type=Path, required=True, help="the PLY file to write")
+    curvature.add_argument("--quantity", choices=CURVATURE_FIELDS, default="mean", help="what the colours show")
+    curvature.add_argument(
+        "--project", action="store_true", help="evaluate at the --at vertices moved onto the model's surface"
+    )
+    curvature.add_argument("--range", nargs=2, type=float, metavar=("LOW", "HIGH"), help="colour range override")
+    curvature.add_argument("--resolution", type=int, default=256, help="grid size when extracting (default 256)")
+    curvature.set_defaults(run=run_curvature)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (MeshError, ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (Cancelled, KeyboardInterrupt):
+        print("\ncancelled", file=sys.stderr)
+        return 130
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from .extraction import extract_mesh
+    from .fit import fit_sdf
+    from .metrics import mesh_metrics
+    from .ply_io import write_ply
+
+    overrides = {"device": args.device, "seed": args.seed}
+    if args.steps is not None:
+        if args.steps < 1:
+            raise ValueError(f"--steps must be at least 1, got {args.steps}")
+        overrides["steps"] = args.steps
+    if args.curvature_sampling:
+        overrides["curvature_sampling"] = True
+    config = preset(args.preset, **overrides)
+    meshes = [load_mesh(path) for path in args.meshes]
+    args.output.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    model = fit_sdf(meshes, config, on_progress=print_progress)
+    train_seconds = time.perf_counter() - started
+    model.metadata["sources"] = [str(path) for path in args.meshes]
+    model.save(args.output / MODEL_FILENAME)
+
+    print(f"extracting the surface at {args.resolution}^3 ...", file=sys.stderr)
+    started = time.perf_counter()
+    vertices, faces = extract_mesh(model, args.resolution)
+    extract_seconds = time.perf_counter() - started
+    write_ply(args.output / MESH_FILENAME, vertices, faces)
+
+    print("measuring against the input ...", file=sys.stderr)
+    reference = merge_meshes(meshes)
+    metrics = mesh_metrics(vertices, faces, reference.vertices, reference.faces)
+    report = {
+        "metrics": metrics.to_dict(),
+        "metrics_normalization": "ground truth scaled so its largest bounding-box side is 1",
+        "train_seconds": round(train_seconds, 2),
+        "extract_seconds": round(extract_seconds, 2),
+        "steps": config.steps,
+        "preset": args.preset,
+        "resolution": args.resolution,
+        "input_faces": int(len(reference.faces)),
+        "output_vertices": int(len(vertices)),
+        "output_faces": int(len(faces)),
+        "device": model.metadata["device"],
+    }
+    (args.output / METRICS_FILENAME).write_text(json.dumps(report, indent=2) + "\n")
+    summary = ", ".join(f"{name} {value:.4g}" for name, value in metrics.to_dict().items())
+    print(f"wrote {args.output}/{{{MESH_FILENAME},{MODEL_FILENAME},{METRICS_FILENAME}}}: {summary}")
+    return 0
+
+
+def run_curvature(args: argparse.Namespace) -> int:
+    from .colormaps import QUANTITIES, colorize
+    from .conventions import CURVATURE_CONVENTION
+    from .extraction import extract_mesh
+    from .geometry import model_curvatures
+    from .model import load_model
+    from .ply_io import write_ply
+
+    model = load_model(args.model)
+    if args.at is not None:
+        mesh = load_mesh(args.at)
+        vertices, faces = mesh.vertices, mesh.faces
+    else:
+        if args.project:
+            raise ValueError("--project applies to the vertices of --at MESH; the model's own surface is already on it")
+        vertices, faces = extract_mesh(model, args.resolution)
+    values = model_curvatures(model, vertices, project=args.project)
+    fields = {name: getattr(values, name) for name in CURVATURE_FIELDS}
+    colors, (low, high) = colorize(fields[args.quantity], QUANTITIES[args.quantity], value_range=args.range)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    write_ply(
+        args.output,
+        vertices,
+        faces,
+        colors=colors,
+        vertex_properties=fields,
+        comments=[CURVATURE_CONVENTION, f"colours show {args.quantity} over [{low:.6g}, {high:.6g}]"],
+    )
+    print(f"wrote {args.output}: {len(vertices)} vertices, colours show {args.quantity} over [{low:.4g}, {high:.4g}]")
+    return 0
+
+
+def print_progress(progress: Progress) -> None:
+    width = 30
+    filled = int(width * progress.step / progress.total)
+    bar = "#" * filled + "-" * (width - filled)
+    line = (
+        f"\rfit [{bar}] {progress.step}/{progress.total} loss {progress.loss:.4g} "
+        f"elapsed {progress.elapsed_s:.0f}s eta {progress.eta_s:.0f}s"
+    )
+    end = "\n" if progress.step == progress.total else ""
+    print(line, end=end, file=sys.stderr, flush=True)
