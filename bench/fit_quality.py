@@ -1,0 +1,73 @@
+"""Fit quality benchmark: fit each mesh with a preset, extract, measure against the input; print a table + JSON.
+
+    python bench/fit_quality.py ../shared/meshes/bunny.ply ../shared/meshes/knot2.ply [--preset fast] [--json out.json]
+
+Metrics follow DESIGN.md §4 (ground truth scaled so its largest bounding-box side is 1). Train seconds are wall
+time on this machine; on a shared machine compare them only within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine.extraction import extract_mesh  # noqa: E402
+from engine.fit import PRESETS, fit_sdf, preset  # noqa: E402
+from engine.mesh_io import load_mesh  # noqa: E402
+from engine.metrics import mesh_metrics  # noqa: E402
+
+COLUMNS = ("mesh", "faces", "preset", "steps", "train_s", "extract_s", "chamfer_l1", "nc", "f@1%", "iou", "hausdorff")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("meshes", nargs="+", type=Path)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="fast")
+    parser.add_argument("--steps", type=int, help="override the preset's steps")
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    config = preset(args.preset, **({"steps": args.steps} if args.steps else {}))
+    rows = []
+    print(" | ".join(COLUMNS))
+    for path in args.meshes:
+        mesh = load_mesh(path)
+        started = time.perf_counter()
+        model = fit_sdf(mesh, config)
+        train_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        vertices, faces = extract_mesh(model, args.resolution)
+        extract_seconds = time.perf_counter() - started
+        metrics = mesh_metrics(vertices, faces, mesh.vertices, mesh.faces)
+        row = {
+            "mesh": path.name,
+            "faces": len(mesh.faces),
+            "preset": args.preset,
+            "steps": config.steps,
+            "train_s": round(train_seconds, 1),
+            "extract_s": round(extract_seconds, 1),
+            "chamfer_l1": round(metrics.chamfer_l1, 6),
+            "nc": round(metrics.normal_consistency, 4),
+            "f@1%": round(metrics.fscore, 4),
+            "iou": round(metrics.iou, 4),
+            "hausdorff": round(metrics.hausdorff, 4),
+        }
+        rows.append(row)
+        print(" | ".join(str(row[column]) for column in COLUMNS), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
