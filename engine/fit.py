@@ -44,7 +44,7 @@ class FitConfig:
     """Surface samples per step."""
     volume_batch: int = 5000
     """Volume samples per step."""
-    learning_rate: float = 1e-4
+    learning_rate: float = 5e-4
     """Adam learning rate at the start; it decays along a cosine to ``final_learning_rate``."""
     final_learning_rate: float = 1e-5
     """Learning rate at the last step."""

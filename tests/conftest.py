@@ -1,5 +1,8 @@
 """Shared fixtures: small meshes built in code, and the path of the bundled demo mesh."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +15,19 @@ BUNDLED_MESH = REPO / "data" / "bunny.ply"
 
 
 def pytest_configure(config):
-    # Two cores on CI: more threads than cores makes every torch step slower.
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    # The test networks are small; one thread avoids the 3-8x slow-down of two spinning threads when another
+    # process holds a core.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
 def sphere_mesh():
     sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.5)
     return np.asarray(sphere.vertices), np.asarray(sphere.faces)
+
+
+def run_engine_cli(*args) -> subprocess.CompletedProcess:
+    """``python -m engine ARGS`` in a separate process, as a user runs it (one torch thread, as in these tests)."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "engine", *map(str, args)]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=environment)

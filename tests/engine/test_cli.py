@@ -1,23 +1,17 @@
 """The command line, end to end on the bundled mesh, in a separate process as a user would run it."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 
 from engine.cli import MESH_FILENAME, METRICS_FILENAME, MODEL_FILENAME
 from engine.mesh_io import load_mesh
 from engine.model import load_model
-from tests.conftest import BUNDLED_MESH, REPO
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=REPO, capture_output=True, text=True)
+from tests.conftest import BUNDLED_MESH, run_engine_cli
 
 
 def test_fit_writes_mesh_model_and_metrics_in_input_coordinates(tmp_path):
-    result = run_cli("fit", BUNDLED_MESH, "-o", tmp_path, "--preset", "tiny", "--steps", "150", "--resolution", "48")
+    result = run_engine_cli("fit", BUNDLED_MESH, "-o", tmp_path, "--preset", "tiny", "--steps", "150", "--resolution", "48")
     assert result.returncode == 0, result.stderr
     assert "fit [" in result.stderr and "150/150" in result.stderr
     report = json.loads((tmp_path / METRICS_FILENAME).read_text())
@@ -35,8 +29,8 @@ def test_fit_writes_mesh_model_and_metrics_in_input_coordinates(tmp_path):
 def test_bad_input_exits_with_a_clear_message_and_no_traceback(tmp_path):
     empty = tmp_path / "empty.obj"
     empty.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\n")
-    result = run_cli("fit", empty, "-o", tmp_path / "out")
+    result = run_engine_cli("fit", empty, "-o", tmp_path / "out")
     assert result.returncode == 2
     assert "empty.obj" in result.stderr and "Traceback" not in result.stderr
-    result = run_cli("fit", BUNDLED_MESH, "-o", tmp_path / "out", "--steps", "0")
+    result = run_engine_cli("fit", BUNDLED_MESH, "-o", tmp_path / "out", "--steps", "0")
     assert result.returncode == 2 and "--steps must be at least 1" in result.stderr

@@ -1,8 +1,5 @@
 """Curvature of fitted models: the CLI, and agreement with libigl's discrete curvature on the fitted mesh."""
 
-import subprocess
-import sys
-
 import igl
 import numpy as np
 import pytest
@@ -12,7 +9,7 @@ from engine.fit import fit_sdf, preset
 from engine.geometry import model_curvatures
 from engine.mesh_io import check_mesh
 from engine.ply_io import read_ply_vertex_properties
-from tests.conftest import REPO
+from tests.conftest import run_engine_cli
 
 TORUS_MAJOR, TORUS_MINOR = 2.0, 0.8  # input units; the fit normalizes them
 
@@ -60,8 +57,7 @@ def test_curvature_cli_colours_the_model_surface_and_another_mesh(fitted_torus, 
     model_path = tmp_path / "torus.pt"
     fitted_torus.save(model_path)
     out = tmp_path / "own.ply"
-    command = [sys.executable, "-m", "engine", "curvature", model_path, "-o", out, "--resolution", "48"]
-    result = subprocess.run(list(map(str, command)), cwd=REPO, capture_output=True, text=True)
+    result = run_engine_cli("curvature", model_path, "-o", out, "--resolution", "48")
     assert result.returncode == 0, result.stderr
     fields = read_ply_vertex_properties(out)
     assert {"mean", "gaussian", "k1", "k2", "red", "green", "blue"} <= set(fields)
@@ -72,9 +68,9 @@ def test_curvature_cli_colours_the_model_surface_and_another_mesh(fitted_torus, 
     at = tmp_path / "user.ply"
     outer_ring.export(at)
     out = tmp_path / "user_colored.ply"
-    command = [sys.executable, "-m", "engine", "curvature", model_path, "--at", at, "-o", out, "--project",
-               "--quantity", "gaussian", "--range", "-0.5", "0.5"]  # fmt: skip
-    result = subprocess.run(list(map(str, command)), cwd=REPO, capture_output=True, text=True)
+    result = run_engine_cli(
+        "curvature", model_path, "--at", at, "-o", out, "--project", "--quantity", "gaussian", "--range", "-0.5", "0.5"
+    )
     assert result.returncode == 0, result.stderr
     fields = read_ply_vertex_properties(out)
     assert len(fields["gaussian"]) == len(outer_ring.vertices)
