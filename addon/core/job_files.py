@@ -1,0 +1,85 @@
+"""Arrays exchanged with the worker as ``.npz`` files, and the checks every array from the engine passes before it
+reaches the scene (a malformed result must fail loudly, not build a broken mesh)."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EngineError
+
+INPUTS_FILENAME = "inputs.npz"
+"""Name of a job's input file in its directory (the protocol's INPUTS_FILENAME)."""
+CURVATURE_FIELDS = ("mean", "gaussian", "k1", "k2")
+"""Per-point curvature arrays of a curvature job's outputs; ``mean`` is H = kappa / 2."""
+
+_REINSTALL = "reinstall the extension so that the add-on and the engine come from one release"
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Uncompressed: the files are temporary and speed matters more than size."""
+    np.savez(path, **arrays)
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, loaded into memory without unpickling anything."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise EngineError(
+            f"The engine's output {path.name} could not be read ({error}); see the system console"
+        ) from error
+
+
+def mesh_arrays(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Checked ``vertices`` (n, 3) float32 and ``faces`` (m, 3) intc from a fit or extract job."""
+    vertices, faces = _array(outputs, "vertices"), _array(outputs, "faces")
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or not np.issubdtype(vertices.dtype, np.floating):
+        raise EngineError(
+            f"The engine returned vertices of shape {vertices.shape} ({vertices.dtype}), expected (n, 3) floats: "
+            + _REINSTALL
+        )
+    if not np.isfinite(vertices).all():
+        raise EngineError(
+            "The engine returned vertices with NaN or infinite coordinates: the fit failed; try more steps"
+        )
+    if faces.ndim != 2 or faces.shape[1] != 3 or not np.issubdtype(faces.dtype, np.integer):
+        raise EngineError(
+            f"The engine returned faces of shape {faces.shape} ({faces.dtype}), expected (m, 3) integers: {_REINSTALL}"
+        )
+    if len(faces) == 0:
+        raise EngineError("The extracted surface has no faces: the fit failed; try more steps or another preset")
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise EngineError(f"The engine returned faces whose indices are outside 0..{len(vertices) - 1}: {_REINSTALL}")
+    return vertices.astype(np.float32), faces.astype(np.intc)
+
+
+def curvature_arrays(outputs: dict[str, np.ndarray], count: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Checked per-point curvature fields (each (count,) float32) and sRGB ``colors`` (count, 4) float32 in [0, 1]."""
+    fields = {}
+    for name in CURVATURE_FIELDS:
+        values = _array(outputs, name)
+        if values.shape != (count,) or not np.issubdtype(values.dtype, np.floating):
+            raise EngineError(
+                f"The engine returned {name} of shape {values.shape}, expected ({count},) floats: {_REINSTALL}"
+            )
+        fields[name] = values.astype(np.float32)
+    colors = _array(outputs, "colors")
+    if colors.shape != (count, 4) or not np.issubdtype(colors.dtype, np.floating):
+        raise EngineError(
+            f"The engine returned colours of shape {colors.shape}, expected ({count}, 4) floats: {_REINSTALL}"
+        )
+    if not (np.isfinite(colors).all() and colors.min() >= 0.0 and colors.max() <= 1.0):
+        raise EngineError(f"The engine returned colours outside [0, 1]: {_REINSTALL}")
+    return fields, colors.astype(np.float32)
+
+
+def _array(outputs: dict[str, np.ndarray], name: str) -> np.ndarray:
+    if name not in outputs:
+        raise EngineError(
+            f"The engine's output has no '{name}' array (it has {', '.join(outputs) or 'none'}): {_REINSTALL}"
+        )
+    return outputs[name]

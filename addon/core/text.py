@@ -1,0 +1,63 @@
+"""Words for the UI: job progress with ETA, durations, the engine's self-description."""
+
+from __future__ import annotations
+
+from .worker_client import Progress
+
+STAGE_VERBS = {"fit": "training", "extract": "extracting the surface", "curvature": "evaluating curvature"}
+FIT_JOB_STAGE_SPANS = {"fit": (0.0, 0.95), "extract": (0.95, 1.0)}
+"""The part of a fit job's progress bar each of its stages fills."""
+
+
+def format_duration(seconds: float) -> str:
+    """``"8 s"``, ``"2 min 05 s"``, ``"1 h 02 min"``."""
+    seconds = max(int(round(seconds)), 0)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def progress_text(label: str, progress: Progress | None, job_index: int, job_count: int) -> str:
+    """One line for the status bar and the panel, e.g. "Fitting 'Sphere' (1/2): step 120/300, loss 0.0123, ETA 14 s"."""
+    head = label[:1].upper() + label[1:]
+    if job_count > 1:
+        head += f" ({job_index + 1}/{job_count})"
+    if progress is None:
+        return f"{head}: starting the engine"
+    if progress.stage == "fit" and progress.step == 0:
+        return f"{head}: preparing samples"
+    parts = [STAGE_VERBS.get(progress.stage, progress.stage)]
+    if progress.stage == "fit":
+        parts[0] = f"step {progress.step}/{progress.total}"
+        if progress.loss is not None:
+            parts.append(f"loss {progress.loss:.4g}")
+    if progress.eta_s is not None and progress.step < progress.total:
+        parts.append(f"ETA {format_duration(progress.eta_s)}")
+    return f"{head}: {', '.join(parts)}"
+
+
+def overall_fraction(kind: str, progress: Progress | None, job_index: int, job_count: int) -> float:
+    """How much of a session is done, in [0, 1], for a progress bar."""
+    within = 0.0
+    if progress is not None:
+        start, end = FIT_JOB_STAGE_SPANS.get(progress.stage, (0.0, 1.0)) if kind == "fit" else (0.0, 1.0)
+        within = start + (end - start) * progress.fraction
+    return min((job_index + within) / max(job_count, 1), 1.0)
+
+
+def curvature_unit(quantity: str, length_unit: str) -> str:
+    """Unit of a curvature quantity: 1/length, and 1/length^2 for the Gaussian curvature."""
+    return f"1/{length_unit}\u00b2" if quantity == "gaussian" else f"1/{length_unit}"
+
+
+def describe_engine(hello: dict) -> str:
+    """What Check engine shows: versions and the device the worker found."""
+    device = f"CUDA GPU: {hello['cuda']}" if hello.get("cuda") else "CPU only (PyTorch sees no CUDA GPU)"
+    return (
+        f"Engine {hello.get('engine')} (protocol {hello.get('protocol')}), Python {hello.get('python')}, "
+        f"torch {hello.get('torch')}, numpy {hello.get('numpy')}; {device}"
+    )

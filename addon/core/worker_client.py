@@ -1,0 +1,419 @@
+"""Client of the engine worker, speaking the protocol documented in the engine's ``engine/protocol.py``.
+
+An `EngineSession` starts one worker process, runs a list of jobs on it in order (none: it only checks the
+handshake), and is polled from Blender's main thread: threads read the worker's stdout and stderr into queues, so
+`EngineSession.poll` never blocks. The session notices a worker that exits (crashed, killed) or falls silent (no
+heartbeat for ``hang_timeout_s``), kills the worker when a cancel is not honoured within `CANCEL_GRACE_S`, and
+deletes its job directory on `close`.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import EngineError
+from .job_files import INPUTS_FILENAME, read_npz, write_npz
+
+PROTOCOL_VERSION = 1
+"""The protocol this add-on speaks; a worker announcing another one in its hello is refused."""
+CANCEL_GRACE_S = 3.0
+"""How long a cancelled worker gets to stop by itself before it is killed."""
+STDERR_TAIL_LINES = 20
+STALE_JOB_DIR_AGE_S = 24 * 3600.0
+"""Job directories older than this are left over from a Blender that died mid-job, and are deleted."""
+LOG_PREFIX = "[neural_sdf engine] "
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """One job for the worker: its kind and parameters (see the protocol) and its input arrays."""
+
+    kind: str
+    params: dict
+    inputs: dict[str, np.ndarray]
+    label: str
+    """What the job does, for progress and messages, e.g. "fitting 'Sphere'"."""
+
+
+@dataclass(frozen=True)
+class JobResult:
+    request: JobRequest
+    outputs: dict[str, np.ndarray]
+    files: dict[str, Path]
+    """Files the job wrote (e.g. the model), inside the job directory: move them out before `EngineSession.close`."""
+    summary: dict
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str
+    step: int
+    total: int
+    loss: float | None
+    eta_s: float | None
+
+    @property
+    def fraction(self) -> float:
+        return min(max(self.step / self.total, 0.0), 1.0) if self.total > 0 else 0.0
+
+
+class SessionState(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class WorkerLaunch:
+    """How to start a worker: the Python interpreter and the folder that holds the ``engine`` package."""
+
+    python: str
+    engine_root: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def command(self) -> list[str]:
+        return [self.python, "-m", "engine.worker"]
+
+    def environment(self) -> dict[str, str]:
+        env = {**os.environ, **self.extra_env}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.engine_root), env.get("PYTHONPATH")]))
+        env["PYTHONUNBUFFERED"] = "1"
+        # Blender may run with its own PYTHONHOME; another interpreter must find its own standard library.
+        env.pop("PYTHONHOME", None)
+        return env
+
+
+class EngineSession:
+    """One worker process running ``requests`` in order; poll it from one thread (Blender's main thread)."""
+
+    def __init__(self, launch: WorkerLaunch, requests: Sequence[JobRequest], jobs_dir: Path, *, hang_timeout_s: float):
+        self.launch = launch
+        self.requests = list(requests)
+        self.jobs_dir = Path(jobs_dir)
+        self.hang_timeout_s = hang_timeout_s
+        self.state = SessionState.STARTING
+        self.hello: dict | None = None
+        self.progress: Progress | None = None
+        self.job_index = 0
+        self.results: list[JobResult] = []
+        self.message = ""
+        """Why the session failed or was cancelled, for the user."""
+        self.directory: Path | None = None
+        self.process: subprocess.Popen | None = None
+        self._messages: queue.Queue[dict | None] = queue.Queue()
+        self._activity = threading.Event()
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self._readers: list[threading.Thread] = []
+        self._last_message_at = 0.0
+        self._cancel_requested_at: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (SessionState.SUCCEEDED, SessionState.FAILED, SessionState.CANCELLED)
+
+    @property
+    def label(self) -> str:
+        """What the session is doing now, for messages: the current job's label."""
+        return self.requests[self.job_index].label if self.job_index < len(self.requests) else "checking the engine"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def start(self) -> None:
+        """Write the jobs' inputs and start the worker; raises `EngineError` when it cannot be started."""
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_job_dirs(self.jobs_dir)
+        self.directory = Path(tempfile.mkdtemp(prefix="job-", dir=self.jobs_dir))
+        try:
+            for index, request in enumerate(self.requests):
+                job_dir = self._job_dir(index)
+                job_dir.mkdir()
+                write_npz(job_dir / INPUTS_FILENAME, request.inputs)
+            self.process = subprocess.Popen(
+                self.launch.command(),
+                cwd=self.directory,
+                env=self.launch.environment(),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                bufsize=1,
+            )
+        except OSError as error:
+            self.close()
+            raise EngineError(
+                f"The engine could not be started with Python '{self.launch.python}' ({error.strerror or error}): "
+                "choose another Python in the add-on preferences, or leave it empty for the automatic choice"
+            ) from error
+        self._last_message_at = time.monotonic()
+        self._readers = [
+            threading.Thread(target=self._read_messages, name="engine-stdout", daemon=True),
+            threading.Thread(target=self._read_log, name="engine-stderr", daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def poll(self) -> None:
+        """Handle what the worker said since the last call and check that it is alive; never blocks."""
+        if self.finished:
+            return
+        self._activity.clear()
+        while not self.finished:
+            try:
+                message = self._messages.get_nowait()
+            except queue.Empty:
+                break
+            if message is None:
+                self._worker_exited()
+                return
+            self._last_message_at = time.monotonic()
+            try:
+                self._handle(message)
+            except EngineError as error:
+                self._fail(str(error))
+        if self.finished:
+            return
+        now = time.monotonic()
+        if self._cancel_requested_at is not None and now - self._cancel_requested_at > CANCEL_GRACE_S:
+            self._kill()
+            self._end(SessionState.CANCELLED, self._cancel_message())
+        elif now - self._last_message_at > self.hang_timeout_s:
+            self._fail(
+                f"The engine stopped responding (no message for {self.hang_timeout_s:.0f} s) while "
+                f"{self.label}, so it was stopped. Try again; if it happens again, use Check engine in the "
+                "add-on preferences or raise the hang timeout there"
+            )
+
+    def wait(self, timeout_s: float) -> None:
+        """Block until the worker says something or ``timeout_s`` passes (for scripts, not the UI)."""
+        self._activity.wait(timeout_s)
+
+    def cancel(self) -> None:
+        """Ask the worker to stop the current job; it is killed if it has not stopped after `CANCEL_GRACE_S`."""
+        if self.finished or self._cancel_requested_at is not None:
+            return
+        self._cancel_requested_at = time.monotonic()
+        if self.state is SessionState.STARTING:
+            self._kill()
+            self._end(SessionState.CANCELLED, self._cancel_message())
+        else:
+            self._send({"type": "cancel", "job": self._job_id(self.job_index)})
+
+    def close(self) -> None:
+        """Stop the worker if it still runs and delete the job directory (move kept files out first)."""
+        if not self.finished:
+            self._end(SessionState.CANCELLED, self._cancel_message())
+        if self.process is not None:
+            if self.process.poll() is None:
+                self._close_input()
+                try:
+                    self.process.wait(timeout=2.0)
+                except subprocess.TimeoutExpired:
+                    self._kill()
+            self.process.wait()
+            for reader in self._readers:
+                reader.join(timeout=2.0)
+            for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+                if stream is not None and not stream.closed:
+                    stream.close()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def stderr_tail(self) -> list[str]:
+        return list(self._stderr_tail)
+
+    def _handle(self, message: dict) -> None:
+        kind = message.get("type")
+        if kind == "hello":
+            if message.get("protocol") != PROTOCOL_VERSION:
+                self._fail(
+                    f"The engine in {self.launch.engine_root} speaks protocol {message.get('protocol')}, this add-on "
+                    f"speaks {PROTOCOL_VERSION}: reinstall the extension so that both come from one release"
+                )
+                return
+            self.hello = message
+            self.state = SessionState.RUNNING
+            self._next_job()
+        elif kind == "error":
+            self._fail(message.get("message") or "The engine failed without saying why (see the system console)")
+        elif message.get("job") != self._job_id(self.job_index):
+            return  # a late message about a job already ended, or a heartbeat
+        elif kind == "progress":
+            self.progress = Progress(
+                str(message.get("stage")),
+                int(message.get("step", 0)),
+                int(message.get("total", 0)),
+                message.get("loss"),
+                message.get("eta"),
+            )
+        elif kind == "result":
+            self.results.append(self._read_result(message))
+            self.job_index += 1
+            self.progress = None
+            self._next_job()
+        elif kind == "cancelled":
+            self._kill()
+            self._end(SessionState.CANCELLED, self._cancel_message())
+
+    def _read_result(self, message: dict) -> JobResult:
+        job_dir = self._job_dir(self.job_index)
+        # Only names inside the job directory are accepted, whatever the message says.
+        outputs = read_npz(job_dir / Path(str(message.get("outputs"))).name)
+        files = {name: job_dir / Path(str(path)).name for name, path in (message.get("files") or {}).items()}
+        missing = [str(path) for path in files.values() if not path.is_file()]
+        if missing:
+            raise EngineError(
+                f"The engine reported files that do not exist ({', '.join(missing)}); see the system console"
+            )
+        return JobResult(self.requests[self.job_index], outputs, files, message.get("summary") or {})
+
+    def _worker_exited(self) -> None:
+        try:
+            code = self.process.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            self._kill()
+            code = self.process.wait()
+        if self._cancel_requested_at is not None:
+            self._end(SessionState.CANCELLED, self._cancel_message())
+            return
+        for reader in self._readers:
+            reader.join(timeout=1.0)
+        log = "; ".join(line for line in self.stderr_tail()[-3:] if line.strip())
+        where = "while starting" if self.hello is None else f"while {self.label}"
+        self._end(
+            SessionState.FAILED,
+            f"The engine process ended unexpectedly ({describe_exit(code)}) {where}"
+            + (f". Last log lines: {log}" if log else "; see the system console"),
+        )
+
+    def _fail(self, message: str) -> None:
+        self._kill()
+        self._end(SessionState.FAILED, message)
+
+    def _end(self, state: SessionState, message: str) -> None:
+        self.state = state
+        self.message = message
+        self._activity.set()
+
+    def _cancel_message(self) -> str:
+        progress = self.progress
+        if progress is not None and progress.stage == "fit" and progress.step > 0:
+            return f"Cancelled {self.label} at step {progress.step} of {progress.total}"
+        return f"Cancelled {self.label}"
+
+    def _next_job(self) -> None:
+        index = self.job_index
+        if index == len(self.requests):
+            self._end(SessionState.SUCCEEDED, "")
+            self._close_input()
+            return
+        request = self.requests[index]
+        self._send(
+            {
+                "type": "job",
+                "protocol": PROTOCOL_VERSION,
+                "job": self._job_id(index),
+                "kind": request.kind,
+                "dir": str(self._job_dir(index)),
+                "params": request.params,
+            }
+        )
+
+    def _send(self, message: dict) -> None:
+        try:
+            self.process.stdin.write(json.dumps(message) + "\n")
+            self.process.stdin.flush()
+        except (OSError, ValueError):
+            pass  # the worker is gone; the stdout reader reports how it ended
+
+    def _close_input(self) -> None:
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+
+    def _kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+
+    def _job_dir(self, index: int) -> Path:
+        return self.directory / f"job-{index}"
+
+    @staticmethod
+    def _job_id(index: int) -> str:
+        return f"job-{index}"
+
+    def _read_messages(self) -> None:
+        for line in self.process.stdout:
+            try:
+                message = json.loads(line)
+            except json.JSONDecodeError:
+                message = None
+            if isinstance(message, dict):
+                self._messages.put(message)
+                self._activity.set()
+            elif line.strip():
+                self._stderr_tail.append(f"(not a protocol message on stdout) {line.rstrip()}")
+        self._messages.put(None)
+        self._activity.set()
+
+    def _read_log(self) -> None:
+        for line in self.process.stderr:
+            self._stderr_tail.append(line.rstrip())
+            sys.stderr.write(LOG_PREFIX + line)
+
+
+def remove_stale_job_dirs(jobs_dir: Path) -> None:
+    cutoff = time.time() - STALE_JOB_DIR_AGE_S
+    for directory in jobs_dir.glob("job-*"):
+        try:
+            if directory.stat().st_mtime < cutoff:
+                shutil.rmtree(directory, ignore_errors=True)
+        except OSError:
+            pass  # removed meanwhile by another Blender
+
+
+def describe_exit(code: int) -> str:
+    """A process's exit status in words: "exit code 3", "killed by SIGKILL"."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def check_engine(launch: WorkerLaunch, jobs_dir: Path, *, hang_timeout_s: float) -> dict:
+    """Start a worker, wait for its hello and stop it; returns the hello, or raises `EngineError` saying why not."""
+    session = EngineSession(launch, [], jobs_dir, hang_timeout_s=hang_timeout_s)
+    session.start()
+    try:
+        while not session.finished:
+            session.wait(0.25)
+            session.poll()
+    finally:
+        session.close()
+    if session.state is not SessionState.SUCCEEDED:
+        raise EngineError(session.message)
+    return session.hello

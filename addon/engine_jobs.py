@@ -1,0 +1,154 @@
+"""Running engine jobs from an operator: modal with progress in the status bar and the panel (invoke), or to the
+end for scripts (execute). Both go through the same modal() steps; only the main thread touches bpy, and the scene
+is written only once every job has succeeded."""
+
+import time
+import types
+
+import bpy
+
+from . import preferences
+from .core.errors import EngineError
+from .core.text import overall_fraction, progress_text
+from .core.worker_client import EngineSession, JobRequest, JobResult, SessionState
+
+TIMER_INTERVAL_S = 0.1
+SYNC_WAIT_S = 0.25
+SYNC_TICK = types.SimpleNamespace(type="TIMER", value="NOTHING")
+"""The event execute() hands modal() each time it has waited for the worker."""
+BACKGROUND_PRINT_INTERVAL_S = 5.0
+"""How often execute() prints the progress line when Blender runs without a UI (headless scripts)."""
+
+_running: set = set()
+"""What runs now (engine sessions, the setup's commands): one at a time, stopped when the add-on is disabled."""
+
+
+def job_running() -> bool:
+    return bool(_running)
+
+
+def claim(task) -> None:
+    _running.add(task)
+
+
+def release(task) -> None:
+    _running.discard(task)
+
+
+def stop_all() -> None:
+    """Stop every running task (the add-on is being disabled): workers are killed, job files deleted."""
+    for task in list(_running):
+        task.close()
+    _running.clear()
+
+
+def show_progress(context: bpy.types.Context, text: str, fraction: float) -> None:
+    status = context.window_manager.neural_sdf_job
+    status.is_running, status.text, status.fraction = True, text, fraction
+    if context.workspace is not None:
+        context.workspace.status_text_set(f"{text}  (Esc to cancel)")
+    _redraw_sidebars(context)
+
+
+def clear_progress(context: bpy.types.Context) -> None:
+    status = context.window_manager.neural_sdf_job
+    status.is_running, status.text, status.fraction = False, "", 0.0
+    if context.workspace is not None:
+        context.workspace.status_text_set(None)
+    _redraw_sidebars(context)
+
+
+def _redraw_sidebars(context: bpy.types.Context) -> None:
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+
+class EngineJobOperator:
+    """Mixin for operators that run engine jobs. A subclass says what to run (`requests`, reading the scene) and
+    writes the results (`apply`, returning the report); `apply` checks every array before it changes anything."""
+
+    def requests(self, context: bpy.types.Context) -> list[JobRequest]:
+        raise NotImplementedError
+
+    def apply(self, context: bpy.types.Context, results: list[JobResult]) -> str:
+        raise NotImplementedError
+
+    def invoke(self, context, event):
+        if not self._start(context):
+            return {"CANCELLED"}
+        window_manager = context.window_manager
+        self._timer = window_manager.event_timer_add(TIMER_INTERVAL_S, window=context.window)
+        window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        if not self._start(context):
+            return {"CANCELLED"}
+        printed_at = time.monotonic()
+        while (result := self.modal(context, SYNC_TICK)) == {"RUNNING_MODAL"}:
+            if bpy.app.background and time.monotonic() - printed_at >= BACKGROUND_PRINT_INTERVAL_S:
+                print(context.window_manager.neural_sdf_job.text, flush=True)
+                printed_at = time.monotonic()
+            self.session.wait(SYNC_WAIT_S)
+        return result
+
+    def modal(self, context, event):
+        if event.type == "ESC" and event.value == "PRESS":
+            self.session.cancel()
+        elif event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        self.session.poll()
+        if not self.session.finished:
+            self._show_progress(context)
+            return {"RUNNING_MODAL"}
+        return self._finish(context)
+
+    def _start(self, context) -> bool:
+        prefs = preferences.get(context)
+        self._timer = None
+        try:
+            self.session = EngineSession(
+                preferences.worker_launch(prefs),
+                self.requests(context),
+                preferences.jobs_dir(prefs),
+                hang_timeout_s=prefs.hang_timeout,
+            )
+            self.session.start()
+        except EngineError as error:
+            self.report({"ERROR"}, str(error))
+            return False
+        claim(self.session)
+        self._show_progress(context)
+        return True
+
+    def _show_progress(self, context) -> None:
+        session = self.session
+        count = len(session.requests)
+        kind = session.requests[min(session.job_index, count - 1)].kind
+        show_progress(
+            context,
+            progress_text(session.label, session.progress, session.job_index, count),
+            overall_fraction(kind, session.progress, session.job_index, count),
+        )
+
+    def _finish(self, context):
+        session = self.session
+        release(session)
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+        clear_progress(context)
+        try:
+            if session.state is SessionState.SUCCEEDED:
+                try:
+                    self.report({"INFO"}, self.apply(context, session.results))
+                except EngineError as error:
+                    self.report({"ERROR"}, f"{error}. The scene was not changed")
+                    return {"CANCELLED"}
+                return {"FINISHED"}
+            level = "WARNING" if session.state is SessionState.CANCELLED else "ERROR"
+            self.report({level}, f"{session.message}. The scene was not changed")
+            return {"CANCELLED"}
+        finally:
+            session.close()

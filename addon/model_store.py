@@ -1,0 +1,66 @@
+"""Model files and the .blend: a new model goes beside the saved .blend (or into the cache folder until the first
+save), and every save gathers the models of the file beside it with relative paths (see `core.model_files`); a Save
+a Copy gives the copy its own models and leaves the open file's paths as they were."""
+
+import shutil
+from pathlib import Path
+
+import bpy
+from bpy.app.handlers import persistent
+
+from . import preferences
+from .core.errors import EngineError
+from .core.model_files import blend_relative, gather_models, model_filename, models_dir_beside
+from .properties import model_file
+
+MODELS_DIRNAME = "models"
+
+
+def keep_model(context: bpy.types.Context, job_file: Path, object_name: str) -> str:
+    """Move a model out of its job directory to where the .blend keeps it; returns the path to store."""
+    filename = model_filename(object_name)
+    if bpy.data.filepath:
+        blend = Path(bpy.data.filepath)
+        target = models_dir_beside(blend) / filename
+    else:
+        target = preferences.cache_dir(preferences.get(context)) / MODELS_DIRNAME / filename
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(job_file, target)
+    except OSError as error:
+        raise EngineError(
+            f"The model could not be stored in {target.parent} ({error.strerror or error}): save the .blend in a "
+            "writable folder, or choose another cache folder in the add-on preferences"
+        ) from error
+    return blend_relative(target, blend) if bpy.data.filepath else str(target)
+
+
+_paths_before_save: dict[str, str] = {}
+"""Model paths as they were before the save in progress, by object name (restored after a Save a Copy)."""
+
+
+@persistent
+def gather_models_beside_blend(filepath: str, *_unused) -> None:
+    """save_pre handler: copy the file's models beside the .blend being written and store relative paths."""
+    _paths_before_save.clear()
+    if not filepath:
+        return
+    blend = Path(filepath)
+    users = [obj for obj in bpy.data.objects if obj.library is None and obj.neural_sdf.model_path]
+    sources = {obj: model_file(obj) for obj in users}
+    gathered = gather_models(sources.values(), models_dir_beside(blend))
+    for obj, source in sources.items():
+        if source in gathered:
+            _paths_before_save[obj.name] = obj.neural_sdf.model_path
+            obj.neural_sdf.model_path = blend_relative(gathered[source], blend)
+
+
+@persistent
+def restore_paths_after_copy(filepath: str, *_unused) -> None:
+    """save_post handler: after Save a Copy the open file is still the old one, so its objects get their paths back
+    (the copy keeps the paths to its own models)."""
+    if filepath and bpy.data.filepath and Path(bpy.data.filepath) != Path(filepath):
+        for name, path in _paths_before_save.items():
+            if name in bpy.data.objects:
+                bpy.data.objects[name].neural_sdf.model_path = path
+    _paths_before_save.clear()

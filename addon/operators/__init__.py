@@ -1,0 +1,15 @@
+"""Operators, one per file; each only translates between Blender and the Blender-free core."""
+
+from .check_engine import NEURALSDF_OT_check_engine
+from .curvature_colors import NEURALSDF_OT_curvature_colors
+from .fit import NEURALSDF_OT_fit
+from .reextract import NEURALSDF_OT_reextract
+from .setup_engine import NEURALSDF_OT_setup_engine
+
+classes = (
+    NEURALSDF_OT_fit,
+    NEURALSDF_OT_curvature_colors,
+    NEURALSDF_OT_reextract,
+    NEURALSDF_OT_setup_engine,
+    NEURALSDF_OT_check_engine,
+)

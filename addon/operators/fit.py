@@ -1,0 +1,89 @@
+import bpy
+from mathutils import Matrix
+
+from .. import model_store, preferences, scene_io
+from ..core import job_files
+from ..core.text import format_duration
+from ..core.worker_client import JobRequest
+from ..engine_jobs import EngineJobOperator
+from . import checks
+
+
+class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
+    """Fit a neural SDF to the selected meshes (modifiers applied, world space) and add its surface as a new object"""
+
+    bl_idname = "neural_sdf.fit"
+    bl_label = "Fit Neural SDF"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return (
+            checks.no_job_running(cls) and checks.in_object_mode(cls, context) and checks.selected_meshes(cls, context)
+        )
+
+    def requests(self, context):
+        settings = context.scene.neural_sdf
+        device = preferences.get(context).device
+        depsgraph = context.evaluated_depsgraph_get()
+        sources = sorted((obj for obj in context.selected_objects if obj.type == "MESH"), key=lambda obj: obj.name)
+        groups = [sources] if settings.fit_mode == "JOINED" else [[obj] for obj in sources]
+        requests = []
+        for group in groups:
+            inputs = {}
+            for index, obj in enumerate(group):
+                inputs[f"vertices_{index}"], inputs[f"faces_{index}"] = scene_io.evaluated_world_mesh(obj, depsgraph)
+            names = [obj.name for obj in group]
+            params = {
+                "preset": settings.preset,
+                "steps": settings.steps if settings.use_custom_steps else None,
+                "resolution": settings.resolution,
+                "device": device,
+                "seed": settings.seed,
+                "names": names,
+            }
+            requests.append(JobRequest("fit", params, inputs, f"fitting {_quoted(names)}"))
+        return requests
+
+    def apply(self, context, results):
+        planned = []
+        for result in results:
+            vertices, faces = job_files.mesh_arrays(result.outputs)
+            names = result.request.params["names"]
+            planned.append((result, f"{names[0]} SDF" if len(names) == 1 else "Neural SDF", vertices, faces))
+        stored = [model_store.keep_model(context, result.files["model"], name) for result, name, _, _ in planned]
+        created = []
+        for (result, name, vertices, faces), model_path in zip(planned, stored, strict=True):
+            names = result.request.params["names"]
+            frame = _frame_of(names)
+            local = scene_io.transform_points(scene_io.matrix_array(frame.inverted()), vertices)
+            obj = scene_io.add_object(context, name, scene_io.new_mesh(name, local, faces), frame)
+            link = obj.neural_sdf
+            link.model_path = model_path
+            link.model_to_object = frame.inverted()
+            summary = result.summary
+            link.fit_summary = (
+                f"{result.request.params['preset']}, {summary.get('steps')} steps, "
+                f"{format_duration(summary.get('train_seconds', 0.0))} on {summary.get('device')}, "
+                f"from {', '.join(names)}"
+            )
+            created.append((obj, len(faces)))
+        for obj, _ in created:
+            obj.select_set(True)
+        context.scene.neural_sdf.model_object = created[-1][0]
+        resolution = results[0].request.params["resolution"]
+        made = ", ".join(f"'{obj.name}' ({faces:,} faces)" for obj, faces in created)
+        return f"Fitted {made} at resolution {resolution}"
+
+
+def _frame_of(names: list[str]) -> Matrix:
+    """Where the new object sits: a single source's transform (so it shares its origin and axes), else the world."""
+    source = bpy.data.objects.get(names[0]) if len(names) == 1 else None
+    if source is None or abs(source.matrix_world.determinant()) < 1e-12:
+        return Matrix.Identity(4)
+    return source.matrix_world.copy()
+
+
+def _quoted(names: list[str]) -> str:
+    shown = ", ".join(f"'{name}'" for name in names[:3])
+    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")

@@ -1,0 +1,49 @@
+import bpy
+
+from .. import preferences, scene_io
+from ..core import job_files
+from ..core.errors import EngineError
+from ..core.worker_client import JobRequest
+from ..engine_jobs import EngineJobOperator
+from ..properties import model_file
+from ..scene_io import CURVATURE_ATTRIBUTES
+from . import checks
+
+
+class NEURALSDF_OT_reextract(EngineJobOperator, bpy.types.Operator):
+    """Extract the active object's surface again from its model at the panel's resolution, without retraining"""
+
+    bl_idname = "neural_sdf.reextract"
+    bl_label = "Re-extract"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return checks.no_job_running(cls) and checks.in_object_mode(cls, context) and checks.active_model(cls, context)
+
+    def requests(self, context):
+        obj = context.active_object
+        resolution = context.scene.neural_sdf.resolution
+        self.object_name = obj.name
+        params = {"model": str(model_file(obj)), "resolution": resolution, "device": preferences.get(context).device}
+        return [JobRequest("extract", params, {}, f"extracting '{obj.name}' at resolution {resolution}")]
+
+    def apply(self, context, results):
+        (result,) = results
+        obj = bpy.data.objects.get(self.object_name)
+        if obj is None or obj.type != "MESH":
+            raise EngineError(f"'{self.object_name}' was deleted while its surface was extracted")
+        vertices, faces = job_files.mesh_arrays(result.outputs)
+        local = scene_io.transform_points(scene_io.matrix_array(obj.neural_sdf.model_to_object), vertices)
+        old = obj.data
+        had_curvature = any(name in old.attributes for name in CURVATURE_ATTRIBUTES.values())
+        mesh = scene_io.new_mesh(old.name, local, faces)
+        for material in old.materials:
+            mesh.materials.append(material)
+        obj.data = mesh
+        if old.users == 0:
+            name = old.name
+            bpy.data.meshes.remove(old)
+            mesh.name = name
+        message = f"Re-extracted '{obj.name}' at resolution {result.request.params['resolution']}: {len(faces):,} faces"
+        return message + (" (run Curvature Colours again for the new vertices)" if had_curvature else "")

@@ -1,0 +1,80 @@
+import sys
+
+import bpy
+
+from .. import engine_jobs, preferences
+from ..core.engine_env import REQUIREMENTS_FILENAME, VENV_DIRNAME, EnvironmentSetup, engine_root
+from ..core.errors import EngineError
+from ..core.worker_client import SessionState
+from ..engine_jobs import SYNC_TICK, SYNC_WAIT_S, TIMER_INTERVAL_S
+from . import checks
+
+
+class NEURALSDF_OT_setup_engine(bpy.types.Operator):
+    """Create a Python environment in the cache folder and install the engine's requirements (downloads packages)"""
+
+    bl_idname = "neural_sdf.setup_engine"
+    bl_label = "Set up Engine"
+
+    @classmethod
+    def poll(cls, context):
+        if not bpy.app.online_access:
+            cls.poll_message_set(
+                "Online access is off: allow it in Preferences > System > Network to download the engine's packages"
+            )
+            return False
+        return checks.no_job_running(cls)
+
+    def invoke(self, context, event):
+        if not self._start(context):
+            return {"CANCELLED"}
+        self._timer = context.window_manager.event_timer_add(TIMER_INTERVAL_S, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        if not self._start(context):
+            return {"CANCELLED"}
+        while (result := self.modal(context, SYNC_TICK)) == {"RUNNING_MODAL"}:
+            self.setup.commands.wait(SYNC_WAIT_S)
+        return result
+
+    def modal(self, context, event):
+        commands = self.setup.commands
+        if event.type == "ESC" and event.value == "PRESS":
+            commands.cancel()
+        elif event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        commands.poll()
+        if not commands.finished:
+            step = f"Setting up the engine ({commands.index + 1}/{len(commands.commands)})"
+            engine_jobs.show_progress(
+                context, f"{step}: {commands.last_line[-90:]}", commands.index / len(commands.commands)
+            )
+            return {"RUNNING_MODAL"}
+        engine_jobs.release(commands)
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+        engine_jobs.clear_progress(context)
+        self.setup.finish()
+        if commands.state is SessionState.SUCCEEDED:
+            self.report({"INFO"}, f"The engine environment is ready in {self.setup.venv_dir}: press Check Engine")
+            return {"FINISHED"}
+        level = "WARNING" if commands.state is SessionState.CANCELLED else "ERROR"
+        self.report({level}, f"Set up engine: {commands.message}. The previous environment was kept")
+        return {"CANCELLED"}
+
+    def _start(self, context) -> bool:
+        prefs = preferences.get(context)
+        self._timer = None
+        try:
+            # Blender's own Python makes the environment, whatever Python runs the engine now.
+            self.setup = EnvironmentSetup(
+                sys.executable, preferences.cache_dir(prefs) / VENV_DIRNAME, engine_root() / REQUIREMENTS_FILENAME
+            )
+        except EngineError as error:
+            self.report({"ERROR"}, str(error))
+            return False
+        self.setup.commands.start()
+        engine_jobs.claim(self.setup.commands)
+        return True

@@ -1,0 +1,93 @@
+"""Add-on preferences: which Python runs the engine, on which device, where its files go."""
+
+from pathlib import Path
+
+import bpy
+from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
+
+from .core.engine_env import VENV_DIRNAME, choose_python, engine_root
+from .core.worker_client import WorkerLaunch
+
+JOBS_DIRNAME = "jobs"
+
+
+class NeuralSDFPreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    python_path: StringProperty(
+        name="Python", subtype='FILE_PATH',
+        description="Interpreter that runs the engine; empty: the one Set up engine made, else Blender's own",
+    )  # fmt: skip
+    device: EnumProperty(
+        name="Device",
+        items=(
+            ("auto", "Automatic", "A CUDA GPU when PyTorch sees one, else the CPU"),
+            ("cpu", "CPU", "Always the CPU"),
+            ("cuda", "CUDA", "The first CUDA GPU (fails when PyTorch sees none)"),
+        ),
+        default="auto",
+    )
+    threads: IntProperty(
+        name="CPU Threads", min=0, soft_max=64, default=0,
+        description="Threads the engine may use on the CPU; 0: all. Fewer keep Blender responsive while it trains",
+    )  # fmt: skip
+    cache_dir: StringProperty(
+        name="Cache Folder", subtype='DIR_PATH',
+        description=(
+            "Folder for the engine environment, job files and the models of unsaved files; "
+            "empty: the extension's user folder"
+        ),
+    )  # fmt: skip
+    hang_timeout: FloatProperty(
+        name="Hang Timeout", unit='TIME_ABSOLUTE', min=2.0, soft_max=600.0, default=60.0,
+        description="Stop the engine when it has sent nothing (not even its heartbeat) for this long",
+    )  # fmt: skip
+    engine_report: StringProperty(name="Engine", description="What the last Check engine found")
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        col = layout.column()
+        col.prop(self, "python_path")
+        col.label(text=f"Runs: {python(self)}", icon="CONSOLE")
+        col.prop(self, "device")
+        col.prop(self, "threads")
+        col.prop(self, "cache_dir")
+        col.prop(self, "hang_timeout")
+        row = layout.row(align=True)
+        row.operator("neural_sdf.setup_engine", icon="IMPORT")
+        row.operator("neural_sdf.check_engine", icon="CHECKMARK")
+        if not bpy.app.online_access:
+            layout.label(
+                text="Set up engine needs online access (Preferences > System > Network)", icon="INTERNET_OFFLINE"
+            )
+        if self.engine_report:
+            layout.label(text=self.engine_report, icon="INFO")
+
+
+def get(context: bpy.types.Context) -> NeuralSDFPreferences:
+    return context.preferences.addons[__package__].preferences
+
+
+def cache_dir(prefs: NeuralSDFPreferences) -> Path:
+    if prefs.cache_dir:
+        return Path(bpy.path.abspath(prefs.cache_dir))
+    return Path(bpy.utils.extension_path_user(__package__, create=True))
+
+
+def python(prefs: NeuralSDFPreferences) -> str:
+    return choose_python(
+        bpy.path.abspath(prefs.python_path) if prefs.python_path else "", cache_dir(prefs) / VENV_DIRNAME
+    )
+
+
+def worker_launch(prefs: NeuralSDFPreferences) -> WorkerLaunch:
+    threads = {name: str(prefs.threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")} if prefs.threads else {}
+    return WorkerLaunch(python(prefs), engine_root(), threads)
+
+
+def jobs_dir(prefs: NeuralSDFPreferences) -> Path:
+    return cache_dir(prefs) / JOBS_DIRNAME
+
+
+classes = (NeuralSDFPreferences,)

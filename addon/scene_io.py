@@ -1,0 +1,135 @@
+"""Between Blender data and numpy arrays: evaluated meshes out of the scene, new meshes, curvature attributes and
+their material into it. Bulk foreach_get/foreach_set with explicit dtypes and one transform per array."""
+
+import bpy
+import numpy as np
+
+from .core.job_files import CURVATURE_FIELDS
+
+CURVATURE_ATTRIBUTES = {name: f"curvature_{name}" for name in CURVATURE_FIELDS}
+"""Float point attributes written by Curvature Colours, in 1/length (Gaussian 1/length^2) of the model's units."""
+COLOR_ATTRIBUTE = "curvature_color"
+MATERIAL_NAME = "Neural SDF Curvature"
+
+
+def matrix_array(matrix) -> np.ndarray:
+    """A mathutils 4x4 matrix as a (4, 4) float64 array."""
+    return np.array(matrix, dtype=np.float64).reshape(4, 4)
+
+
+def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Points (n, 3) mapped by an affine (4, 4) matrix, in float64."""
+    points = np.asarray(points, dtype=np.float64)
+    return points @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def length_unit_name(scene: bpy.types.Scene) -> str:
+    """The name of the scene's length unit for curvature legends: "m" where a Blender unit is a metre, else "unit"."""
+    units = scene.unit_settings
+    return "m" if units.system != "NONE" and abs(units.scale_length - 1.0) < 1e-9 else "unit"
+
+
+def evaluated_world_mesh(obj: bpy.types.Object, depsgraph) -> tuple[np.ndarray, np.ndarray]:
+    """World-space vertices (n, 3) float64 and triangles (m, 3) intc of a mesh object with its modifiers applied."""
+    evaluated = obj.evaluated_get(depsgraph)
+    mesh = evaluated.to_mesh()
+    try:
+        mesh.calc_loop_triangles()
+        vertices = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
+        mesh.vertices.foreach_get("co", vertices)
+        triangles = np.empty(len(mesh.loop_triangles) * 3, dtype=np.intc)
+        mesh.loop_triangles.foreach_get("vertices", triangles)
+        world = matrix_array(evaluated.matrix_world)
+    finally:
+        evaluated.to_mesh_clear()
+    return transform_points(world, vertices.reshape(-1, 3)), triangles.reshape(-1, 3)
+
+
+def vertex_positions(mesh: bpy.types.Mesh) -> np.ndarray:
+    """The mesh's own (unevaluated) vertex positions (n, 3) float64 in object space."""
+    positions = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
+    mesh.vertices.foreach_get("co", positions)
+    return positions.reshape(-1, 3).astype(np.float64)
+
+
+def new_mesh(name: str, vertices: np.ndarray, faces: np.ndarray) -> bpy.types.Mesh:
+    """A smooth-shaded triangle mesh from checked arrays (vertices (n, 3), faces (m, 3) indices)."""
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(len(vertices))
+    mesh.vertices.foreach_set("co", np.ascontiguousarray(vertices, dtype=np.float32).ravel())
+    mesh.loops.add(faces.size)
+    mesh.loops.foreach_set("vertex_index", np.ascontiguousarray(faces, dtype=np.intc).ravel())
+    mesh.polygons.add(len(faces))
+    mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.intc))
+    mesh.update()
+    mesh.validate()
+    mesh.shade_smooth()
+    return mesh
+
+
+def add_object(context: bpy.types.Context, name: str, mesh: bpy.types.Mesh, matrix_world) -> bpy.types.Object:
+    """A new object in the active collection, selected and active (the others deselected), like Blender's Add."""
+    obj = bpy.data.objects.new(name, mesh)
+    context.collection.objects.link(obj)
+    obj.matrix_world = matrix_world
+    for selected in context.selected_objects:
+        selected.select_set(False)
+    obj.select_set(True)
+    context.view_layer.objects.active = obj
+    return obj
+
+
+def write_curvature(mesh: bpy.types.Mesh, fields: dict[str, np.ndarray], linear_colors: np.ndarray) -> None:
+    """Point attributes ``curvature_mean`` ... (float) and ``curvature_color`` (linear float RGBA), made the
+    active and rendered colour attribute."""
+    for name, values in fields.items():
+        attribute = _fresh_attribute(mesh, CURVATURE_ATTRIBUTES[name], "FLOAT")
+        attribute.data.foreach_set("value", np.ascontiguousarray(values, dtype=np.float32))
+    colors = _fresh_attribute(mesh, COLOR_ATTRIBUTE, "FLOAT_COLOR")
+    colors.data.foreach_set("color", np.ascontiguousarray(linear_colors, dtype=np.float32).ravel())
+    mesh.color_attributes.active_color = mesh.color_attributes[COLOR_ATTRIBUTE]
+    mesh.color_attributes.render_color_index = mesh.color_attributes.find(COLOR_ATTRIBUTE)
+    mesh.update()
+
+
+def show_curvature(context: bpy.types.Context, obj: bpy.types.Object) -> bool:
+    """Make the colours visible at once: Solid views show attribute colours, and an object without materials gets
+    the curvature material (rendered too). Returns False when the object's own materials were kept."""
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.spaces.active.shading.color_type = "VERTEX"
+                area.tag_redraw()
+    materials = obj.data.materials
+    material = curvature_material()
+    if len(materials) == 0:
+        materials.append(material)
+    return all(slot is None or slot == material for slot in materials)
+
+
+def curvature_material() -> bpy.types.Material:
+    """A material whose base colour is the ``curvature_color`` attribute (made once per file)."""
+    material = bpy.data.materials.get(MATERIAL_NAME)
+    if material is not None:
+        return material
+    material = bpy.data.materials.new(MATERIAL_NAME)
+    if material.node_tree is None:  # Blender before 5.0 creates materials without nodes
+        material.use_nodes = True
+    nodes, links = material.node_tree.nodes, material.node_tree.links
+    shader = next(node for node in nodes if node.type == "BSDF_PRINCIPLED")
+    attribute = nodes.new("ShaderNodeAttribute")
+    attribute.attribute_type = "GEOMETRY"
+    attribute.attribute_name = COLOR_ATTRIBUTE
+    attribute.location = (shader.location.x - 250, shader.location.y)
+    links.new(attribute.outputs["Color"], shader.inputs["Base Color"])
+    shader.inputs["Roughness"].default_value = 0.45
+    return material
+
+
+def _fresh_attribute(mesh: bpy.types.Mesh, name: str, data_type: str):
+    """A point attribute of that type, replacing one of the same name with another type or domain."""
+    attribute = mesh.attributes.get(name)
+    if attribute is not None and (attribute.data_type != data_type or attribute.domain != "POINT"):
+        mesh.attributes.remove(attribute)
+        attribute = None
+    return attribute if attribute is not None else mesh.attributes.new(name, data_type, "POINT")

@@ -1,0 +1,658 @@
+"""The extension inside Blender (issue #4): built into a zip, checked by Blender's own validator, installed into the
+bpy module, and its operators run in background mode with the results checked in the scene.
+
+bpy can be imported once per process, so one module-scoped fixture imports it (with Blender's user folders in a
+temporary directory) and installs the extension. Background mode has no event loop: operators run through
+execute(), which drives the same modal() as the UI; test twins of the operators inject events (Esc) or act on the
+worker (kill, stop) between modal() steps. Panels are drawn into a recording layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import types
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+if importlib.util.find_spec("bpy") is None:
+    pytest.skip("needs Blender's Python module: pip install bpy==5.0.1", allow_module_level=True)
+
+from addon.core.colors import srgb_to_linear  # noqa: E402
+from engine.colormaps import QUANTITIES, colorize  # noqa: E402
+from engine.fit import PRESETS  # noqa: E402
+from engine.protocol import COLORMAPS  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+EXTENSIONS_REPO = "user_default"
+PACKAGE = f"bl_ext.{EXTENSIONS_REPO}.neural_sdf"
+SPHERE_RADIUS = 0.8
+SPHERE_CENTER = (1.0, 2.0, 0.5)
+FIT_STEPS = 150
+RESOLUTION = 32
+
+
+@pytest.fixture(scope="module")
+def extension_zip(tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("dist")
+    built = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "build_extension.py"), "--output-dir", str(output)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return Path(built.stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def bpy(extension_zip, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        # Blender's user folders (extensions, preferences) go to a temporary directory, not the user's home.
+        patch.setenv("BLENDER_USER_RESOURCES", str(tmp_path_factory.mktemp("blender_user")))
+        bpy = pytest.importorskip("bpy")
+        result = bpy.ops.extensions.package_install_files(
+            filepath=str(extension_zip), repo=EXTENSIONS_REPO, enable_on_install=True
+        )
+        assert result == {"FINISHED"}
+        yield bpy
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def use_test_preferences(cache_dir: Path) -> None:
+    """Preferences are reset when the add-on is disabled, so each test sets them. One engine thread: the tiny
+    networks here gain nothing from more, and one thread stays fast on a busy 2-core machine."""
+    preferences = prefs()
+    preferences.cache_dir, preferences.device, preferences.threads = str(cache_dir), "cpu", 1
+    preferences.hang_timeout, preferences.python_path = 60.0, ""
+
+
+def prefs():
+    import bpy
+
+    return bpy.context.preferences.addons[PACKAGE].preferences
+
+
+def addon_module(name: str):
+    return sys.modules[f"{PACKAGE}.{name}"]
+
+
+@pytest.fixture
+def scene(bpy, cache_dir):
+    """An empty scene with tiny fit settings, and the test preferences."""
+    bpy.ops.wm.read_homefile(use_empty=True)
+    settings = bpy.context.scene.neural_sdf
+    settings.preset, settings.use_custom_steps, settings.steps, settings.resolution = (
+        "tiny",
+        True,
+        FIT_STEPS,
+        RESOLUTION,
+    )
+    use_test_preferences(cache_dir)
+    yield bpy.context.scene
+    addon_module("engine_jobs").stop_all()
+    bpy.context.window_manager.neural_sdf_job.is_running = False
+
+
+def add_sphere(bpy, name="Sphere", radius=SPHERE_RADIUS, location=SPHERE_CENTER):
+    bpy.ops.mesh.primitive_ico_sphere_add(subdivisions=4, radius=radius, location=location)
+    bpy.context.active_object.name = name
+    return bpy.context.active_object
+
+
+def add_cube(bpy, name="Cube", location=(-1.5, 0.0, 0.0)):
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=location)
+    obj = bpy.context.active_object
+    obj.name = name
+    obj.rotation_euler = (0.0, 0.0, 0.3)
+    obj.modifiers.new("Bevel", "BEVEL").width = 0.1  # the fit must see the evaluated mesh
+    return obj
+
+
+def select_only(bpy, *objects):
+    bpy.ops.object.select_all(action="DESELECT")
+    for obj in objects:
+        obj.select_set(True)
+    bpy.context.view_layer.objects.active = objects[-1]
+
+
+def world_bounds(bpy, obj) -> np.ndarray:
+    evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    points = np.array([evaluated.matrix_world @ vertex.co for vertex in evaluated.data.vertices])
+    return np.stack([points.min(axis=0), points.max(axis=0)])
+
+
+def snapshot(bpy) -> dict:
+    """Everything a failed job must leave as it was."""
+    objects = {
+        obj.name: (obj.type, tuple(map(tuple, obj.matrix_world)), obj.data.name if obj.data else None)
+        for obj in bpy.data.objects
+    }
+    meshes = {}
+    for mesh in bpy.data.meshes:
+        positions = np.empty(len(mesh.vertices) * 3, np.float32)
+        mesh.vertices.foreach_get("co", positions)
+        meshes[mesh.name] = (positions.tobytes(), len(mesh.polygons), sorted(mesh.attributes.keys()))
+    return {"objects": objects, "meshes": meshes, "materials": sorted(bpy.data.materials.keys())}
+
+
+@contextlib.contextmanager
+def undo_enabled(bpy):
+    """Blender's undo in background mode: a window context and an explicitly started undo stack."""
+    window = bpy.context.window_manager.windows[0]
+    area = next(area for area in window.screen.areas if area.type == "VIEW_3D")
+    bpy.ops.ed.undo_push(message="start the undo stack")
+    with bpy.context.temp_override(window=window, screen=window.screen, area=area):
+        bpy.ops.ed.undo_push(message="before the test")
+        yield
+
+
+@contextlib.contextmanager
+def scripted(bpy, operator_name: str, on_modal):
+    """A test twin of an add-on operator: execute() drives the real modal(), and ``on_modal(operator)`` runs before
+    each modal() step and may return an event to hand modal() first (then the timer tick, if it passed the event
+    through). Yields the operator function and the (event type, modal() result) pairs of its steps."""
+    module, class_name = {
+        "fit": ("operators.fit", "NEURALSDF_OT_fit"),
+        "curvature_colors": ("operators.curvature_colors", "NEURALSDF_OT_curvature_colors"),
+    }[operator_name]
+    base = getattr(addon_module(module), class_name)
+    steps = []
+
+    def modal(self, context, tick):
+        for event in (on_modal(self), tick):
+            if event is not None:
+                result = base.modal(self, context, event)
+                steps.append((event.type, result))
+                if result != {"PASS_THROUGH"}:
+                    return result
+        return result
+
+    # A sibling with the same bases and methods, not a subclass: unregistering a subclass of a registered operator
+    # breaks the registered one.
+    namespace = {name: value for name, value in vars(base).items() if not name.startswith("__") and name != "bl_rna"}
+    namespace.update(bl_idname=f"neural_sdf_test.{operator_name}", bl_label=f"Test {base.bl_label}", modal=modal)
+    twin = type(f"NEURALSDFTEST_OT_{operator_name}", base.__bases__, namespace)
+    bpy.utils.register_class(twin)
+    try:
+        yield getattr(bpy.ops.neural_sdf_test, operator_name), steps
+    finally:
+        bpy.utils.unregister_class(twin)
+
+
+def reports(capfd) -> list[str]:
+    """The operator reports Blender printed (background mode prints them to stdout)."""
+    return [line for line in capfd.readouterr().out.splitlines() if line.startswith(("Info: ", "Warning: ", "Error: "))]
+
+
+def event(event_type: str):
+    return types.SimpleNamespace(type=event_type, value="PRESS")
+
+
+def once_training(action):
+    """An on_modal hook that calls ``action(operator)`` once, at the first modal() step after training started."""
+    done = []
+
+    def hook(operator):
+        progress = operator.session.progress
+        if not done and progress is not None and progress.stage == "fit" and progress.step > 0:
+            done.append(True)
+            return action(operator)
+        return None
+
+    return hook
+
+
+@pytest.fixture(scope="module")
+def fitted_sphere_blend(bpy, cache_dir, tmp_path_factory) -> Path:
+    """A saved .blend holding a sphere and its fitted object (fitted once for the module)."""
+    bpy.ops.wm.read_homefile(use_empty=True)
+    settings = bpy.context.scene.neural_sdf
+    settings.preset, settings.use_custom_steps, settings.steps, settings.resolution = (
+        "tiny",
+        True,
+        FIT_STEPS,
+        RESOLUTION,
+    )
+    use_test_preferences(cache_dir)
+    select_only(bpy, add_sphere(bpy))
+    assert bpy.ops.neural_sdf.fit() == {"FINISHED"}
+    path = tmp_path_factory.mktemp("project") / "sphere.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    return path
+
+
+# The extension as a package.
+
+
+def test_the_zip_validates_with_blenders_tool_and_holds_the_addon_and_the_engine(bpy, extension_zip):
+    build_script = importlib.util.spec_from_file_location("build_extension", REPO / "scripts" / "build_extension.py")
+    build_extension = importlib.util.module_from_spec(build_script)
+    build_script.loader.exec_module(build_extension)
+    blender_ext = build_extension.find_blender_ext()
+    validated = subprocess.run(
+        [sys.executable, str(blender_ext), "validate", str(extension_zip)], capture_output=True, text=True
+    )
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    names = zipfile.ZipFile(extension_zip).namelist()
+    assert {
+        "blender_manifest.toml",
+        "__init__.py",
+        "core/worker_client.py",
+        "engine/worker.py",
+        "requirements.txt",
+    } <= set(names)
+    assert not [name for name in names if name.startswith(("tests/", "bench/")) or "__pycache__" in name]
+
+
+def test_the_extension_registers_and_unregisters_cleanly(bpy):
+    def registered() -> dict:
+        return {
+            "addon": PACKAGE in bpy.context.preferences.addons,
+            "properties": [
+                hasattr(owner, name)
+                for owner, name in (
+                    (bpy.types.Scene, "neural_sdf"),
+                    (bpy.types.Object, "neural_sdf"),
+                    (bpy.types.Mesh, "neural_sdf_curvature"),
+                    (bpy.types.WindowManager, "neural_sdf_job"),
+                )
+            ],
+            "operators": sorted(name for name in dir(bpy.ops.neural_sdf) if not name.startswith("_")),
+            "panels": [
+                hasattr(bpy.types, name)
+                for name in ("NEURALSDF_PT_main", "NEURALSDF_PT_model", "NEURALSDF_PT_curvature")
+            ],
+            "save_handlers": [
+                any(getattr(handler, "__name__", "") == name for handler in handlers)
+                for handlers, name in (
+                    (bpy.app.handlers.save_pre, "gather_models_beside_blend"),
+                    (bpy.app.handlers.save_post, "restore_paths_after_copy"),
+                )
+            ],
+        }
+
+    enabled = {
+        "addon": True,
+        "properties": [True] * 4,
+        "operators": ["check_engine", "curvature_colors", "fit", "reextract", "setup_engine"],
+        "panels": [True] * 3,
+        "save_handlers": [True, True],
+    }
+    assert registered() == enabled
+    bpy.ops.preferences.addon_disable(module=PACKAGE)
+    assert registered() == {
+        "addon": False,
+        "properties": [False] * 4,
+        "operators": [],
+        "panels": [False] * 3,
+        "save_handlers": [False, False],
+    }
+    bpy.ops.preferences.addon_enable(module=PACKAGE)
+    assert registered() == enabled
+
+
+def test_the_panel_choices_match_the_engine(bpy):
+    properties = addon_module("properties")
+    assert [item[0] for item in properties.PRESET_ITEMS] == list(PRESETS)
+    assert {item[0] for item in properties.QUANTITY_ITEMS} <= set(QUANTITIES)
+    assert [item[0] for item in properties.COLORMAP_ITEMS] == list(COLORMAPS)
+
+
+# Fit.
+
+
+def test_fit_as_one_shape_matches_the_sources_leaves_them_alone_and_undoes(scene, bpy):
+    sphere, cube = add_sphere(bpy), add_cube(bpy)
+    select_only(bpy, sphere, cube)
+    scene.neural_sdf.fit_mode = "JOINED"
+    expected = np.concatenate([world_bounds(bpy, sphere), world_bounds(bpy, cube)])
+    expected = np.stack([expected.min(axis=0), expected.max(axis=0)])
+    before = snapshot(bpy)
+
+    with undo_enabled(bpy):
+        assert bpy.ops.neural_sdf.fit() == {"FINISHED"}
+        fitted = bpy.data.objects["Neural SDF"]
+        assert len(fitted.data.polygons) > 500
+        grid_step = (expected[1] - expected[0]).max() / 0.9 / (RESOLUTION - 1)
+        np.testing.assert_allclose(world_bounds(bpy, fitted), expected, atol=2.5 * grid_step)
+        assert fitted.neural_sdf.model_path and Path(fitted.neural_sdf.model_path).is_file()
+        assert (
+            "tiny, 150 steps" in fitted.neural_sdf.fit_summary and "from Cube, Sphere" in fitted.neural_sdf.fit_summary
+        )
+        assert scene.neural_sdf.model_object == fitted and bpy.context.active_object == fitted
+        after = snapshot(bpy)
+        assert {name: after["objects"][name] for name in before["objects"]} == before["objects"]
+        assert {name: after["meshes"][name] for name in before["meshes"]} == before["meshes"]
+
+        bpy.ops.ed.undo()
+        assert "Neural SDF" not in bpy.data.objects
+        assert snapshot(bpy)["objects"] == before["objects"]
+
+
+def test_fit_each_object_on_its_own_places_each_result_on_its_source(scene, bpy):
+    sphere, cube = add_sphere(bpy), add_cube(bpy)
+    select_only(bpy, sphere, cube)
+    scene.neural_sdf.fit_mode = "SEPARATE"
+    assert bpy.ops.neural_sdf.fit() == {"FINISHED"}
+    for source in (sphere, cube):
+        fitted = bpy.data.objects[f"{source.name} SDF"]
+        assert fitted.matrix_world == source.matrix_world  # same origin and axes as the source
+        assert len(fitted.data.polygons) > 500
+    # (150 tiny steps fit the sphere cleanly; the bevelled cube may keep a stray sliver at the grid's edge.)
+    np.testing.assert_allclose(world_bounds(bpy, bpy.data.objects["Sphere SDF"]), world_bounds(bpy, sphere), atol=0.06)
+    models = {bpy.data.objects[f"{name} SDF"].neural_sdf.model_path for name in ("Sphere", "Cube")}
+    assert len(models) == 2
+
+
+def test_an_engine_error_is_reported_and_changes_nothing(scene, bpy):
+    mesh = bpy.data.meshes.new("Points")
+    mesh.from_pydata([(0, 0, 0), (1, 0, 0), (0, 1, 0)], [], [])
+    points = bpy.data.objects.new("Points", mesh)
+    scene.collection.objects.link(points)
+    select_only(bpy, points)
+    before = snapshot(bpy)
+    with pytest.raises(RuntimeError, match="Object 'Points' has no faces .*The scene was not changed"):
+        bpy.ops.neural_sdf.fit()
+    assert snapshot(bpy) == before
+    assert not bpy.context.window_manager.neural_sdf_job.is_running
+
+
+def test_poll_says_why_a_button_is_disabled(scene, bpy):
+    with pytest.raises(RuntimeError, match="Select at least one mesh object"):
+        bpy.ops.neural_sdf.fit()
+    select_only(bpy, add_sphere(bpy))
+    with pytest.raises(RuntimeError, match="The active object has no neural SDF model: make an object from Fit"):
+        bpy.ops.neural_sdf.reextract()
+    with pytest.raises(RuntimeError, match="no neural SDF model: fit one, or pick a Model object"):
+        bpy.ops.neural_sdf.curvature_colors()
+    if not bpy.app.online_access:
+        with pytest.raises(RuntimeError, match="Online access is off"):
+            bpy.ops.neural_sdf.setup_engine()
+    bpy.ops.object.mode_set(mode="EDIT")
+    with pytest.raises(RuntimeError, match="Switch to Object Mode"):
+        bpy.ops.neural_sdf.fit()
+    bpy.ops.object.mode_set(mode="OBJECT")
+
+
+# Cancel, a killed worker, a hung worker: the scene stays as it was and the report says why.
+
+
+def test_esc_cancels_a_fit_mid_job(scene, bpy, capfd):
+    select_only(bpy, add_sphere(bpy))
+    scene.neural_sdf.steps = 100_000
+    before = snapshot(bpy)
+    capfd.readouterr()
+    with scripted(bpy, "fit", once_training(lambda operator: event("ESC"))) as (fit, steps):
+        assert fit() == {"CANCELLED"}
+    assert ("ESC", {"RUNNING_MODAL"}) in steps and steps[-1][1] == {"CANCELLED"}
+    (message,) = reports(capfd)
+    assert message.startswith("Warning: Cancelled fitting 'Sphere' at step ")
+    assert message.endswith("of 100000. The scene was not changed")
+    assert snapshot(bpy) == before
+    assert not addon_module("engine_jobs").job_running() and not list((Path(prefs().cache_dir) / "jobs").iterdir())
+
+
+def test_a_killed_worker_is_reported_and_changes_nothing(scene, bpy):
+    select_only(bpy, add_sphere(bpy))
+    scene.neural_sdf.steps = 100_000
+    before = snapshot(bpy)
+    kill = once_training(lambda operator: os.kill(operator.session.pid, signal.SIGKILL))
+    with scripted(bpy, "fit", kill) as (fit, steps):
+        with pytest.raises(RuntimeError) as raised:
+            fit()
+    message = str(raised.value)
+    assert "The engine process ended unexpectedly (killed by SIGKILL) while fitting 'Sphere'" in message
+    assert message.rstrip().endswith("The scene was not changed") and steps[-1][1] == {"CANCELLED"}
+    assert snapshot(bpy) == before
+
+
+def test_a_hung_worker_is_stopped_and_reported(scene, bpy):
+    select_only(bpy, add_sphere(bpy))
+    scene.neural_sdf.steps = 100_000
+    prefs().hang_timeout = 2.0
+    before = snapshot(bpy)
+    stop = once_training(lambda operator: os.kill(operator.session.pid, signal.SIGSTOP))
+    with scripted(bpy, "fit", stop) as (fit, _):
+        with pytest.raises(
+            RuntimeError, match=r"The engine stopped responding \(no message for 2 s\) while fitting 'Sphere'"
+        ):
+            fit()
+    assert snapshot(bpy) == before
+
+
+def test_modal_passes_other_events_through_and_shows_progress(scene, bpy):
+    select_only(bpy, add_sphere(bpy))
+    scene.neural_sdf.steps = 100_000
+    seen = []
+
+    def look_then_cancel(operator):
+        job = bpy.context.window_manager.neural_sdf_job
+        seen.append((job.is_running, job.text, job.fraction))
+        if len(seen) == 1:
+            return event("MOUSEMOVE")
+        if operator.session.progress is not None and operator.session.progress.step > 0:
+            return event("ESC")
+        return None
+
+    with scripted(bpy, "fit", look_then_cancel) as (fit, steps):
+        fit()
+    assert steps[0] == ("MOUSEMOVE", {"PASS_THROUGH"})
+    assert seen[0][0] and seen[0][1] == "Fitting 'Sphere': starting the engine"
+    assert any(
+        text.startswith("Fitting 'Sphere': step ") and "ETA" in text and 0 < fraction < 1 for _, text, fraction in seen
+    )
+    assert not bpy.context.window_manager.neural_sdf_job.is_running
+
+
+# Curvature, save and reload, Re-extract.
+
+
+def test_curvature_colours_on_a_fitted_sphere_and_on_its_source(bpy, fitted_sphere_blend, cache_dir):
+    use_test_preferences(cache_dir)
+    bpy.ops.wm.open_mainfile(filepath=str(fitted_sphere_blend))
+    fitted = bpy.data.objects["Sphere SDF"]
+    select_only(bpy, fitted)
+    bpy.context.scene.neural_sdf.quantity = "mean"
+    assert bpy.ops.neural_sdf.curvature_colors() == {"FINISHED"}
+
+    mesh = fitted.data
+    values = {}
+    for name in ("mean", "gaussian", "k1", "k2"):
+        attribute = mesh.attributes[f"curvature_{name}"]
+        assert attribute.domain == "POINT" and attribute.data_type == "FLOAT"
+        values[name] = np.empty(len(mesh.vertices), np.float32)
+        attribute.data.foreach_get("value", values[name])
+    # A sphere of radius r: H = 1/r > 0 on the convex side, K > 0. (K = 1/r^2 and k1 = k2 only for a smoother fit
+    # than 150 tiny steps of a faceted icosphere: the engine's own tests check curvature accuracy.)
+    assert np.median(values["mean"]) == pytest.approx(1 / SPHERE_RADIUS, rel=0.2)
+    assert np.median(values["gaussian"]) > 0
+    assert np.all(values["k1"] >= values["k2"])
+    np.testing.assert_allclose(values["mean"], (values["k1"] + values["k2"]) / 2, rtol=1e-4, atol=1e-4)
+
+    legend = mesh.neural_sdf_curvature
+    assert legend.quantity == "mean" and legend.low < 0 < legend.high
+    colors = mesh.color_attributes["curvature_color"]
+    assert colors.data_type == "FLOAT_COLOR" and mesh.color_attributes.active_color.name == "curvature_color"
+    # The attribute holds linear colour: Blender's sRGB view of it gives back the engine's colour map.
+    shown = np.empty(len(mesh.vertices) * 4, np.float32)
+    colors.data.foreach_get("color_srgb", shown)
+    expected, _ = colorize(values["mean"], "signed")
+    np.testing.assert_allclose(shown.reshape(-1, 4), expected, atol=2e-3)
+    linear = np.empty(len(mesh.vertices) * 4, np.float32)
+    colors.data.foreach_get("color", linear)
+    np.testing.assert_allclose(linear.reshape(-1, 4), srgb_to_linear(expected), atol=1e-5)
+    assert mesh.materials[0].name == "Neural SDF Curvature"
+    view = next(area for area in bpy.context.window_manager.windows[0].screen.areas if area.type == "VIEW_3D")
+    assert view.spaces.active.shading.color_type == "VERTEX"
+
+    source = bpy.data.objects["Sphere"]
+    select_only(bpy, source)
+    settings = bpy.context.scene.neural_sdf
+    assert settings.model_object == fitted  # set by the fit, saved with the file
+    settings.quantity, settings.project = "k2", True
+    assert bpy.ops.neural_sdf.curvature_colors() == {"FINISHED"}
+    mean, k2 = (np.empty(len(source.data.vertices), np.float32) for _ in range(2))
+    source.data.attributes["curvature_mean"].data.foreach_get("value", mean)
+    source.data.attributes["curvature_k2"].data.foreach_get("value", k2)
+    assert np.median(mean) == pytest.approx(1 / SPHERE_RADIUS, rel=0.2) and np.median(k2) > 0
+    assert source.data.neural_sdf_curvature.quantity == "k2"
+
+
+def test_the_model_survives_save_and_reload_and_re_extracts(bpy, fitted_sphere_blend, cache_dir, tmp_path):
+    use_test_preferences(cache_dir)
+    bpy.ops.wm.open_mainfile(filepath=str(fitted_sphere_blend))
+    fitted = bpy.data.objects["Sphere SDF"]
+    stored = fitted.neural_sdf.model_path
+    assert stored.startswith("//sphere_neural_sdf/") and stored.endswith(".pt")
+    beside = fitted_sphere_blend.parent / stored[2:]
+    assert beside.is_file()
+    for cached in (cache_dir / "models").glob(beside.name):
+        cached.unlink()  # what follows must use the copy beside the .blend
+
+    faces_before = len(fitted.data.polygons)
+    select_only(bpy, fitted)
+    bpy.context.scene.neural_sdf.resolution = 48
+    assert bpy.ops.neural_sdf.reextract() == {"FINISHED"}
+    fitted = bpy.data.objects["Sphere SDF"]
+    assert len(fitted.data.polygons) > faces_before
+    np.testing.assert_allclose(world_bounds(bpy, fitted), world_bounds(bpy, bpy.data.objects["Sphere"]), atol=0.06)
+
+    copy = tmp_path / "elsewhere" / "copy.blend"
+    copy.parent.mkdir()
+    bpy.ops.wm.save_as_mainfile(filepath=str(copy))
+    moved = bpy.data.objects["Sphere SDF"].neural_sdf.model_path
+    assert moved == f"//copy_neural_sdf/{beside.name}" and (copy.parent / moved[2:]).is_file()
+
+
+def test_save_a_copy_gives_the_copy_its_models_and_keeps_the_open_files_paths(bpy, fitted_sphere_blend, tmp_path):
+    bpy.ops.wm.open_mainfile(filepath=str(fitted_sphere_blend))
+    stored = bpy.data.objects["Sphere SDF"].neural_sdf.model_path
+    copy = tmp_path / "copy.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(copy), copy=True)
+    assert bpy.data.filepath == str(fitted_sphere_blend)
+    assert bpy.data.objects["Sphere SDF"].neural_sdf.model_path == stored
+    bpy.ops.wm.open_mainfile(filepath=str(copy))
+    in_copy = bpy.data.objects["Sphere SDF"].neural_sdf.model_path
+    assert in_copy.startswith("//copy_neural_sdf/") and (tmp_path / in_copy[2:]).is_file()
+
+
+def test_a_missing_model_file_disables_re_extract_with_the_reason(bpy, fitted_sphere_blend):
+    bpy.ops.wm.open_mainfile(filepath=str(fitted_sphere_blend))
+    fitted = bpy.data.objects["Sphere SDF"]
+    fitted.neural_sdf.model_path = "//sphere_neural_sdf/gone.pt"
+    select_only(bpy, fitted)
+    with pytest.raises(RuntimeError, match="The model file of 'Sphere SDF' is missing"):
+        bpy.ops.neural_sdf.reextract()
+
+
+# Panels, preferences, Check engine.
+
+
+class LayoutRecorder:
+    """Stands in for UILayout in draw(): records what is drawn, and fails on unknown properties, operators, icons."""
+
+    def __init__(self, log: list):
+        self.log = log
+
+    def _child(self, *_args, **_kwargs):
+        return LayoutRecorder(self.log)
+
+    row = column = box = split = _child
+
+    def panel(self, idname, default_closed=False):
+        return LayoutRecorder(self.log), LayoutRecorder(self.log)
+
+    def prop(self, data, name, **kwargs):
+        assert name in data.bl_rna.properties, f"{data} has no property {name!r}"
+        self._check_icon(kwargs.get("icon"))
+        self.log.append(("prop", name))
+
+    def operator(self, idname, **kwargs):
+        category, name = idname.split(".")
+        assert name in dir(getattr(__import__("bpy").ops, category)), f"no operator {idname}"
+        self._check_icon(kwargs.get("icon"))
+        self.log.append(("operator", idname))
+
+    def label(self, text="", icon="NONE"):
+        self._check_icon(icon)
+        self.log.append(("label", text))
+
+    def progress(self, factor=0.0, type="BAR", text=""):
+        self.log.append(("progress", text, factor))
+
+    @staticmethod
+    def _check_icon(icon):
+        import bpy
+
+        if icon is not None:
+            assert icon in bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items, f"no icon {icon}"
+
+
+def draw(panel_class, data=None) -> list:
+    import bpy
+
+    log = []
+
+    class Drawn:
+        layout = LayoutRecorder(log)
+
+        def __getattr__(self, name):
+            return getattr(data, name)
+
+    panel_class.draw(Drawn(), bpy.context)
+    return log
+
+
+def test_panels_draw_settings_progress_model_and_legend(bpy, fitted_sphere_blend):
+    sidebar = addon_module("panels.sidebar")
+    bpy.ops.wm.open_mainfile(filepath=str(fitted_sphere_blend))
+    select_only(bpy, bpy.data.objects["Sphere"])
+    drawn = draw(sidebar.NEURALSDF_PT_main)
+    assert ("operator", "neural_sdf.fit") in drawn and ("prop", "steps") in drawn
+    assert not [entry for entry in drawn if entry[0] == "progress"]
+    assert ("label", "The active object has no model") in draw(sidebar.NEURALSDF_PT_model)
+    assert ("prop", "model_object") in draw(sidebar.NEURALSDF_PT_curvature)
+
+    job = bpy.context.window_manager.neural_sdf_job
+    job.is_running, job.text, job.fraction = True, "Fitting 'Sphere': step 3/9, ETA 2 s", 0.3
+    try:
+        assert ("progress", "Fitting 'Sphere': step 3/9, ETA 2 s", pytest.approx(0.3)) in draw(
+            sidebar.NEURALSDF_PT_main
+        )
+    finally:
+        job.is_running = False
+
+    fitted = bpy.data.objects["Sphere SDF"]
+    select_only(bpy, fitted)
+    model = draw(sidebar.NEURALSDF_PT_model)
+    assert ("operator", "neural_sdf.reextract") in model and ("label", fitted.neural_sdf.fit_summary) in model
+    legend = fitted.data.neural_sdf_curvature
+    legend.quantity, legend.colormap, legend.low, legend.high = "gaussian", "auto", -2.0, 2.5
+    curvature = draw(sidebar.NEURALSDF_PT_curvature)
+    assert ("label", "Gaussian (K): -2 to 2.5 1/m\u00b2") in curvature
+    assert ("label", "Blue below zero, white at zero, red above") in curvature
+
+
+def test_preferences_draw_and_check_engine(scene, bpy):
+    preferences = addon_module("preferences")
+    drawn = draw(preferences.NeuralSDFPreferences, prefs())
+    assert ("operator", "neural_sdf.setup_engine") in drawn and ("operator", "neural_sdf.check_engine") in drawn
+    assert ("label", f"Runs: {sys.executable}") in drawn
+    assert bpy.ops.neural_sdf.check_engine() == {"FINISHED"}
+    assert "torch" in prefs().engine_report and "CPU only" in prefs().engine_report
+    prefs().python_path = "/nonexistent/python"
+    try:
+        with pytest.raises(RuntimeError, match="could not be started with Python '/nonexistent/python'"):
+            bpy.ops.neural_sdf.check_engine()
+        assert prefs().engine_report.startswith("Not working:")
+    finally:
+        prefs().python_path = ""

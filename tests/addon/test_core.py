@@ -1,0 +1,416 @@
+"""The add-on's Blender-free core with plain pytest (issue #4): the worker client against a real worker and against
+fake workers that misbehave on purpose, job files and array checks, colours, texts, model files, the engine's
+environment, and the import boundaries between Blender, the add-on and torch."""
+
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from addon.core import colors, engine_env, job_files, model_files, text, worker_client
+from addon.core.errors import EngineError
+from addon.core.worker_client import EngineSession, JobRequest, Progress, SessionState, WorkerLaunch
+from engine import protocol
+
+REPO = Path(__file__).resolve().parents[2]
+SESSION_TIMEOUT_S = 120.0
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny networks: one thread is as fast, and robust on a busy 2-core machine
+
+
+def sphere_fit_request(steps: int, resolution: int = 24) -> JobRequest:
+    sphere = trimesh.creation.icosphere(subdivisions=2, radius=0.5)
+    params = {
+        "preset": "tiny",
+        "steps": steps,
+        "resolution": resolution,
+        "device": "cpu",
+        "seed": 0,
+        "names": ["Sphere"],
+    }
+    inputs = {"vertices_0": sphere.vertices.astype(np.float32), "faces_0": sphere.faces.astype(np.intc)}
+    return JobRequest("fit", params, inputs, "fitting 'Sphere'")
+
+
+def run_until_finished(session: EngineSession, on_poll=lambda session: None) -> None:
+    deadline = time.monotonic() + SESSION_TIMEOUT_S
+    while not session.finished:
+        assert time.monotonic() < deadline, "the session did not finish"
+        session.wait(0.1)
+        session.poll()
+        on_poll(session)
+
+
+@pytest.fixture
+def fake_engine(tmp_path):
+    """An engine root whose worker is the given script (with json, os, sys, time imported and hello() defined)."""
+
+    def make(body: str) -> WorkerLaunch:
+        package = tmp_path / "fake_root" / "engine"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        header = textwrap.dedent(
+            f"""
+            import json, os, sys, time
+            def send(message):
+                print(json.dumps(message), flush=True)
+            def hello(version={protocol.PROTOCOL_VERSION}):
+                send({{"type": "hello", "protocol": version, "engine": "fake", "python": "3", "numpy": "1",
+                      "torch": "2", "cuda": None}})
+            """
+        )
+        (package / "worker.py").write_text(header + textwrap.dedent(body))
+        return WorkerLaunch(sys.executable, package.parent)
+
+    return make
+
+
+def session_for(launch: WorkerLaunch, tmp_path: Path, requests=None, hang_timeout_s: float = 30.0) -> EngineSession:
+    requests = [sphere_fit_request(10)] if requests is None else requests
+    return EngineSession(launch, requests, tmp_path / "jobs", hang_timeout_s=hang_timeout_s)
+
+
+# The worker client against the real engine.
+
+
+def test_a_session_runs_a_fit_reports_progress_and_cleans_up(tmp_path):
+    launch = WorkerLaunch(sys.executable, engine_env.engine_root(), ONE_THREAD)
+    session = session_for(launch, tmp_path, [sphere_fit_request(60)])
+    session.start()
+    seen: list[Progress] = []
+    run_until_finished(session, lambda s: s.progress and seen.append(s.progress))
+    assert session.state is SessionState.SUCCEEDED, session.message
+    assert session.hello["engine"] and session.hello["protocol"] == worker_client.PROTOCOL_VERSION
+    assert {p.stage for p in seen} <= {"fit", "extract"} and any(p.stage == "fit" and p.step > 0 for p in seen)
+    (result,) = session.results
+    vertices, faces = job_files.mesh_arrays(result.outputs)
+    assert len(faces) > 50 and vertices.dtype == np.float32 and faces.dtype == np.intc
+    assert result.files["model"].is_file() and result.summary["steps"] == 60
+    job_root = session.directory
+    session.close()
+    assert not job_root.exists()
+    assert session.process.returncode == 0
+
+
+def test_cancel_stops_the_real_worker_and_names_the_step(tmp_path):
+    launch = WorkerLaunch(sys.executable, engine_env.engine_root(), ONE_THREAD)
+    session = session_for(launch, tmp_path, [sphere_fit_request(100_000)])
+    session.start()
+
+    def cancel_once_training(session):
+        if session.progress is not None and session.progress.step > 0:
+            session.cancel()
+
+    run_until_finished(session, cancel_once_training)
+    session.close()
+    assert session.state is SessionState.CANCELLED
+    assert session.message.startswith("Cancelled fitting 'Sphere' at step ")
+
+
+def test_check_engine_returns_the_hello(tmp_path):
+    hello = worker_client.check_engine(
+        WorkerLaunch(sys.executable, engine_env.engine_root()), tmp_path / "jobs", hang_timeout_s=60.0
+    )
+    assert hello["type"] == "hello" and hello["torch"]
+    assert "Python" in text.describe_engine(hello) and "CPU only" in text.describe_engine({**hello, "cuda": None})
+
+
+# The worker client against fake workers.
+
+
+def test_a_worker_of_another_protocol_is_refused(fake_engine, tmp_path):
+    session = session_for(fake_engine("hello(version=99)\nsys.stdin.read()"), tmp_path)
+    session.start()
+    run_until_finished(session)
+    session.close()
+    assert session.state is SessionState.FAILED
+    assert "speaks protocol 99" in session.message and "reinstall the extension" in session.message
+
+
+def test_a_worker_that_dies_is_reported_with_its_exit_and_log(fake_engine, tmp_path):
+    body = """
+    hello()
+    sys.stdin.readline()
+    sys.stderr.write("segmentation fault in the GPU driver\\n")
+    sys.stderr.flush()
+    os._exit(7)
+    """
+    session = session_for(fake_engine(body), tmp_path)
+    session.start()
+    run_until_finished(session)
+    session.close()
+    assert session.state is SessionState.FAILED
+    assert "ended unexpectedly (exit code 7) while fitting 'Sphere'" in session.message
+    assert "segmentation fault in the GPU driver" in session.message
+
+
+def test_a_killed_worker_is_reported_as_killed(fake_engine, tmp_path):
+    session = session_for(fake_engine("hello()\ntime.sleep(60)"), tmp_path)
+    session.start()
+    run_until_finished(session, lambda s: s.hello and s.process.poll() is None and os.kill(s.pid, signal.SIGKILL))
+    session.close()
+    assert session.state is SessionState.FAILED and "killed by SIGKILL" in session.message
+
+
+def test_a_silent_worker_is_stopped_as_hung(fake_engine, tmp_path):
+    session = session_for(fake_engine("hello()\ntime.sleep(60)"), tmp_path, hang_timeout_s=1.0)
+    session.start()
+    started = time.monotonic()
+    run_until_finished(session)
+    session.close()
+    assert session.state is SessionState.FAILED and "stopped responding (no message for 1 s)" in session.message
+    assert time.monotonic() - started < 10 and session.process.returncode != 0
+
+
+def test_a_worker_that_ignores_cancel_is_killed_after_the_grace_time(fake_engine, tmp_path, monkeypatch):
+    monkeypatch.setattr(worker_client, "CANCEL_GRACE_S", 0.3)
+    body = """
+    hello()
+    job = json.loads(sys.stdin.readline())
+    for step in range(1, 10**4):
+        send({"type": "progress", "job": job["job"], "stage": "fit", "step": step, "total": 10**4, "loss": 1, "eta": 9})
+        time.sleep(0.05)
+    """
+    session = session_for(fake_engine(body), tmp_path)
+    session.start()
+    run_until_finished(session, lambda s: s.progress and s.progress.step >= 3 and s.cancel())
+    session.close()
+    assert session.state is SessionState.CANCELLED and session.message.startswith("Cancelled fitting 'Sphere' at step")
+    assert session.process.returncode < 0  # killed
+
+
+def test_an_engine_error_message_reaches_the_user_unchanged(fake_engine, tmp_path):
+    message = "Object 'Cube' has no faces (only points or edges); a surface with faces is needed to fit an SDF"
+    body = f"""
+    hello()
+    job = json.loads(sys.stdin.readline())
+    send({{"type": "error", "job": job["job"], "message": {message!r}}})
+    sys.stdin.read()
+    """
+    session = session_for(fake_engine(body), tmp_path)
+    session.start()
+    run_until_finished(session)
+    session.close()
+    assert session.state is SessionState.FAILED and session.message == message
+
+
+def test_a_python_that_does_not_exist_is_an_engine_error(tmp_path):
+    session = session_for(WorkerLaunch(str(tmp_path / "no-python"), engine_env.engine_root()), tmp_path)
+    with pytest.raises(EngineError, match="could not be started with Python .*no-python.*add-on preferences"):
+        session.start()
+    assert not any((tmp_path / "jobs").iterdir())  # the job directory was removed
+
+
+def test_stale_job_directories_are_removed_at_the_next_start(fake_engine, tmp_path):
+    stale = tmp_path / "jobs" / "job-left-by-a-crash"
+    stale.mkdir(parents=True)
+    old = time.time() - worker_client.STALE_JOB_DIR_AGE_S - 60
+    os.utime(stale, (old, old))
+    session = session_for(fake_engine("hello()\nsys.stdin.read()"), tmp_path, requests=[])
+    session.start()
+    run_until_finished(session)
+    session.close()
+    assert session.state is SessionState.SUCCEEDED and not stale.exists()
+
+
+def test_the_worker_environment_puts_the_engine_first_and_drops_pythonhome(monkeypatch):
+    monkeypatch.setenv("PYTHONHOME", "/blender/python")
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = WorkerLaunch("python3", Path("/ext/neural_sdf")).environment()
+    assert env["PYTHONPATH"].split(os.pathsep) == ["/ext/neural_sdf", "/elsewhere"]
+    assert "PYTHONHOME" not in env and env["PYTHONUNBUFFERED"] == "1"
+
+
+def test_describe_exit():
+    assert worker_client.describe_exit(3) == "exit code 3"
+    assert worker_client.describe_exit(-signal.SIGKILL) == "killed by SIGKILL"
+
+
+# Job files and array checks.
+
+
+def test_npz_round_trip_and_unreadable_files(tmp_path):
+    job_files.write_npz(tmp_path / "a.npz", {"x": np.arange(3)})
+    np.testing.assert_array_equal(job_files.read_npz(tmp_path / "a.npz")["x"], np.arange(3))
+    (tmp_path / "bad.npz").write_text("not a zip")
+    with pytest.raises(EngineError, match="bad.npz could not be read"):
+        job_files.read_npz(tmp_path / "bad.npz")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))
+    with pytest.raises(EngineError, match="could not be read"):
+        job_files.read_npz(tmp_path / "objects.npy")  # pickled objects are refused
+
+
+@pytest.mark.parametrize(
+    ("outputs", "match"),
+    [
+        ({"vertices": np.zeros((3, 2)), "faces": np.zeros((1, 3), int)}, r"vertices of shape \(3, 2\)"),
+        ({"vertices": np.full((3, 3), np.nan), "faces": np.zeros((1, 3), int)}, "NaN or infinite"),
+        ({"vertices": np.zeros((3, 3)), "faces": np.zeros((1, 3))}, "expected \\(m, 3\\) integers"),
+        ({"vertices": np.zeros((3, 3)), "faces": np.zeros((0, 3), int)}, "has no faces"),
+        ({"vertices": np.zeros((3, 3)), "faces": np.array([[0, 1, 3]])}, r"outside 0..2"),
+        ({"faces": np.zeros((1, 3), int)}, "no 'vertices' array"),
+    ],
+)
+def test_malformed_meshes_are_refused(outputs, match):
+    with pytest.raises(EngineError, match=match):
+        job_files.mesh_arrays(outputs)
+
+
+def test_curvature_arrays_are_checked():
+    fields = {name: np.zeros(4, np.float32) for name in job_files.CURVATURE_FIELDS}
+    checked, rgba = job_files.curvature_arrays({**fields, "colors": np.ones((4, 4))}, 4)
+    assert set(checked) == set(job_files.CURVATURE_FIELDS) and rgba.dtype == np.float32
+    with pytest.raises(EngineError, match=r"mean of shape \(3,\)"):
+        job_files.curvature_arrays({**fields, "mean": np.zeros(3), "colors": np.ones((4, 4))}, 4)
+    with pytest.raises(EngineError, match=r"outside \[0, 1\]"):
+        job_files.curvature_arrays({**fields, "colors": np.full((4, 4), 2.0)}, 4)
+
+
+# Colours, texts, model files.
+
+
+def test_srgb_to_linear_follows_the_standard_curve():
+    rgba = np.array([[0.0, 0.04045, 0.5, 0.3], [1.0, 0.2, 0.8, 1.0]])
+    linear = colors.srgb_to_linear(rgba)
+    np.testing.assert_allclose(
+        linear[:, :3], [[0.0, 0.04045 / 12.92, 0.21404114], [1.0, 0.03310477, 0.60382734]], rtol=1e-5
+    )
+    np.testing.assert_array_equal(linear[:, 3], rgba[:, 3].astype(np.float32))
+    with pytest.raises(ValueError, match=r"\(n, 4\)"):
+        colors.srgb_to_linear(np.zeros((2, 3)))
+
+
+def test_durations_and_progress_lines():
+    assert [text.format_duration(s) for s in (8.4, 125, 3720)] == ["8 s", "2 min 05 s", "1 h 02 min"]
+    fit = Progress("fit", 120, 300, 0.01234, 14.2)
+    assert (
+        text.progress_text("fitting 'Sphere'", fit, 0, 2)
+        == "Fitting 'Sphere' (1/2): step 120/300, loss 0.01234, ETA 14 s"
+    )
+    assert text.progress_text("fitting 'Sphere'", None, 0, 1) == "Fitting 'Sphere': starting the engine"
+    extract = Progress("extract", 0, 1, None, None)
+    assert text.progress_text("fitting 'Sphere'", extract, 0, 1) == "Fitting 'Sphere': extracting the surface"
+    assert text.overall_fraction("fit", fit, 1, 2) == pytest.approx((1 + 0.95 * 0.4) / 2)
+    assert text.overall_fraction("fit", Progress("extract", 1, 1, None, None), 0, 1) == 1.0
+    assert text.curvature_unit("gaussian", "m") == "1/m\u00b2" and text.curvature_unit("mean", "m") == "1/m"
+
+
+def test_model_files_are_gathered_beside_the_blend(tmp_path):
+    name = model_files.model_filename("Bunny SDF/2")
+    assert name.startswith("Bunny_SDF_2-") and name.endswith(".pt")
+    assert name != model_files.model_filename("Bunny SDF/2")
+    blend = tmp_path / "project" / "scene.blend"
+    beside = model_files.models_dir_beside(blend)
+    assert beside == tmp_path / "project" / "scene_neural_sdf"
+    cached = tmp_path / "cache" / name
+    cached.parent.mkdir()
+    cached.write_bytes(b"weights")
+    gathered = model_files.gather_models([cached, cached, tmp_path / "missing.pt"], beside)
+    assert gathered == {cached: beside / name} and (beside / name).read_bytes() == b"weights"
+    assert model_files.blend_relative(beside / name, blend) == f"//scene_neural_sdf/{name}"
+    assert model_files.gather_models([beside / name], beside) == {beside / name: beside / name}
+
+
+# The engine's environment.
+
+
+def test_the_engine_is_found_and_the_python_chosen(tmp_path):
+    assert (engine_env.engine_root() / "engine" / "worker.py").is_file()
+    assert engine_env.choose_python("/opt/python", tmp_path / "venv") == "/opt/python"
+    assert engine_env.choose_python("", tmp_path / "venv") == sys.executable
+    made = engine_env.venv_python(tmp_path / "venv")
+    made.parent.mkdir(parents=True)
+    made.touch()
+    assert engine_env.choose_python("", tmp_path / "venv") == str(made)
+
+
+def test_setup_makes_a_venv_and_installs_the_requirements(tmp_path):
+    commands = engine_env.setup_commands("/usr/bin/python3", tmp_path / "venv", tmp_path / "requirements.txt")
+    assert commands[0] == ["/usr/bin/python3", "-m", "venv", str(tmp_path / "venv")]
+    assert commands[1][:4] == [str(engine_env.venv_python(tmp_path / "venv")), "-m", "pip", "install"]
+    assert commands[1][-2:] == ["-r", str(tmp_path / "requirements.txt")]
+
+
+def run_commands(sequence: engine_env.CommandSequence, *, start: bool = True) -> None:
+    if start:
+        sequence.start()
+    while not sequence.finished:
+        sequence.wait(0.1)
+        sequence.poll()
+    sequence.close()
+
+
+def test_command_sequences_succeed_fail_and_cancel():
+    ok = engine_env.CommandSequence([[sys.executable, "-c", "print('one')"], [sys.executable, "-c", "print('two')"]])
+    run_commands(ok)
+    assert ok.state is SessionState.SUCCEEDED and ok.last_line == "two"
+    failing = engine_env.CommandSequence(
+        [[sys.executable, "-c", "import sys; print('no network'); sys.exit(2)"], ["never-run"]]
+    )
+    run_commands(failing)
+    assert failing.state is SessionState.FAILED and "failed (exit code 2): no network" in failing.message
+    slow = engine_env.CommandSequence([[sys.executable, "-c", "import time; time.sleep(30)"]])
+    slow.start()
+    slow.cancel()
+    run_commands(slow, start=False)
+    assert slow.state is SessionState.CANCELLED
+
+
+@pytest.mark.parametrize("succeeds", [True, False])
+def test_setup_swaps_in_a_complete_environment_or_keeps_the_old_one(tmp_path, succeeds):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("")
+    venv = tmp_path / "venv"
+    (venv / "old").mkdir(parents=True)
+    setup = engine_env.EnvironmentSetup(sys.executable, venv, requirements)
+    script = f"import os, sys; os.makedirs({str(setup.partial_dir / 'new')!r}); sys.exit({0 if succeeds else 1})"
+    setup.commands = engine_env.CommandSequence([[sys.executable, "-c", script]])
+    run_commands(setup.commands)
+    setup.finish()
+    assert (venv / "new").is_dir() == succeeds and (venv / "old").is_dir() != succeeds
+    assert not setup.partial_dir.exists()
+
+
+def test_setup_needs_the_requirements_file(tmp_path):
+    with pytest.raises(EngineError, match="requirements file .* is missing"):
+        engine_env.EnvironmentSetup(sys.executable, tmp_path / "venv", tmp_path / "requirements.txt")
+
+
+# Boundaries and the contract with the engine.
+
+
+def imported_modules(folder: Path) -> dict[str, set[str]]:
+    found = {}
+    for path in folder.rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(REPO))] = names
+    return found
+
+
+def test_the_engine_never_imports_bpy_and_the_addon_never_imports_torch():
+    assert [
+        path for path, names in imported_modules(REPO / "engine").items() if names & {"bpy", "mathutils", "addon"}
+    ] == []
+    assert [path for path, names in imported_modules(REPO / "addon").items() if names & {"torch", "engine"}] == []
+    assert [
+        path for path, names in imported_modules(REPO / "addon" / "core").items() if names & {"bpy", "mathutils"}
+    ] == []
+
+
+def test_the_client_speaks_the_engines_protocol():
+    assert worker_client.PROTOCOL_VERSION == protocol.PROTOCOL_VERSION
+    assert job_files.INPUTS_FILENAME == protocol.INPUTS_FILENAME
+    assert job_files.CURVATURE_FIELDS == protocol.CURVATURE_FIELDS
