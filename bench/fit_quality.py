@@ -34,6 +34,7 @@ def main() -> int:
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--save-models", type=Path, help="folder to save each fitted model in (MESH_STEM.pt)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -45,6 +46,9 @@ def main() -> int:
         started = time.perf_counter()
         model = fit_sdf(mesh, config)
         train_seconds = time.perf_counter() - started
+        if args.save_models:
+            args.save_models.mkdir(parents=True, exist_ok=True)
+            model.save(args.save_models / f"{path.stem}.pt")
         started = time.perf_counter()
         vertices, faces = extract_mesh(model, args.resolution)
         extract_seconds = time.perf_counter() - started
