@@ -32,13 +32,17 @@ def main() -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="fast")
     parser.add_argument("--steps", type=int, help="override the preset's steps")
     parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--curvature-sampling", action="store_true", help="i3d curvature-band surface sampling")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--save-models", type=Path, help="folder to save each fitted model in (MESH_STEM.pt)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    config = preset(args.preset, **({"steps": args.steps} if args.steps else {}))
+    overrides = {"curvature_sampling": args.curvature_sampling}
+    if args.steps:
+        overrides["steps"] = args.steps
+    config = preset(args.preset, **overrides)
     rows = []
     print(" | ".join(COLUMNS))
     for path in args.meshes:
@@ -56,7 +60,7 @@ def main() -> int:
         row = {
             "mesh": path.name,
             "faces": len(mesh.faces),
-            "preset": args.preset,
+            "preset": args.preset + (" +curv" if args.curvature_sampling else ""),
             "steps": config.steps,
             "train_s": round(train_seconds, 1),
             "extract_s": round(extract_seconds, 1),

@@ -38,7 +38,7 @@ class FitConfig:
 
     network: SirenConfig = field(default_factory=SirenConfig)
     """Architecture of the SIREN."""
-    steps: int = 2000
+    steps: int = 1500
     """Optimizer steps."""
     surface_batch: int = 5000
     """Surface samples per step."""
@@ -105,7 +105,7 @@ PRESETS: dict[str, FitConfig] = {
         pool_size=50_000,
     ),
     "fast": FitConfig(),
-    "quality": FitConfig(steps=6000),
+    "quality": FitConfig(steps=3000),
 }
 """Named starting points; ``fast`` is the default. They work on any mesh without tuning because every input is
 normalized to the same cube."""
