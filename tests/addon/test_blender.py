@@ -85,9 +85,7 @@ def addon_module(name: str):
     return sys.modules[f"{PACKAGE}.{name}"]
 
 
-@pytest.fixture
-def scene(bpy, cache_dir):
-    """An empty scene with tiny fit settings, and the test preferences."""
+def empty_scene_with_tiny_fit(bpy, cache_dir) -> None:
     bpy.ops.wm.read_homefile(use_empty=True)
     settings = bpy.context.scene.neural_sdf
     settings.preset, settings.use_custom_steps, settings.steps, settings.resolution = (
@@ -97,6 +95,12 @@ def scene(bpy, cache_dir):
         RESOLUTION,
     )
     use_test_preferences(cache_dir)
+
+
+@pytest.fixture
+def scene(bpy, cache_dir):
+    """An empty scene with tiny fit settings, and the test preferences."""
+    empty_scene_with_tiny_fit(bpy, cache_dir)
     yield bpy.context.scene
     addon_module("engine_jobs").stop_all()
     bpy.context.window_manager.neural_sdf_job.is_running = False
@@ -214,15 +218,7 @@ def once_training(action):
 @pytest.fixture(scope="module")
 def fitted_sphere_blend(bpy, cache_dir, tmp_path_factory) -> Path:
     """A saved .blend holding a sphere and its fitted object (fitted once for the module)."""
-    bpy.ops.wm.read_homefile(use_empty=True)
-    settings = bpy.context.scene.neural_sdf
-    settings.preset, settings.use_custom_steps, settings.steps, settings.resolution = (
-        "tiny",
-        True,
-        FIT_STEPS,
-        RESOLUTION,
-    )
-    use_test_preferences(cache_dir)
+    empty_scene_with_tiny_fit(bpy, cache_dir)
     select_only(bpy, add_sphere(bpy))
     assert bpy.ops.neural_sdf.fit() == {"FINISHED"}
     path = tmp_path_factory.mktemp("project") / "sphere.blend"
