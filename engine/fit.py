@@ -195,7 +195,8 @@ def fit_sdf(
         if on_progress is not None and (now - last_report >= progress_interval_s or step == config.steps):
             last_report = now
             elapsed = now - started
-            on_progress(Progress(step, config.steps, loss.item(), terms, elapsed, elapsed / step * (config.steps - step)))
+            values = {name: term.item() for name, term in terms.items()}
+            on_progress(Progress(step, config.steps, loss.item(), values, elapsed, elapsed / step * (config.steps - step)))
 
     network.load_state_dict(best_state)
     network.eval()
@@ -222,8 +223,9 @@ def fitting_loss(
     volume_sdf: torch.Tensor,
     weights: LossWeights,
     eikonal_share: float,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The weighted i3d loss and its terms (weighted, as floats) for one batch.
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The weighted i3d loss and its weighted terms (detached tensors: read them only when reporting, since each
+    read waits for the device) for one batch.
 
     Gradients are taken at the surface samples (normal term) and the first ``eikonal_share`` of the volume
     samples (eikonal term); the off-surface term uses every volume sample.
@@ -241,4 +243,4 @@ def fitting_loss(
         * (1.0 - torch.nn.functional.cosine_similarity(gradients[:surface_count], surface_normals, dim=-1)).mean(),
         "eikonal": weights.eikonal * (gradients[surface_count:].norm(dim=-1) - 1.0).square().mean(),
     }
-    return sum(terms.values()), {name: value.item() for name, value in terms.items()}
+    return sum(terms.values()), {name: term.detach() for name, term in terms.items()}
