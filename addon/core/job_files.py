@@ -77,6 +77,38 @@ def curvature_arrays(outputs: dict[str, np.ndarray], count: int) -> tuple[dict[s
     return fields, colors.astype(np.float32)
 
 
+def evolution_frames(
+    outputs: dict[str, np.ndarray], frame_count: int, with_colors: bool
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """Checked per-frame ``vertices`` (n, 3) float32, ``faces`` (m, 3) intc and, ``with_colors``, sRGB ``colors``
+    (n, 4) float32 of an evolve job; a frame where the surface has vanished has no vertices."""
+    times = _array(outputs, "times")
+    if times.shape != (frame_count,):
+        raise EngineError(f"The engine returned {times.shape} frame times, expected {frame_count}: {_REINSTALL}")
+    frames = []
+    for index in range(frame_count):
+        vertices, faces = _array(outputs, f"vertices_{index}"), _array(outputs, f"faces_{index}")
+        if len(vertices) == 0 and len(faces) == 0:
+            vertices, faces = np.zeros((0, 3), np.float32), np.zeros((0, 3), np.intc)
+        else:
+            vertices, faces = mesh_arrays({"vertices": vertices, "faces": faces})
+        colors = None
+        if with_colors:
+            colors = _array(outputs, f"colors_{index}")
+            if colors.shape != (len(vertices), 4) or not np.issubdtype(colors.dtype, np.floating):
+                raise EngineError(
+                    f"The engine returned colours of shape {colors.shape} for frame {index}, expected "
+                    f"({len(vertices)}, 4) floats: {_REINSTALL}"
+                )
+            if len(colors) and not (np.isfinite(colors).all() and colors.min() >= 0.0 and colors.max() <= 1.0):
+                raise EngineError(f"The engine returned colours outside [0, 1]: {_REINSTALL}")
+            colors = colors.astype(np.float32)
+        frames.append((vertices, faces, colors))
+    if not any(len(vertices) for vertices, _, _ in frames):
+        raise EngineError("The surface vanished in every frame: lower the speed or the end time")
+    return frames
+
+
 def _array(outputs: dict[str, np.ndarray], name: str) -> np.ndarray:
     if name not in outputs:
         raise EngineError(

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from .worker_client import Progress
+from .worker_client import TRAINING_STAGES, Progress
 
-STAGE_VERBS = {"fit": "training", "extract": "extracting the surface", "curvature": "evaluating curvature"}
-FIT_JOB_STAGE_SPANS = {"fit": (0.0, 0.95), "extract": (0.95, 1.0)}
-"""The part of a fit job's progress bar each of its stages fills."""
+STAGE_VERBS = {"extract": "extracting the surface", "curvature": "evaluating curvature"}
+"""Stages shown by what they do."""
+STEP_NAMES = {"fit": "step", "evolve": "training step", "frames": "extracting frames"}
+"""Stages shown by their count, e.g. "step 120/300"; a fit's training is its main work, so its steps go unnamed."""
+JOB_STAGE_SPANS = {
+    "fit": {"fit": (0.0, 0.95), "extract": (0.95, 1.0)},
+    "evolve": {"evolve": (0.0, 0.9), "frames": (0.9, 1.0)},
+}
+"""The part of a job's progress bar each of its stages fills, by job kind (one stage: all of it)."""
 
 
 def format_duration(seconds: float) -> str:
@@ -28,13 +34,14 @@ def progress_text(label: str, progress: Progress | None, job_index: int, job_cou
         head += f" ({job_index + 1}/{job_count})"
     if progress is None:
         return f"{head}: starting the engine"
-    if progress.stage == "fit" and progress.step == 0:
+    if progress.stage in TRAINING_STAGES and progress.step == 0:
         return f"{head}: preparing samples"
-    parts = [STAGE_VERBS.get(progress.stage, progress.stage)]
-    if progress.stage == "fit":
-        parts[0] = f"step {progress.step}/{progress.total}"
-        if progress.loss is not None:
-            parts.append(f"loss {progress.loss:.4g}")
+    if progress.stage in STEP_NAMES:
+        parts = [f"{STEP_NAMES[progress.stage]} {progress.step}/{progress.total}"]
+    else:
+        parts = [STAGE_VERBS.get(progress.stage, progress.stage)]
+    if progress.stage in TRAINING_STAGES and progress.loss is not None:
+        parts.append(f"loss {progress.loss:.4g}")
     if progress.eta_s is not None and progress.step < progress.total:
         parts.append(f"ETA {format_duration(progress.eta_s)}")
     return f"{head}: {', '.join(parts)}"
@@ -44,7 +51,7 @@ def overall_fraction(kind: str, progress: Progress | None, job_index: int, job_c
     """How much of a session is done, in [0, 1], for a progress bar."""
     within = 0.0
     if progress is not None:
-        start, end = FIT_JOB_STAGE_SPANS.get(progress.stage, (0.0, 1.0)) if kind == "fit" else (0.0, 1.0)
+        start, end = JOB_STAGE_SPANS.get(kind, {}).get(progress.stage, (0.0, 1.0))
         within = start + (end - start) * progress.fraction
     return min((job_index + within) / max(job_count, 1), 1.0)
 

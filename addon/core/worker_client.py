@@ -38,6 +38,8 @@ STDERR_TAIL_LINES = 20
 STALE_JOB_DIR_AGE_S = 24 * 3600.0
 """Job directories older than this are left over from a Blender that died mid-job, and are deleted."""
 LOG_PREFIX = "[neural_sdf engine] "
+TRAINING_STAGES = ("fit", "evolve")
+"""Progress stages that train a network: their steps are optimizer steps, prepared by sampling before step 1."""
 
 
 @dataclass(frozen=True)
@@ -318,7 +320,7 @@ class EngineSession:
 
     def _cancel_message(self) -> str:
         progress = self.progress
-        if progress is not None and progress.stage == "fit" and progress.step > 0:
+        if progress is not None and progress.stage in TRAINING_STAGES and progress.step > 0:
             return f"Cancelled {self.label} at step {progress.step} of {progress.total}"
         return f"Cancelled {self.label}"
 

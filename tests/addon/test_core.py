@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import trimesh
 
-from addon.core import colors, engine_env, job_files, model_files, text, worker_client
+from addon.core import colors, engine_env, evolution, job_files, model_files, text, worker_client
 from addon.core.errors import EngineError
 from addon.core.worker_client import EngineSession, JobRequest, Progress, SessionState, WorkerLaunch
 from engine import protocol
+from engine.evolution import Flow
 
 REPO = Path(__file__).resolve().parents[2]
 SESSION_TIMEOUT_S = 120.0
@@ -274,6 +275,76 @@ def test_curvature_arrays_are_checked():
         job_files.curvature_arrays({**fields, "colors": np.full((4, 4), 2.0)}, 4)
 
 
+def test_evolution_frames_are_checked_and_a_vanished_frame_is_empty():
+    triangle = {"vertices": np.eye(3, dtype=np.float32), "faces": np.array([[0, 1, 2]], np.int32)}
+    outputs = {
+        "times": np.array([0.0, 1.0]),
+        "vertices_0": triangle["vertices"],
+        "faces_0": triangle["faces"],
+        "colors_0": np.full((3, 4), 0.5, np.float32),
+        "vertices_1": np.zeros((0, 3), np.float32),
+        "faces_1": np.zeros((0, 3), np.int32),
+        "colors_1": np.zeros((0, 4), np.float32),
+    }
+    (first, second) = job_files.evolution_frames(outputs, 2, with_colors=True)
+    assert first[0].shape == (3, 3) and first[1].dtype == np.intc and first[2].shape == (3, 4)
+    assert second[0].shape == (0, 3) and second[1].shape == (0, 3) and second[2].shape == (0, 4)
+    assert job_files.evolution_frames(outputs, 2, with_colors=False)[0][2] is None
+    with pytest.raises(EngineError, match=r"\(2,\) frame times, expected 3"):
+        job_files.evolution_frames(outputs, 3, with_colors=False)
+    with pytest.raises(EngineError, match=r"colours of shape \(2, 4\) for frame 0"):
+        job_files.evolution_frames({**outputs, "colors_0": np.zeros((2, 4))}, 2, with_colors=True)
+    with pytest.raises(EngineError, match=r"faces whose indices are outside"):
+        job_files.evolution_frames({**outputs, "faces_0": np.array([[0, 1, 5]])}, 2, with_colors=False)
+    empty = {**outputs, "vertices_0": outputs["vertices_1"], "faces_0": outputs["faces_1"]}
+    with pytest.raises(EngineError, match="The surface vanished in every frame"):
+        job_files.evolution_frames(empty, 2, with_colors=False)
+
+
+# Surface evolution settings.
+
+
+def test_frames_map_linearly_to_flow_time_and_back():
+    assert evolution.frame_times(1, 4, 1.5) == pytest.approx([0.0, 0.5, 1.0, 1.5])
+    assert evolution.frame_times(10, 12, -0.2) == pytest.approx([0.0, -0.1, -0.2])
+    with pytest.raises(EngineError, match="The frame range 5 to 5 holds no animation"):
+        evolution.frame_times(5, 5, 1.0)
+    with pytest.raises(EngineError, match="The end time is 0"):
+        evolution.frame_times(1, 4, 0.0)
+    # Before the start the first frame shows, after the end the last, in between the nearest.
+    assert [evolution.shown_frame(frame, 10, 4) for frame in (3, 10, 11.4, 11.5, 13, 40)] == [0, 0, 1, 2, 3, 3]
+
+
+def test_flows_move_into_model_coordinates_in_the_engines_terms():
+    # The fitted object was scaled by 2 and moved since the fit: world = 2 * model + (1, 0, 0).
+    world_to_model = np.diag([0.5, 0.5, 0.5, 1.0])
+    world_to_model[:3, 3] = (-0.5, 0.0, 0.0)
+    mcf = evolution.flow_params("MCF", 0.08, [], world_to_model)
+    assert mcf == {"mean_curvature": pytest.approx(0.02), "normal_speed": 0.0, "fields": []}
+    assert evolution.flow_params("OFFSET", -0.4, [], world_to_model)["normal_speed"] == pytest.approx(-0.2)
+    fields = [
+        evolution.FieldEmpty("Push", "SOURCE", (3.0, 0.0, 0.0), (0.0, 0.0, 2.0), 0.6, 1.0),
+        evolution.FieldEmpty("Pull", "SINK", (1.0, 2.0, 0.0), (0.0, 0.0, 1.0), 0.6, 1.0),
+        evolution.FieldEmpty("Turn", "ROTATION", (1.0, 0.0, 0.0), (0.0, 3.0, 0.0), 0.7, 1.0),
+    ]
+    push, pull, turn = evolution.flow_params("FIELDS", 0.0, fields, world_to_model)["fields"]
+    assert push == {
+        "kind": "source", "center": pytest.approx([1.0, 0.0, 0.0]), "strength": pytest.approx(0.3),
+        "radius": pytest.approx(0.5), "axis": pytest.approx([0.0, 0.0, 1.0]),
+    }  # fmt: skip
+    assert pull["kind"] == "source" and pull["strength"] == pytest.approx(-0.3)
+    assert pull["center"] == pytest.approx([0.0, 1.0, 0.0])
+    assert turn["kind"] == "rotation" and turn["strength"] == pytest.approx(0.7)  # radians per time: unscaled
+    assert turn["axis"] == pytest.approx([0.0, 1.0, 0.0])
+    engine_flow = Flow.from_dict(evolution.flow_params("FIELDS", 0.0, fields, world_to_model))
+    assert [term.kind for term in engine_flow.fields] == ["source", "source", "rotation"]
+    with pytest.raises(EngineError, match="There are no flow field empties in the scene"):
+        evolution.flow_params("FIELDS", 0.0, [], world_to_model)
+    flat = evolution.FieldEmpty("Flat", "TWIST", (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 1.0, 1.0)
+    with pytest.raises(EngineError, match="The field empty 'Flat' has a zero scale"):
+        evolution.flow_params("FIELDS", 0.0, [flat], world_to_model)
+
+
 # Colours, texts, model files.
 
 
@@ -300,6 +371,19 @@ def test_durations_and_progress_lines():
     assert text.progress_text("fitting 'Sphere'", extract, 0, 1) == "Fitting 'Sphere': extracting the surface"
     assert text.overall_fraction("fit", fit, 1, 2) == pytest.approx((1 + 0.95 * 0.4) / 2)
     assert text.overall_fraction("fit", Progress("extract", 1, 1, None, None), 0, 1) == 1.0
+    training = Progress("evolve", 30, 600, 0.5, 70.0)
+    assert text.progress_text("evolving 'Sphere SDF'", training, 0, 1) == (
+        "Evolving 'Sphere SDF': training step 30/600, loss 0.5, ETA 1 min 10 s"
+    )
+    assert text.progress_text("evolving 'Sphere SDF'", Progress("evolve", 0, 600, None, None), 0, 1) == (
+        "Evolving 'Sphere SDF': preparing samples"
+    )
+    frames = Progress("frames", 3, 12, None, 4.0)
+    assert text.progress_text("evolving 'Sphere SDF'", frames, 0, 1) == (
+        "Evolving 'Sphere SDF': extracting frames 3/12, ETA 4 s"
+    )
+    assert text.overall_fraction("evolve", training, 0, 1) == pytest.approx(0.9 * 30 / 600)
+    assert text.overall_fraction("evolve", frames, 0, 1) == pytest.approx(0.9 + 0.1 * 3 / 12)
     assert text.curvature_unit("gaussian", "m") == "1/m\u00b2" and text.curvature_unit("mean", "m") == "1/m"
 
 

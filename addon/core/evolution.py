@@ -1,0 +1,97 @@
+"""Surface evolution settings in the terms of the engine's ``evolve`` job: the time of each baked frame, and the
+flow (speeds, vector fields placed by empties) moved from Blender's world space into the model's coordinates.
+
+The model's coordinates are world space at the time of the fit; when the fitted object was moved or scaled since,
+the flow is carried along with it so that the baked frames line up with the object. Lengths scale by the mean scale
+s of that world-to-model map: a radius or a speed by s, the mean-curvature speed lambda (length^2 per time) by s^2;
+rotation rates (radians per time) do not change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import EngineError
+
+ENGINE_FIELD_KINDS = {"SOURCE": "source", "SINK": "source", "TWIST": "twist", "ROTATION": "rotation"}
+"""The kinds of field empty and the engine's field for each; a sink is a source with the opposite strength."""
+
+
+@dataclass(frozen=True)
+class FieldEmpty:
+    """A flow field as an empty places it, in world space."""
+
+    name: str
+    kind: str
+    """A key of `ENGINE_FIELD_KINDS`."""
+    center: tuple[float, float, float]
+    axis: tuple[float, float, float]
+    """The empty's +Z axis (any length but zero)."""
+    strength: float
+    """Source and sink: peak speed (length per time); twist and rotation: radians per time."""
+    radius: float
+    """Where a source's push peaks, and the reach of a twist (world length)."""
+
+
+def frame_times(frame_start: int, frame_end: int, time_end: float) -> list[float]:
+    """The flow time of each frame from ``frame_start`` to ``frame_end``: 0 at the start, ``time_end`` at the end,
+    linear in between."""
+    if frame_end <= frame_start:
+        raise EngineError(
+            f"The frame range {frame_start} to {frame_end} holds no animation: set an end frame after the start frame"
+        )
+    if time_end == 0.0:
+        raise EngineError("The end time is 0, so nothing would move: set a positive end time (negative sharpens)")
+    count = frame_end - frame_start + 1
+    return [time_end * index / (count - 1) for index in range(count)]
+
+
+def flow_params(flow: str, speed: float, fields: list[FieldEmpty], world_to_model: np.ndarray) -> dict:
+    """The evolve job's ``flow`` (engine.evolution.Flow.to_dict) in model coordinates.
+
+    - ``flow`` "MCF": mean curvature flow at ``speed`` = lambda (world length^2 per time);
+    - "OFFSET": constant outward normal ``speed`` (world length per time; negative erodes);
+    - "FIELDS": the sum of ``fields`` (``speed`` unused).
+    """
+    world_to_model = np.asarray(world_to_model, dtype=np.float64)
+    linear = world_to_model[:3, :3]
+    scale = abs(np.linalg.det(linear)) ** (1.0 / 3.0)
+    if flow == "MCF":
+        return {"mean_curvature": speed * scale**2, "normal_speed": 0.0, "fields": []}
+    if flow == "OFFSET":
+        return {"mean_curvature": 0.0, "normal_speed": speed * scale, "fields": []}
+    if flow != "FIELDS":
+        raise ValueError(f"unknown flow {flow!r}; expected MCF, OFFSET or FIELDS")
+    if not fields:
+        raise EngineError(
+            "There are no flow field empties in the scene: add one with Add Flow Field (Surface Evolution panel), "
+            "or choose another flow"
+        )
+    model_fields = [_model_field(field, world_to_model, scale) for field in fields]
+    return {"mean_curvature": 0.0, "normal_speed": 0.0, "fields": model_fields}
+
+
+def _model_field(field: FieldEmpty, world_to_model: np.ndarray, scale: float) -> dict:
+    axis = world_to_model[:3, :3] @ np.asarray(field.axis, dtype=np.float64)
+    if not (np.linalg.norm(axis) > 1e-12 and field.radius > 0.0):
+        raise EngineError(f"The field empty '{field.name}' has a zero scale or radius: give it a size")
+    center = world_to_model[:3, :3] @ np.asarray(field.center, dtype=np.float64) + world_to_model[:3, 3]
+    strength = field.strength
+    if field.kind in ("SOURCE", "SINK"):
+        strength *= scale if field.kind == "SOURCE" else -scale
+    return {
+        "kind": ENGINE_FIELD_KINDS[field.kind],
+        "center": [float(v) for v in center],
+        "strength": float(strength),
+        "radius": float(field.radius * scale),
+        "axis": [float(v) for v in axis / np.linalg.norm(axis)],
+    }
+
+
+def shown_frame(scene_frame: float, frame_start: int, frame_count: int) -> int:
+    """Which baked frame shows at a scene frame: the frame switch's node group rounds the same way (halves up) and
+    holds the first and last frames outside the range."""
+    return min(max(math.floor(scene_frame - frame_start + 0.5), 0), frame_count - 1)
