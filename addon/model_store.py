@@ -11,7 +11,7 @@ from bpy.app.handlers import persistent
 from . import preferences
 from .core.errors import EngineError
 from .core.model_files import blend_relative, gather_models, model_filename, models_dir_beside
-from .properties import model_file
+from .properties import model_holders, stored_file
 
 MODELS_DIRNAME = "models"
 
@@ -35,8 +35,9 @@ def keep_model(context: bpy.types.Context, job_file: Path, object_name: str) -> 
     return blend_relative(target, blend) if bpy.data.filepath else str(target)
 
 
-_paths_before_save: dict[str, str] = {}
-"""Model paths as they were before the save in progress, by object name (restored after a Save a Copy)."""
+_paths_before_save: dict[tuple[str, int], str] = {}
+"""Model paths as they were before the save in progress, by object name and index in its `model_holders` (restored
+after a Save a Copy)."""
 
 
 @persistent
@@ -46,13 +47,18 @@ def gather_models_beside_blend(filepath: str, *_unused) -> None:
     if not filepath:
         return
     blend = Path(filepath)
-    users = [obj for obj in bpy.data.objects if obj.library is None and obj.neural_sdf.model_path]
-    sources = {obj: model_file(obj) for obj in users}
-    gathered = gather_models(sources.values(), models_dir_beside(blend))
-    for obj, source in sources.items():
+    sources = {
+        (obj.name, index): (holder, stored_file(obj, holder.model_path))
+        for obj in bpy.data.objects
+        if obj.library is None
+        for index, holder in enumerate(model_holders(obj))
+        if holder.model_path
+    }
+    gathered = gather_models([source for _, source in sources.values()], models_dir_beside(blend))
+    for key, (holder, source) in sources.items():
         if source in gathered:
-            _paths_before_save[obj.name] = obj.neural_sdf.model_path
-            obj.neural_sdf.model_path = blend_relative(gathered[source], blend)
+            _paths_before_save[key] = holder.model_path
+            holder.model_path = blend_relative(gathered[source], blend)
 
 
 @persistent
@@ -60,7 +66,7 @@ def restore_paths_after_copy(filepath: str, *_unused) -> None:
     """save_post handler: after Save a Copy the open file is still the old one, so its objects get their paths back
     (the copy keeps the paths to its own models)."""
     if filepath and bpy.data.filepath and Path(bpy.data.filepath) != Path(filepath):
-        for name, path in _paths_before_save.items():
+        for (name, index), path in _paths_before_save.items():
             if name in bpy.data.objects:
-                bpy.data.objects[name].neural_sdf.model_path = path
+                model_holders(bpy.data.objects[name])[index].model_path = path
     _paths_before_save.clear()

@@ -1,5 +1,6 @@
-"""Settings and links stored in the .blend: the tool settings (Scene), an object's model (Object), a mesh's
-curvature legend (Mesh), and the running job's progress (WindowManager, not saved)."""
+"""Settings and links stored in the .blend: the tool settings (Scene), an object's model, its baked evolution or
+its flow field (Object), a mesh's curvature legend (Mesh), and the running job's progress (WindowManager, not
+saved)."""
 
 from pathlib import Path
 
@@ -36,10 +37,43 @@ COLORMAP_ITEMS = (
     ("sequential", "Sequential", "Viridis, dark purple to yellow, over the range"),
 )
 
+FLOW_ITEMS = (
+    ("MCF", "Mean Curvature", "Smooth and shrink: each point moves inward at its curvature times the speed"),
+    ("OFFSET", "Offset", "Grow (or shrink, with a negative speed) at a constant speed along the normals"),
+    ("FIELDS", "Fields", "Carry the surface along the vector fields of the scene's flow field empties"),
+)
+EVOLUTION_CURVATURE_ITEMS = (
+    ("NONE", "None", "No colours"),
+    *(item for item in QUANTITY_ITEMS if item[0] in ("mean", "gaussian", "k1", "k2")),
+)
+"""Curvature that can colour each baked frame (the evolve job's curvature names, or none)."""
+FIELD_KIND_ITEMS = (
+    ("NONE", "None", "Not a flow field"),
+    ("SOURCE", "Source", "Pushes the surface away from the empty; the push peaks at the radius"),
+    ("SINK", "Sink", "Pulls the surface towards the empty; the pull peaks at the radius"),
+    ("TWIST", "Twist", "Twists about the empty's Z axis, faster with the height along it, within about the radius"),
+    ("ROTATION", "Rotation", "Turns everything rigidly about the empty's Z axis"),
+)
+FIELD_DISPLAY = {"SOURCE": "SPHERE", "SINK": "SPHERE", "TWIST": "SINGLE_ARROW", "ROTATION": "SINGLE_ARROW"}
+"""How a field empty is drawn: a sphere of its radius for a source or sink, an arrow along its axis otherwise."""
+
 BLEND_RELATIVE_PATH = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
 """Blender 4.5 and later warn about "//" paths in a FILE_PATH property that does not declare it takes them."""
 
 IDENTITY = ((1.0, 0.0, 0.0, 0.0), (0.0, 1.0, 0.0, 0.0), (0.0, 0.0, 1.0, 0.0), (0.0, 0.0, 0.0, 1.0))
+
+
+def has_evolution(obj: bpy.types.Object | None) -> bool:
+    return obj is not None and obj.type == "MESH" and bool(obj.neural_sdf_evolution.model_path)
+
+
+def is_flow_field(obj: bpy.types.Object | None) -> bool:
+    return obj is not None and obj.type == "EMPTY" and obj.neural_sdf_field.kind != "NONE"
+
+
+def model_holders(obj: bpy.types.Object) -> list:
+    """The object's property groups that point to a model file (a model_path each)."""
+    return [obj.neural_sdf, obj.neural_sdf_evolution]
 
 
 def has_model(obj: bpy.types.Object | None) -> bool:
@@ -47,8 +81,13 @@ def has_model(obj: bpy.types.Object | None) -> bool:
 
 
 def model_file(obj: bpy.types.Object) -> Path:
-    """The object's model file as an absolute path (relative paths are beside the .blend or its library)."""
-    return Path(bpy.path.abspath(obj.neural_sdf.model_path, library=obj.library))
+    """The object's model file as an absolute path."""
+    return stored_file(obj, obj.neural_sdf.model_path)
+
+
+def stored_file(obj: bpy.types.Object, path: str) -> Path:
+    """A file path stored on the object, made absolute (relative paths are beside the .blend or its library)."""
+    return Path(bpy.path.abspath(path, library=obj.library))
 
 
 def _model_object_poll(_settings, obj) -> bool:
@@ -111,6 +150,90 @@ class NeuralSDFObjectLink(bpy.types.PropertyGroup):
     fit_summary: StringProperty(name="Fit", description="How the model was trained")
 
 
+class NeuralSDFEvolutionSettings(bpy.types.PropertyGroup):
+    """Settings of Bake Surface Evolution (Scene.neural_sdf_evolution). Time is the flow's own unit: 0 at the start
+    frame, End Time at the end frame."""
+
+    flow: EnumProperty(name="Flow", items=FLOW_ITEMS, default="MCF", description="What moves the surface")
+    curvature_speed: FloatProperty(
+        name="Speed", min=0.0, soft_max=1.0, default=0.05, precision=4,
+        description=(
+            "Lambda, in length² per unit of time: a sphere of radius r shrinks as sqrt(r² - 4 lambda t) and "
+            "vanishes at t = r² / (4 lambda)"
+        ),
+    )  # fmt: skip
+    offset_speed: FloatProperty(
+        name="Speed", subtype='DISTANCE', soft_min=-1.0, soft_max=1.0, default=0.2,
+        description="Outward distance per unit of time; negative shrinks",
+    )  # fmt: skip
+    time_end: FloatProperty(
+        name="End Time", soft_min=-1.0, soft_max=10.0, default=1.0,
+        description=(
+            "Flow time at the end frame (0 at the start frame). Negative runs the flow backwards: under mean "
+            "curvature that sharpens, which stays stable only for a short time"
+        ),
+    )  # fmt: skip
+    use_scene_range: BoolProperty(
+        name="Scene Range", default=True, description="Bake one frame for each frame of the scene's range"
+    )
+    frame_start: IntProperty(name="Start", default=1, description="First baked frame (flow time 0)")
+    frame_end: IntProperty(name="End", default=48, description="Last baked frame (flow time End Time)")
+    resolution: IntProperty(
+        name="Resolution", min=16, max=512, soft_max=256, default=96,
+        description="Marching-cubes grid points per axis of every frame (memory and time grow with its cube)",
+    )  # fmt: skip
+    curvature: EnumProperty(
+        name="Colours", items=EVOLUTION_CURVATURE_ITEMS, default="NONE",
+        description="Colour every frame by a curvature (each frame spans its own range)",
+    )  # fmt: skip
+    use_custom_steps: BoolProperty(
+        name="Custom Steps", description="Train the evolution for another number of steps than the engine's default"
+    )
+    steps: IntProperty(name="Steps", min=1, soft_max=20000, default=600, description="Optimizer steps")
+
+    def frame_range(self, scene: bpy.types.Scene) -> tuple[int, int]:
+        return (scene.frame_start, scene.frame_end) if self.use_scene_range else (self.frame_start, self.frame_end)
+
+
+def _show_field(field, _context) -> None:
+    """Draw a field empty as what it does: a sphere of its radius, or an arrow along its axis."""
+    obj = field.id_data
+    if field.kind in FIELD_DISPLAY:
+        obj.empty_display_type = FIELD_DISPLAY[field.kind]
+    obj.empty_display_size = field.radius
+
+
+class NeuralSDFField(bpy.types.PropertyGroup):
+    """A flow field placed by an empty (Object.neural_sdf_field): centred on the empty, about its world Z axis.
+    The radius is in the empty's own units: its largest world scale multiplies it."""
+
+    kind: EnumProperty(name="Field", items=FIELD_KIND_ITEMS, default="NONE", update=_show_field)
+    strength: FloatProperty(
+        name="Strength", soft_min=-10.0, soft_max=10.0, default=0.5,
+        description=(
+            "Source and sink: the largest speed, in length per unit of time; twist and rotation: the turn rate in "
+            "radians per unit of time (negative turns the other way)"
+        ),
+    )  # fmt: skip
+    radius: FloatProperty(
+        name="Radius", subtype='DISTANCE', min=1e-4, soft_max=10.0, default=0.5, update=_show_field,
+        description="Where a source or sink pushes hardest, and how far a twist reaches (rotation: unused)",
+    )  # fmt: skip
+
+
+class NeuralSDFEvolution(bpy.types.PropertyGroup):
+    """What a baked surface evolution holds (Object.neural_sdf_evolution): every frame is part of the mesh, and its
+    Geometry Nodes modifier shows the current one."""
+
+    model_path: StringProperty(
+        name="Evolution Model", subtype='FILE_PATH', options=BLEND_RELATIVE_PATH,
+        description="The trained time-dependent model; // paths are relative to the .blend's folder",
+    )  # fmt: skip
+    time_end: FloatProperty(name="End Time", description="Flow time of the last frame (the first is at 0)")
+    frame_count: IntProperty(name="Frames", description="Frames baked into the mesh")
+    summary: StringProperty(name="Evolution", description="How the evolution was made")
+
+
 class NeuralSDFCurvatureLegend(bpy.types.PropertyGroup):
     """What a mesh's curvature colours show (Mesh.neural_sdf_curvature): kept with its attributes."""
 
@@ -128,11 +251,22 @@ class NeuralSDFJobStatus(bpy.types.PropertyGroup):
     fraction: FloatProperty(subtype="FACTOR", min=0.0, max=1.0)
 
 
-classes = (NeuralSDFSettings, NeuralSDFObjectLink, NeuralSDFCurvatureLegend, NeuralSDFJobStatus)
+classes = (
+    NeuralSDFSettings,
+    NeuralSDFObjectLink,
+    NeuralSDFEvolutionSettings,
+    NeuralSDFField,
+    NeuralSDFEvolution,
+    NeuralSDFCurvatureLegend,
+    NeuralSDFJobStatus,
+)
 
 ATTACHED = (
     (bpy.types.Scene, "neural_sdf", NeuralSDFSettings),
     (bpy.types.Object, "neural_sdf", NeuralSDFObjectLink),
+    (bpy.types.Scene, "neural_sdf_evolution", NeuralSDFEvolutionSettings),
+    (bpy.types.Object, "neural_sdf_field", NeuralSDFField),
+    (bpy.types.Object, "neural_sdf_evolution", NeuralSDFEvolution),
     (bpy.types.Mesh, "neural_sdf_curvature", NeuralSDFCurvatureLegend),
     (bpy.types.WindowManager, "neural_sdf_job", NeuralSDFJobStatus),
 )

@@ -1,10 +1,13 @@
-"""Between Blender data and numpy arrays: evaluated meshes out of the scene, new meshes, curvature attributes and
-their material into it. Bulk foreach_get/foreach_set with explicit dtypes and one transform per array."""
+"""Between Blender data and numpy arrays: evaluated meshes and flow field empties out of the scene, new meshes,
+curvature and frame attributes and the curvature material into it. Bulk foreach_get/foreach_set with explicit dtypes
+and one transform per array."""
 
 import bpy
 import numpy as np
 
+from .core.evolution import FieldEmpty
 from .core.job_files import CURVATURE_FIELDS
+from .properties import is_flow_field
 
 CURVATURE_ATTRIBUTES = {name: f"curvature_{name}" for name in CURVATURE_FIELDS}
 """Float point attributes written by Curvature Colours, in 1/length (Gaussian 1/length^2) of the model's units."""
@@ -45,6 +48,18 @@ def evaluated_world_mesh(obj: bpy.types.Object, depsgraph) -> tuple[np.ndarray, 
     return transform_points(world, vertices.reshape(-1, 3)), triangles.reshape(-1, 3)
 
 
+def field_empties(scene: bpy.types.Scene) -> list[FieldEmpty]:
+    """Every flow field empty of the scene, in world space, by name. The radius grows with the empty's largest
+    scale, as its drawn sphere does."""
+    fields = []
+    for obj in sorted((obj for obj in scene.objects if is_flow_field(obj)), key=lambda obj: obj.name):
+        field, matrix = obj.neural_sdf_field, obj.matrix_world
+        radius = field.radius * max(abs(scale) for scale in matrix.to_scale())
+        axis = tuple(matrix.col[2][:3])  # the empty's world +Z
+        fields.append(FieldEmpty(obj.name, field.kind, tuple(matrix.translation), axis, field.strength, radius))
+    return fields
+
+
 def vertex_positions(mesh: bpy.types.Mesh) -> np.ndarray:
     """The mesh's own (unevaluated) vertex positions (n, 3) float64 in object space."""
     positions = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
@@ -67,9 +82,10 @@ def new_mesh(name: str, vertices: np.ndarray, faces: np.ndarray) -> bpy.types.Me
     return mesh
 
 
-def add_object(context: bpy.types.Context, name: str, mesh: bpy.types.Mesh, matrix_world) -> bpy.types.Object:
-    """A new object in the active collection, selected and active (the others deselected), like Blender's Add."""
-    obj = bpy.data.objects.new(name, mesh)
+def add_object(context: bpy.types.Context, name: str, data: bpy.types.ID | None, matrix_world) -> bpy.types.Object:
+    """A new object (an empty without ``data``) in the active collection, selected and active (the others
+    deselected), like Blender's Add."""
+    obj = bpy.data.objects.new(name, data)
     context.collection.objects.link(obj)
     obj.matrix_world = matrix_world
     for selected in context.selected_objects:
@@ -85,10 +101,22 @@ def write_curvature(mesh: bpy.types.Mesh, fields: dict[str, np.ndarray], linear_
     for name, values in fields.items():
         attribute = _fresh_attribute(mesh, CURVATURE_ATTRIBUTES[name], "FLOAT")
         attribute.data.foreach_set("value", np.ascontiguousarray(values, dtype=np.float32))
+    write_curvature_colors(mesh, linear_colors)
+
+
+def write_curvature_colors(mesh: bpy.types.Mesh, linear_colors: np.ndarray) -> None:
+    """The colour attribute ``curvature_color`` (linear float RGBA per point), made the active and rendered one."""
     colors = _fresh_attribute(mesh, COLOR_ATTRIBUTE, "FLOAT_COLOR")
     colors.data.foreach_set("color", np.ascontiguousarray(linear_colors, dtype=np.float32).ravel())
     mesh.color_attributes.active_color = mesh.color_attributes[COLOR_ATTRIBUTE]
     mesh.color_attributes.render_color_index = mesh.color_attributes.find(COLOR_ATTRIBUTE)
+    mesh.update()
+
+
+def write_int_attribute(mesh: bpy.types.Mesh, name: str, values: np.ndarray) -> None:
+    """An integer point attribute (one value per vertex)."""
+    attribute = _fresh_attribute(mesh, name, "INT")
+    attribute.data.foreach_set("value", np.ascontiguousarray(values, dtype=np.intc))
     mesh.update()
 
 

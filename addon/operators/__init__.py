@@ -1,5 +1,7 @@
 """Operators, one per file; each only translates between Blender and the Blender-free core."""
 
+from .add_flow_field import NEURALSDF_OT_add_flow_field
+from .bake_evolution import NEURALSDF_OT_bake_evolution
 from .check_engine import NEURALSDF_OT_check_engine
 from .curvature_colors import NEURALSDF_OT_curvature_colors
 from .fit import NEURALSDF_OT_fit
@@ -10,6 +12,8 @@ classes = (
     NEURALSDF_OT_fit,
     NEURALSDF_OT_curvature_colors,
     NEURALSDF_OT_reextract,
+    NEURALSDF_OT_bake_evolution,
+    NEURALSDF_OT_add_flow_field,
     NEURALSDF_OT_setup_engine,
     NEURALSDF_OT_check_engine,
 )

@@ -1,10 +1,13 @@
-"""The Neural SDF tab of the 3D view's sidebar: Fit, the active object's model (Re-extract), Curvature Colours."""
+"""The Neural SDF tab of the 3D view's sidebar: Fit, the active object's model (Re-extract), Curvature Colours,
+Surface Evolution (with the active flow field empty's settings)."""
 
 import bpy
 
+from ..core.evolution import shown_frame
 from ..core.text import curvature_unit
-from ..properties import QUANTITY_ITEMS, has_model, model_file
-from ..scene_io import length_unit_name
+from ..frame_switch import FRAME_START_INPUT, frame_switch_modifier, get_input, input_path
+from ..properties import QUANTITY_ITEMS, has_evolution, has_model, model_file, stored_file
+from ..scene_io import field_empties, length_unit_name
 
 QUANTITY_NAMES = {identifier: name for identifier, name, _ in QUANTITY_ITEMS}
 COLORMAP_LEGENDS = {
@@ -92,6 +95,84 @@ class NEURALSDF_PT_curvature(NeuralSDFSidebar, bpy.types.Panel):
             draw_legend(layout.box(), obj.data.neural_sdf_curvature, length_unit_name(context.scene))
 
 
+class NEURALSDF_PT_evolution(NeuralSDFSidebar, bpy.types.Panel):
+    bl_label = "Surface Evolution"
+    bl_parent_id = "NEURALSDF_PT_main"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.neural_sdf_evolution
+        obj = context.active_object
+        if obj is not None and obj.type == "EMPTY":
+            draw_field(layout.box(), obj)
+        if has_evolution(obj):
+            draw_baked(layout.box(), context.scene, obj)
+        row = layout.row(align=True)
+        row.operator("neural_sdf.bake_evolution", icon="RENDER_ANIMATION")
+        row.prop(settings, "flow", text="")
+        col = layout.column(align=True)
+        if settings.flow == "MCF":
+            col.prop(settings, "curvature_speed")
+        elif settings.flow == "OFFSET":
+            col.prop(settings, "offset_speed")
+        col.prop(settings, "time_end")
+        if settings.flow == "FIELDS":
+            count = len(field_empties(context.scene))
+            if count:
+                layout.label(text=f"{count} flow field{'s' if count > 1 else ''} in the scene", icon="FORCE_FORCE")
+            else:
+                layout.label(text="No flow field in the scene: add one", icon="ERROR")
+        layout.operator_menu_enum("neural_sdf.add_flow_field", "kind", icon="EMPTY_SINGLE_ARROW")
+        row = layout.row(align=True)
+        row.prop(settings, "use_scene_range", text="")
+        frames = row.row(align=True)
+        frames.active = not settings.use_scene_range
+        frames.prop(settings, "frame_start")
+        frames.prop(settings, "frame_end")
+        col = layout.column(align=True)
+        col.prop(settings, "resolution")
+        col.prop(settings, "curvature")
+        header, body = layout.panel("neural_sdf_evolution_advanced", default_closed=True)
+        header.label(text="Advanced")
+        if body is not None:
+            row = body.row(align=True)
+            row.prop(settings, "use_custom_steps", text="")
+            steps = row.row(align=True)
+            steps.active = settings.use_custom_steps
+            steps.prop(settings, "steps")
+            body.prop(context.scene.neural_sdf, "seed")
+
+
+def draw_field(layout: bpy.types.UILayout, obj: bpy.types.Object) -> None:
+    """The active empty's flow field settings (any empty can become one)."""
+    field = obj.neural_sdf_field
+    layout.prop(field, "kind", text=f"'{obj.name}'")
+    if field.kind == "NONE":
+        return
+    col = layout.column(align=True)
+    col.prop(field, "strength")
+    radius = col.row(align=True)
+    radius.active = field.kind != "ROTATION"
+    radius.prop(field, "radius")
+
+
+def draw_baked(layout: bpy.types.UILayout, scene: bpy.types.Scene, obj: bpy.types.Object) -> None:
+    """What the active baked evolution holds and which of its frames shows now."""
+    evolution = obj.neural_sdf_evolution
+    layout.label(text=evolution.summary, icon="INFO")
+    if not stored_file(obj, evolution.model_path).is_file():
+        layout.label(text="The evolution model file is missing", icon="ERROR")
+    modifier = frame_switch_modifier(obj)
+    if modifier is None:
+        layout.label(text="Its Surface Evolution modifier is gone: every frame shows at once", icon="ERROR")
+        return
+    layout.prop(modifier, input_path(modifier, FRAME_START_INPUT), text="Start Frame")
+    start, count = get_input(modifier, FRAME_START_INPUT), evolution.frame_count
+    index = shown_frame(scene.frame_current, start, count)
+    layout.label(text=f"Frames {start} to {start + count - 1}: t = 0 to {evolution.time_end:.4g}")
+    layout.label(text=f"Frame {scene.frame_current} shows t = {evolution.time_end * index / max(count - 1, 1):.4g}")
+
+
 def draw_legend(layout: bpy.types.UILayout, legend, length_unit: str) -> None:
     """What the active mesh's colours show: the quantity, its range with units, and how the map reads."""
     unit = curvature_unit(legend.quantity, length_unit)
@@ -104,4 +185,4 @@ def draw_legend(layout: bpy.types.UILayout, legend, length_unit: str) -> None:
     layout.label(text=COLORMAP_LEGENDS[colormap])
 
 
-classes = (NEURALSDF_PT_main, NEURALSDF_PT_model, NEURALSDF_PT_curvature)
+classes = (NEURALSDF_PT_main, NEURALSDF_PT_model, NEURALSDF_PT_curvature, NEURALSDF_PT_evolution)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
@@ -23,9 +24,11 @@ if importlib.util.find_spec("bpy") is None:
     pytest.skip("needs Blender's Python module: pip install bpy==5.0.1", allow_module_level=True)
 
 from addon.core.colors import srgb_to_linear  # noqa: E402
+from addon.core.evolution import ENGINE_FIELD_KINDS  # noqa: E402
 from engine.colormaps import QUANTITIES, colorize  # noqa: E402
 from engine.fit import PRESETS  # noqa: E402
-from engine.protocol import COLORMAPS  # noqa: E402
+from engine.evolution import FieldKind  # noqa: E402
+from engine.protocol import COLORMAPS, CURVATURE_FIELDS  # noqa: E402
 
 from .blender_support import (  # noqa: E402
     PACKAGE,
@@ -83,12 +86,17 @@ def test_the_extension_registers_and_unregisters_cleanly(bpy):
                     (bpy.types.Object, "neural_sdf"),
                     (bpy.types.Mesh, "neural_sdf_curvature"),
                     (bpy.types.WindowManager, "neural_sdf_job"),
+                    (bpy.types.Scene, "neural_sdf_evolution"),
+                    (bpy.types.Object, "neural_sdf_field"),
+                    (bpy.types.Object, "neural_sdf_evolution"),
                 )
             ],
             "operators": sorted(name for name in dir(bpy.ops.neural_sdf) if not name.startswith("_")),
             "panels": [
                 hasattr(bpy.types, name)
-                for name in ("NEURALSDF_PT_main", "NEURALSDF_PT_model", "NEURALSDF_PT_curvature")
+                for name in (
+                    "NEURALSDF_PT_main", "NEURALSDF_PT_model", "NEURALSDF_PT_curvature", "NEURALSDF_PT_evolution"
+                )
             ],
             "save_handlers": [
                 any(getattr(handler, "__name__", "") == name for handler in handlers)
@@ -101,18 +109,26 @@ def test_the_extension_registers_and_unregisters_cleanly(bpy):
 
     enabled = {
         "addon": True,
-        "properties": [True] * 4,
-        "operators": ["check_engine", "curvature_colors", "fit", "reextract", "setup_engine"],
-        "panels": [True] * 3,
+        "properties": [True] * 7,
+        "operators": [
+            "add_flow_field",
+            "bake_evolution",
+            "check_engine",
+            "curvature_colors",
+            "fit",
+            "reextract",
+            "setup_engine",
+        ],
+        "panels": [True] * 4,
         "save_handlers": [True, True],
     }
     assert registered() == enabled
     bpy.ops.preferences.addon_disable(module=PACKAGE)
     assert registered() == {
         "addon": False,
-        "properties": [False] * 4,
+        "properties": [False] * 7,
         "operators": [],
-        "panels": [False] * 3,
+        "panels": [False] * 4,
         "save_handlers": [False, False],
     }
     bpy.ops.preferences.addon_enable(module=PACKAGE)
@@ -124,6 +140,9 @@ def test_the_panel_choices_match_the_engine(bpy):
     assert [item[0] for item in properties.PRESET_ITEMS] == list(PRESETS)
     assert {item[0] for item in properties.QUANTITY_ITEMS} <= set(QUANTITIES)
     assert [item[0] for item in properties.COLORMAP_ITEMS] == list(COLORMAPS)
+    assert [item[0] for item in properties.EVOLUTION_CURVATURE_ITEMS] == ["NONE", *CURVATURE_FIELDS]
+    assert [item[0] for item in properties.FIELD_KIND_ITEMS] == ["NONE", *ENGINE_FIELD_KINDS]
+    assert set(ENGINE_FIELD_KINDS.values()) == set(get_args(FieldKind))
 
 
 # Fit.

@@ -1,0 +1,96 @@
+import bpy
+import numpy as np
+from mathutils import Matrix
+
+from .. import frame_switch, model_store, preferences, scene_io
+from ..core import job_files
+from ..core.colors import srgb_to_linear
+from ..core.evolution import FieldEmpty, flow_params, frame_times
+from ..core.text import format_duration
+from ..core.worker_client import JobRequest
+from ..engine_jobs import EngineJobOperator
+from ..properties import model_file
+from . import checks
+
+
+class NEURALSDF_OT_bake_evolution(EngineJobOperator, bpy.types.Operator):
+    """Evolve the active fitted surface by a flow and bake every frame of the range into a new animated object"""
+
+    bl_idname = "neural_sdf.bake_evolution"
+    bl_label = "Bake Surface Evolution"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return checks.no_job_running(cls) and checks.in_object_mode(cls, context) and checks.active_model(cls, context)
+
+    def requests(self, context):
+        settings = context.scene.neural_sdf_evolution
+        source = context.active_object
+        frame_start, frame_end = settings.frame_range(context.scene)
+        times = frame_times(frame_start, frame_end, settings.time_end)
+        speed = settings.curvature_speed if settings.flow == "MCF" else settings.offset_speed
+        fields = scene_io.field_empties(context.scene) if settings.flow == "FIELDS" else []
+        # The model's coordinates are world space at fit time; the fitted object may have moved since.
+        model_world = source.matrix_world @ source.neural_sdf.model_to_object
+        flow = flow_params(settings.flow, speed, fields, scene_io.matrix_array(model_world.inverted()))
+        self.source_name, self.frame_start = source.name, frame_start
+        self.placement = source.matrix_world.copy()
+        self.model_to_object = Matrix(source.neural_sdf.model_to_object)
+        self.flow_text = describe_flow(settings.flow, speed, fields)
+        params = {
+            "model": str(model_file(source)),
+            "flow": flow,
+            "times": times,
+            "steps": settings.steps if settings.use_custom_steps else None,
+            "resolution": settings.resolution,
+            "device": preferences.get(context).device,
+            "seed": context.scene.neural_sdf.seed,
+            "curvature": None if settings.curvature == "NONE" else settings.curvature,
+        }
+        return [JobRequest("evolve", params, {}, f"evolving '{source.name}'")]
+
+    def apply(self, context, results):
+        (result,) = results
+        params = result.request.params
+        times = params["times"]
+        colored = params["curvature"] is not None
+        frames = job_files.evolution_frames(result.outputs, len(times), colored)
+        counts = [len(vertices) for vertices, _, _ in frames]
+        vertices = np.concatenate([vertices for vertices, _, _ in frames])
+        firsts = np.cumsum([0, *counts[:-1]])
+        faces = np.concatenate([faces + first for (_, faces, _), first in zip(frames, firsts, strict=True)])
+        frame_of_vertex = np.repeat(np.arange(len(frames)), counts)
+
+        name = f"{self.source_name} Evolution"
+        model_path = model_store.keep_model(context, result.files["model"], name)
+        local = scene_io.transform_points(scene_io.matrix_array(self.model_to_object), vertices)
+        mesh = scene_io.new_mesh(name, local, faces.astype(np.intc))
+        scene_io.write_int_attribute(mesh, frame_switch.FRAME_ATTRIBUTE, frame_of_vertex)
+        if colored:
+            scene_io.write_curvature_colors(mesh, srgb_to_linear(np.concatenate([c for _, _, c in frames])))
+        obj = scene_io.add_object(context, name, mesh, self.placement)
+        frame_switch.add_frame_switch(obj, self.frame_start, len(frames))
+        if colored:
+            scene_io.show_curvature(context, obj)
+        evolution = obj.neural_sdf_evolution
+        evolution.model_path, evolution.time_end, evolution.frame_count = model_path, times[-1], len(frames)
+        summary = result.summary
+        evolution.summary = (
+            f"{self.flow_text} to t = {times[-1]:.4g}, {summary.get('steps')} steps, "
+            f"{format_duration(summary.get('train_seconds', 0.0))} on {summary.get('device')}, from {self.source_name}"
+        )
+        frame_end = self.frame_start + len(frames) - 1
+        vanished = sum(count == 0 for count in counts)
+        return (
+            f"Baked frames {self.frame_start} to {frame_end} (t = 0 to {times[-1]:.4g}) of '{self.source_name}' into "
+            f"'{obj.name}'" + (f"; the surface has vanished in {vanished} of them" if vanished else "")
+        )
+
+
+def describe_flow(flow: str, speed: float, fields: list[FieldEmpty]) -> str:
+    if flow == "MCF":
+        return f"Mean curvature flow at {speed:.4g}"
+    if flow == "OFFSET":
+        return f"Offset at {speed:.4g} per unit of time"
+    return "Fields " + ", ".join(f"'{field.name}'" for field in fields)
