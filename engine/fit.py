@@ -38,7 +38,7 @@ class FitConfig:
 
     network: SirenConfig = field(default_factory=SirenConfig)
     """Architecture of the SIREN."""
-    steps: int = 1500
+    steps: int = 2000
     """Optimizer steps."""
     surface_batch: int = 5000
     """Surface samples per step."""
@@ -50,6 +50,9 @@ class FitConfig:
     """Learning rate at the last step."""
     weights: LossWeights = field(default_factory=LossWeights)
     """Loss weights."""
+    weight_averaging: float = 0.995
+    """Decay of an exponential moving average of the weights, validated and kept in place of the raw weights; it
+    smooths the step-to-step noise of the last steps. 0 turns it off."""
     eikonal_share: float = 0.25
     """Share of the volume samples that also get the eikonal term; the others need only f, not grad f, which
     makes them about half as costly."""
@@ -76,6 +79,8 @@ class FitConfig:
                 raise ValueError(f"FitConfig.{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 < self.eikonal_share <= 1.0 or not 0.0 < self.refresh_fraction <= 1.0:
             raise ValueError("FitConfig.eikonal_share and refresh_fraction must be in (0, 1]")
+        if not 0.0 <= self.weight_averaging < 1.0:
+            raise ValueError(f"FitConfig.weight_averaging must be in [0, 1), got {self.weight_averaging}")
         if not 0.0 < self.final_learning_rate <= self.learning_rate:
             raise ValueError("FitConfig needs 0 < final_learning_rate <= learning_rate")
 
@@ -99,11 +104,15 @@ PRESETS: dict[str, FitConfig] = {
         # A lower first-layer frequency keeps a small, briefly trained network free of stray far-away surfaces.
         network=SirenConfig(hidden_features=64, hidden_layers=2, first_omega=15.0),
         steps=300,
+        # An average over ~200 steps would drag in the early weights of so short a fit.
+        weight_averaging=0.0,
         learning_rate=1e-3,
         surface_batch=2000,
         volume_batch=2000,
         pool_size=50_000,
     ),
+    # Averaging the weights lifted knot2's IoU from 0.987 to 0.990 at 1500 steps and to 0.9915 at 2500
+    # (bench/results/knot2_gpu_sweep.md); 2000 steps keep a 3x256 fit under 7 minutes on 2 CPU cores.
     "fast": FitConfig(),
     "quality": FitConfig(steps=3000),
 }
@@ -172,6 +181,11 @@ def fit_sdf(
     network = Siren(config.network).to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _cosine_factor(step, config))
+    kept = network
+    if config.weight_averaging:
+        kept = torch.optim.swa_utils.AveragedModel(
+            network, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.weight_averaging)
+        )
 
     best_loss, best_state = math.inf, copy.deepcopy(network.state_dict())
     started = last_report = time.perf_counter()
@@ -186,11 +200,14 @@ def fit_sdf(
         loss.backward()
         optimizer.step()
         schedule.step()
+        if kept is not network:
+            kept.update_parameters(network)
 
         if step % config.validate_every == 0 or step == config.steps:
-            validation_loss = fitting_loss(network, *validation, config.weights, config.eikonal_share)[0].item()
+            kept_network = kept if kept is network else kept.module
+            validation_loss = fitting_loss(kept_network, *validation, config.weights, config.eikonal_share)[0].item()
             if validation_loss < best_loss:
-                best_loss, best_state = validation_loss, copy.deepcopy(network.state_dict())
+                best_loss, best_state = validation_loss, copy.deepcopy(kept_network.state_dict())
         now = time.perf_counter()
         if on_progress is not None and (now - last_report >= progress_interval_s or step == config.steps):
             last_report = now

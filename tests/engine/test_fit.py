@@ -1,5 +1,7 @@
 """Fitting, the model file and extraction, on shapes with known answers."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -138,6 +140,20 @@ def test_bad_configs_are_refused():
         preset("best")
     with pytest.raises(ValueError, match="eikonal_share"):
         preset("fast", eikonal_share=0.0)
+    with pytest.raises(ValueError, match="weight_averaging"):
+        preset("fast", weight_averaging=1.0)
+
+
+def test_weight_averaging_keeps_the_averaged_weights(sphere_mesh):
+    mesh = check_mesh(*sphere_mesh)
+    config = preset("tiny", steps=60, pool_size=4000, validate_every=60)
+    raw = fit_sdf(mesh, config)
+    averaged = fit_sdf(mesh, dataclasses.replace(config, weight_averaging=0.9))
+    raw_weights, averaged_weights = raw.network.state_dict(), averaged.network.state_dict()
+    assert any(not torch.equal(raw_weights[name], averaged_weights[name]) for name in raw_weights)
+    # Both describe the same sphere of radius 0.5: the average of nearby weights is a nearby function.
+    points = np.array([[0.5, 0.0, 0.0], [0.0, -0.5, 0.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(averaged.sdf(points), raw.sdf(points), atol=0.05)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when no GPU is present")
