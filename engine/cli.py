@@ -1,4 +1,4 @@
-"""Command line: ``python -m engine fit MESH [MESH...] -o OUTDIR``.
+"""Command line: ``python -m engine fit MESH [MESH...] -o OUTDIR``, ``curvature``, ``evolve``.
 
 The names of commands, options and output files are a stable interface: scripts depend on them.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,9 @@ from .mesh_io import MeshError, load_mesh, merge_meshes
 MODEL_FILENAME = "model.pt"
 MESH_FILENAME = "mesh.ply"
 METRICS_FILENAME = "metrics.json"
+EVOLUTION_MODEL_FILENAME = "evolution.pt"
+TIMES_FILENAME = "times.json"
+FRAME_FILENAME = "frame_{:04d}.ply"
 CURVATURE_FIELDS = ("mean", "gaussian", "k1", "k2")
 """Per-vertex fields of the curvature PLY, in input units; ``mean`` is H = kappa / 2."""
 
@@ -49,6 +53,34 @@ def main(argv: list[str] | None = None) -> int:
     curvature.add_argument("--range", nargs=2, type=float, metavar=("LOW", "HIGH"), help="colour range override")
     curvature.add_argument("--resolution", type=int, default=256, help="grid size when extracting (default 256)")
     curvature.set_defaults(run=run_curvature)
+
+    evolve = commands.add_parser(
+        "evolve", help="evolve a fitted model's surface (mean curvature flow, offset, vector fields) and mesh it over time"
+    )
+    evolve.add_argument("model", type=Path, help="a model file written by 'fit'")
+    evolve.add_argument("--flow", choices=("mcf", "offset", "field"), required=True, help="what moves the surface")
+    evolve.add_argument(
+        "--speed",
+        type=float,
+        help="mcf: lambda in length^2 per time (a sphere's radius follows sqrt(r0^2 - 4 lambda t)); "
+        "offset: outward speed in length per time (negative erodes)",
+    )
+    evolve.add_argument(
+        "--fields",
+        type=Path,
+        help="field: a JSON list of vector fields, e.g. "
+        '[{"kind": "source", "center": [0, 0, 0], "strength": 0.1, "radius": 0.3}] (kinds: source, twist, rotation)',
+    )
+    evolve.add_argument(
+        "--times", required=True, help="comma-separated times to mesh, e.g. 0,0.01,0.02 (negative sharpens under mcf)"
+    )
+    evolve.add_argument("-o", "--output", type=Path, required=True, help="folder for frame_NNNN.ply, times.json, evolution.pt")
+    evolve.add_argument("--steps", type=int, help="training steps (default: EvolveConfig's)")
+    evolve.add_argument("--resolution", type=int, default=128, help="marching-cubes grid per frame (default 128)")
+    evolve.add_argument("--curvature", choices=CURVATURE_FIELDS, help="also colour each frame by this curvature")
+    evolve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train")
+    evolve.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    evolve.set_defaults(run=run_evolve)
 
     args = parser.parse_args(argv)
     try:
@@ -144,12 +176,93 @@ def run_curvature(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_evolve(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .conventions import CURVATURE_CONVENTION
+    from .evolution import EvolveConfig, FieldTerm, Flow, evolve, extract_frames, frame_curvatures
+    from .model import load_model
+    from .ply_io import write_ply
+
+    times = _parse_times(args.times)
+    if args.flow == "field":
+        if args.fields is None or args.speed is not None:
+            raise ValueError("--flow field takes --fields FILE (a JSON list of vector fields) and no --speed")
+        entries = json.loads(args.fields.read_text())
+        if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+            raise ValueError(f"{args.fields} must hold a JSON list of vector-field objects")
+        flow = Flow(fields=tuple(FieldTerm.from_dict(entry) for entry in entries))
+    else:
+        if args.speed is None or args.fields is not None:
+            raise ValueError(f"--flow {args.flow} takes --speed and no --fields")
+        flow = Flow(mean_curvature=args.speed) if args.flow == "mcf" else Flow(normal_speed=args.speed)
+    config = EvolveConfig(device=args.device, seed=args.seed)
+    if args.steps is not None:
+        config = dataclasses.replace(config, steps=args.steps)
+    model = load_model(args.model)
+    args.output.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    evolved = evolve(model, flow, (min(0.0, *times), max(0.0, *times)), config, on_progress=print_progress)
+    train_seconds = time.perf_counter() - started
+    evolved.save(args.output / EVOLUTION_MODEL_FILENAME)
+
+    frame_seconds = []
+    last = time.perf_counter()
+
+    def timed(index: int, total: int, frame) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        frame_seconds.append(round(now - last, 3))
+        last = now
+        print(f"frame {index + 1}/{total}: t = {frame.time:.6g}, {len(frame.faces)} faces", file=sys.stderr, flush=True)
+
+    frames = extract_frames(evolved, times, args.resolution, on_frame=timed)
+    curvature_seconds, value_range = None, None
+    if args.curvature:
+        started = time.perf_counter()
+        curvatures, value_range = frame_curvatures(evolved, frames, args.curvature)
+        curvature_seconds = round(time.perf_counter() - started, 2)
+    for index, frame in enumerate(frames):
+        comments = [f"t = {frame.time!r}"]
+        extra = {}
+        if args.curvature:
+            comments.append(CURVATURE_CONVENTION)
+            extra = {"colors": curvatures[index].colors, "vertex_properties": curvatures[index].fields}
+        write_ply(args.output / FRAME_FILENAME.format(index), frame.vertices, frame.faces, comments=comments, **extra)
+    report = {
+        "times": times,
+        "frames": [FRAME_FILENAME.format(i) for i in range(len(times))],
+        "flow": flow.to_dict(),
+        "model": EVOLUTION_MODEL_FILENAME,
+        "train_seconds": round(train_seconds, 2),
+        "frame_seconds": frame_seconds,
+        "resolution": args.resolution,
+        "curvature": args.curvature,
+        "curvature_range": value_range,
+        "curvature_seconds": curvature_seconds,
+    }
+    (args.output / TIMES_FILENAME).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {len(times)} frames, {TIMES_FILENAME} and {EVOLUTION_MODEL_FILENAME} to {args.output}")
+    return 0
+
+
+def _parse_times(text: str) -> list[float]:
+    try:
+        times = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--times must be comma-separated numbers, got {text!r}") from None
+    if not times or not all(math.isfinite(t) for t in times):
+        raise ValueError(f"--times needs at least one finite time, got {text!r}")
+    return times
+
+
 def print_progress(progress: Progress) -> None:
     width = 30
     filled = int(width * progress.step / progress.total)
     bar = "#" * filled + "-" * (width - filled)
     line = (
-        f"\rfit [{bar}] {progress.step}/{progress.total} loss {progress.loss:.4g} "
+        f"\rtraining [{bar}] {progress.step}/{progress.total} loss {progress.loss:.4g} "
         f"elapsed {progress.elapsed_s:.0f}s eta {progress.eta_s:.0f}s"
     )
     end = "\n" if progress.step == progress.total else ""

@@ -10,6 +10,10 @@ from skimage import measure
 
 from .model import SDFModel, evaluate
 
+class EmptySurfaceError(ValueError):
+    """The field has no zero level set inside the unit cube (positive or negative everywhere)."""
+
+
 MIN_LIPSCHITZ = 2.0
 """Lower bound on the assumed Lipschitz constant of f when deciding that a block holds no surface; a fitted SDF
 has |grad f| close to 1, so a bound of 2 leaves a wide margin."""
@@ -30,7 +34,7 @@ def extract_mesh(
     - With ``skip_empty_space``, f is evaluated coarse to fine and a block is skipped once its corner values show,
       with a Lipschitz bound on f, that it cannot contain the surface; the mesh equals the dense one.
     - Memory is one float32 grid plus one evaluation batch.
-    Raises ValueError when the level set is empty (the network is positive or negative everywhere).
+    Raises `EmptySurfaceError` when the level set is empty (the network is positive or negative everywhere).
     """
     if resolution < 8:
         raise ValueError(f"resolution must be at least 8, got {resolution}")
@@ -42,7 +46,7 @@ def extract_mesh(
         points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
         values = evaluate(model.network, points, batch_size).numpy().reshape((resolution,) * 3)
     if not (values.min() < 0.0 < values.max()):
-        raise ValueError(
+        raise EmptySurfaceError(
             "the fitted SDF has no zero level set inside the unit cube (it is "
             f"{'positive' if values.min() >= 0 else 'negative'} everywhere); the fit failed — try more steps"
         )

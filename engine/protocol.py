@@ -12,8 +12,8 @@ Worker to add-on:
   ``cuda`` names the GPU PyTorch sees (null: none). The add-on refuses a worker with another protocol number.
 - ``{"type": "alive"}``: every `HEARTBEAT_INTERVAL_S` seconds from the moment the worker starts, whatever it is
   doing, so the add-on can tell a long job from a hung process.
-- ``{"type": "progress", "job": ID, "stage": "fit" | "extract" | "curvature", "step": 12, "total": 300,
-  "loss": 0.31 | null, "eta": 14.2 | null}``: at least once a second during a fit; at the start and end of
+- ``{"type": "progress", "job": ID, "stage": "fit" | "extract" | "curvature" | "evolve" | "frames", "step": 12,
+  "total": 300, "loss": 0.31 | null, "eta": 14.2 | null}``: at least once a second during a fit; at the start and end of
   the other stages. ``eta`` is the seconds left in the stage.
 - ``{"type": "result", "job": ID, "outputs": "outputs.npz", "files": {"model": "model.pt"}, "summary": {...}}``:
   the job succeeded; paths are relative to the job directory.
@@ -39,6 +39,15 @@ Add-on to worker:
     ``project`` (move the points onto the surface first). Input ``points`` (n, 3). Outputs float32 (n,) arrays
     ``mean``, ``gaussian``, ``k1``, ``k2`` (`CURVATURE_FIELDS`, convention in the summary) and ``colors``
     (n, 4) float32 sRGB. Summary: ``quantity``, ``range`` [low, high], ``convention``.
+  - ``evolve``: params ``model`` (a fitted model file), ``flow`` (`engine.evolution.Flow.to_dict`: ``mean_curvature``,
+    ``normal_speed``, ``fields`` [{``kind``, ``center``, ``strength``, ``radius``, ``axis``}], input coordinates),
+    ``times`` (list of floats, one per frame), ``steps`` (int or null: `EvolveConfig`'s), ``resolution``,
+    ``device``, ``seed``, ``curvature`` (a name in `CURVATURE_FIELDS` or null). No inputs. Progress stages
+    ``evolve`` (training) then ``frames`` (step = frames done). Outputs per frame i: ``vertices_<i>`` (n, 3)
+    float32, ``faces_<i>`` (m, 3) int32 (both empty where the surface has vanished) and, with ``curvature``,
+    ``colors_<i>`` (n, 4) float32 sRGB on one range shared by every frame; ``times`` (frames,) float64. File
+    ``evolution.pt`` (the time-dependent model). Summary: ``train_seconds``, ``frame_seconds`` (list), ``device``,
+    ``steps``, and with ``curvature`` the colour ``range`` [low, high].
 - ``{"type": "cancel", "job": ID}``: stop that job (running or queued) as soon as possible.
 - End of input: the worker cancels what it is doing and exits.
 """
@@ -52,11 +61,12 @@ PROTOCOL_VERSION = 1
 """Bumped on any change a peer of the previous version would misread."""
 
 HEARTBEAT_INTERVAL_S = 1.0
-JOB_KINDS = ("fit", "extract", "curvature")
-STAGES = ("fit", "extract", "curvature")
+JOB_KINDS = ("fit", "extract", "curvature", "evolve")
+STAGES = ("fit", "extract", "curvature", "evolve", "frames")
 INPUTS_FILENAME = "inputs.npz"
 OUTPUTS_FILENAME = "outputs.npz"
 MODEL_FILENAME = "model.pt"
+EVOLUTION_MODEL_FILENAME = "evolution.pt"
 CURVATURE_FIELDS = ("mean", "gaussian", "k1", "k2")
 COLORMAPS = ("auto", "diverging", "sequential")
 

@@ -279,10 +279,73 @@ def run_curvature(job: Job) -> tuple[dict, dict]:
     return {}, summary
 
 
+def run_evolve(job: Job) -> tuple[dict, dict]:
+    import dataclasses
+
+    import numpy as np
+
+    from .evolution import EvolveConfig, Flow, evolve, extract_frames, frame_curvatures
+    from .model import load_model
+
+    flow = Flow.from_dict(job.param("flow", dict))
+    times = [float(t) for t in job.param("times", list)]
+    if not times:
+        raise JobError("evolve job: 'times' must list at least one time")
+    curvature = job.params.get("curvature")
+    if curvature is not None and curvature not in protocol.CURVATURE_FIELDS:
+        raise JobError(f"evolve job: unknown curvature {curvature!r}; expected one of {protocol.CURVATURE_FIELDS}")
+    config = EvolveConfig(device=job.param("device", str), seed=job.param("seed", int))
+    if job.params.get("steps") is not None:
+        config = dataclasses.replace(config, steps=job.param("steps", int))
+    model = load_model(job.param("model", str))
+
+    job.report("evolve", 0, config.steps)
+    evolved = evolve(
+        model,
+        flow,
+        (min(0.0, *times), max(0.0, *times)),
+        config,
+        on_progress=lambda p: job.report("evolve", p.step, p.total, p.loss, p.eta_s),
+        should_cancel=job.is_cancelled,
+    )
+    frame_seconds = []
+    started = last = time.perf_counter()
+
+    def report_frame(index: int, total: int, frame) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        frame_seconds.append(now - last)
+        last = now
+        done = index + 1
+        job.report("frames", done, total, eta=(now - started) / done * (total - done))
+
+    job.report("frames", 0, len(times))
+    frames = extract_frames(evolved, times, job.param("resolution", int), on_frame=report_frame, should_cancel=job.is_cancelled)
+    arrays = {"times": np.asarray(times, dtype=np.float64)}
+    for index, frame in enumerate(frames):
+        arrays[f"vertices_{index}"] = frame.vertices.astype(np.float32)
+        arrays[f"faces_{index}"] = frame.faces.astype(np.int32)
+    summary = {
+        "train_seconds": evolved.metadata["evolution"]["train_seconds"],
+        "frame_seconds": frame_seconds,
+        "device": evolved.metadata["evolution"]["device"],
+        "steps": config.steps,
+    }
+    if curvature is not None:
+        job.raise_if_cancelled("before the curvature colours")
+        curvatures, summary["range"] = frame_curvatures(evolved, frames, curvature)
+        for index, values in enumerate(curvatures):
+            arrays[f"colors_{index}"] = values.colors.astype(np.float32)
+    evolved.save(job.dir / protocol.EVOLUTION_MODEL_FILENAME)
+    _save_outputs(job, **arrays)
+    return {"model": protocol.EVOLUTION_MODEL_FILENAME}, summary
+
+
 JOB_FUNCTIONS: dict[str, Callable[[Job], tuple[dict, dict]]] = {
     "fit": run_fit,
     "extract": run_extract,
     "curvature": run_curvature,
+    "evolve": run_evolve,
 }
 
 

@@ -13,7 +13,7 @@ from tests.conftest import BUNDLED_MESH, run_engine_cli
 def test_fit_writes_mesh_model_and_metrics_in_input_coordinates(tmp_path):
     result = run_engine_cli("fit", BUNDLED_MESH, "-o", tmp_path, "--preset", "tiny", "--steps", "150", "--resolution", "48")
     assert result.returncode == 0, result.stderr
-    assert "fit [" in result.stderr and "150/150" in result.stderr
+    assert "training [" in result.stderr and "150/150" in result.stderr
     report = json.loads((tmp_path / METRICS_FILENAME).read_text())
     assert report["steps"] == 150 and report["resolution"] == 48
     assert report["metrics"]["fscore"] > 0.5 and report["metrics"]["iou"] > 0.5
