@@ -32,7 +32,7 @@ from .conventions import UNIT_HALF_SIZE, Normalization
 from .extraction import EmptySurfaceError, extract_mesh
 from .fit import Cancelled, Progress, pick_device
 from .mesh_io import TriangleMesh
-from .model import SDFModel, Siren, SirenConfig, evaluate
+from .model import SDFModel, Siren, SirenConfig, evaluate, reexpressed
 from .sampling import SurfaceSampler
 
 EVOLUTION_TIME_KEY = "evolution"
@@ -227,16 +227,6 @@ def room_for_motion(flow: Flow, normalization: Normalization, time_scale: float)
     return float(min(MAX_ZOOM, max(1.0, (UNIT_HALF_SIZE + reach) / UNIT_HALF_SIZE)))
 
 
-def zoomed_copy(network: Siren, zoom: float) -> Siren:
-    """The same SDF in coordinates ``zoom`` times coarser: v = u / zoom, f_v(v) = f_u(zoom v) / zoom (exact)."""
-    copy_ = copy.deepcopy(network)
-    with torch.no_grad():
-        copy_.layers[0].linear.weight.mul_(zoom)
-        copy_.output.weight.div_(zoom)
-        copy_.output.bias.div_(zoom)
-    return copy_
-
-
 class TimeSlice(nn.Module):
     """x -> f(x, tau) for a fixed network time tau: a 3D field every 3D tool (extraction, curvature) accepts."""
 
@@ -301,7 +291,7 @@ def evolve(
     normalization = Normalization(model.normalization.center, model.normalization.scale / zoom)
     unit_flow = _UnitFlow(flow, normalization, time_scale)
 
-    reference = zoomed_copy(model.network, zoom).to(device).eval()
+    reference = reexpressed(model, normalization).to(device).eval()
     for parameter in reference.parameters():
         parameter.requires_grad_(False)
     initial = _InitialPool(reference, config, rng, device)

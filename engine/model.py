@@ -6,6 +6,7 @@ fit settings, engine version), read back with ``torch.load(weights_only=True)``:
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -126,6 +127,26 @@ def load_model(path: str | Path) -> SDFModel:
     network.load_state_dict(archive["state_dict"])
     network.eval()
     return SDFModel(network, Normalization.from_dict(header["normalization"]), header.get("metadata", {}))
+
+
+def reexpressed(model: SDFModel, normalization: Normalization) -> Siren:
+    """The model's network in the unit cube of another ``normalization``: an exact change of coordinates (the first
+    layer absorbs the scale and shift, the output layer the change of distance unit), so two models fitted apart can
+    share one cube (a morph) or a shape can get room to move (an evolution)."""
+    if model.network.config.in_features != 3:
+        raise ValueError("only a 3D SDF network can be re-expressed in other coordinates")
+    own = model.normalization
+    # u = (x - c_own) s_own and x = v / s_new + c_new, so u = (s_own / s_new) v + (c_new - c_own) s_own.
+    ratio = own.scale / normalization.scale
+    shift = (torch.tensor(normalization.center, dtype=torch.float64) - torch.tensor(own.center, dtype=torch.float64)) * own.scale
+    network = copy.deepcopy(model.network)
+    first = network.layers[0].linear
+    with torch.no_grad():
+        first.bias.add_((first.weight.double() @ shift.to(first.weight.device)).to(first.bias.dtype))
+        first.weight.mul_(ratio)
+        network.output.weight.div_(ratio)
+        network.output.bias.div_(ratio)
+    return network
 
 
 def evaluate(network: nn.Module, points: torch.Tensor, batch_size: int = 65536) -> torch.Tensor:

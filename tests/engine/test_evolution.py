@@ -23,7 +23,6 @@ from engine.evolution import (
     extract_frames,
     room_for_motion,
     time_dependent_copy,
-    zoomed_copy,
 )
 from engine.fit import Cancelled, fit_sdf, preset
 from engine.geometry import model_curvatures
@@ -77,13 +76,6 @@ def test_the_time_dependent_copy_equals_the_fit_at_every_time():
         for t in (-1.0, 0.0, 0.3, 1.0):
             value = copy(torch.cat([points, torch.full((500, 1), t)], dim=1))
             torch.testing.assert_close(value, expected, rtol=0, atol=1e-6)
-
-
-def test_a_zoomed_copy_is_the_same_distance_field_in_coarser_coordinates():
-    torch.manual_seed(0)
-    network = Siren(SirenConfig(hidden_features=32, hidden_layers=2))
-    points = torch.rand(500, 3) * 2 - 1
-    torch.testing.assert_close(zoomed_copy(network, 1.5)(points / 1.5), network(points) / 1.5, rtol=0, atol=1e-6)
 
 
 def test_the_evolution_cube_grows_only_for_flows_that_grow_the_shape():

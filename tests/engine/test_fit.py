@@ -11,7 +11,7 @@ from engine.conventions import UNIT_HALF_SIZE, Normalization
 from engine.extraction import extract_mesh
 from engine.fit import Cancelled, FitConfig, fit_sdf, preset
 from engine.mesh_io import check_mesh
-from engine.model import SDFModel, Siren, SirenConfig, load_model
+from engine.model import SDFModel, Siren, SirenConfig, load_model, reexpressed
 
 SPHERE_CENTER = np.array([3.0, -2.0, 10.0])
 SPHERE_RADIUS = 2.5
@@ -57,6 +57,14 @@ def test_a_saved_model_gives_identical_values_after_loading(fitted_sphere, tmp_p
     np.testing.assert_array_equal(loaded.sdf(points), fitted_sphere.sdf(points))
     assert loaded.normalization == fitted_sphere.normalization
     assert FitConfig.from_dict(loaded.metadata["fit_config"]) == preset("tiny", steps=300)
+
+
+def test_a_model_reexpressed_in_another_cube_gives_the_same_distances(fitted_sphere):
+    other = Normalization(center=(1.0, 0.5, 8.0), scale=0.2)
+    network = reexpressed(fitted_sphere, other)
+    points = np.random.default_rng(0).normal(size=(300, 3)) * 2.0 + SPHERE_CENTER
+    moved = SDFModel(network, other)
+    np.testing.assert_allclose(moved.sdf(points), fitted_sphere.sdf(points), rtol=1e-4, atol=1e-5)
 
 
 def test_model_files_are_read_without_pickle(tmp_path):
