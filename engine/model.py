@@ -36,6 +36,8 @@ class SirenConfig:
     """Frequency factor of the hidden layers."""
     in_features: int = 3
     """Input size: 3 for an SDF f(x), 4 for a time-dependent f(x, t)."""
+    out_features: int = 1
+    """Output size: 1 for a scalar field (``forward`` gives (n,)), 3 for a vector field such as a warp (n, 3)."""
 
 
 class SineLayer(nn.Module):
@@ -54,7 +56,8 @@ class SineLayer(nn.Module):
 
 
 class Siren(nn.Module):
-    """A scalar field f: R^in -> R. ``forward`` maps (n, in_features) to (n,)."""
+    """A field f: R^in -> R^out. ``forward`` maps (n, in_features) to (n,) for a scalar field (out_features = 1),
+    else to (n, out_features)."""
 
     def __init__(self, config: SirenConfig):
         super().__init__()
@@ -63,13 +66,14 @@ class Siren(nn.Module):
         layers = [SineLayer(config.in_features, width, config.first_omega, is_first=True)]
         layers += [SineLayer(width, width, config.hidden_omega, is_first=False) for _ in range(config.hidden_layers)]
         self.layers = nn.Sequential(*layers)
-        self.output = nn.Linear(width, 1)
+        self.output = nn.Linear(width, config.out_features)
         bound = math.sqrt(6.0 / width) / config.hidden_omega
         with torch.no_grad():
             self.output.weight.uniform_(-bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output(self.layers(x)).squeeze(-1)
+        out = self.output(self.layers(x))
+        return out.squeeze(-1) if self.config.out_features == 1 else out
 
 
 @dataclass
