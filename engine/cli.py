@@ -1,4 +1,4 @@
-"""Command line: ``python -m engine fit MESH [MESH...] -o OUTDIR``, ``curvature``, ``evolve``.
+"""Command line: ``python -m engine fit MESH [MESH...] -o OUTDIR``, ``curvature``, ``evolve``, ``morph``.
 
 The names of commands, options and output files are a stable interface: scripts depend on them.
 """
@@ -20,6 +20,7 @@ MESH_FILENAME = "mesh.ply"
 METRICS_FILENAME = "metrics.json"
 EVOLUTION_MODEL_FILENAME = "evolution.pt"
 TIMES_FILENAME = "times.json"
+MORPH_FILENAME = "morph.pt"
 FRAME_FILENAME = "frame_{:04d}.ply"
 CURVATURE_FIELDS = ("mean", "gaussian", "k1", "k2")
 """Per-vertex fields of the curvature PLY, in input units; ``mean`` is H = kappa / 2."""
@@ -81,6 +82,25 @@ def main(argv: list[str] | None = None) -> int:
     evolve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train")
     evolve.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     evolve.set_defaults(run=run_evolve)
+
+    morph = commands.add_parser("morph", help="morph one mesh into another and mesh the in-between shapes")
+    morph.add_argument("source", type=Path, help="the mesh at t = 0")
+    morph.add_argument("target", type=Path, help="the mesh at t = 1")
+    morph.add_argument("-o", "--output", type=Path, required=True, help="folder for frame_NNNN.ply, times.json, morph.pt")
+    morph.add_argument("--method", choices=("levelset", "flow"), default="levelset", help="how (default levelset)")
+    morph.add_argument("--frames", type=int, default=9, help="frames from t = 0 to 1, both included (default 9)")
+    morph.add_argument(
+        "--landmarks",
+        type=Path,
+        help='flow: a JSON list of point pairs [[[x, y, z] on source, [x, y, z] on target], ...] to pull together',
+    )
+    morph.add_argument("--preset", choices=sorted(PRESETS), default="fast", help="fit settings of both shapes")
+    morph.add_argument("--fit-steps", type=int, help="fit steps of each shape (default: the preset's)")
+    morph.add_argument("--steps", type=int, help="morph training steps (default: the method's)")
+    morph.add_argument("--resolution", type=int, default=128, help="marching-cubes grid per frame (default 128)")
+    morph.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train")
+    morph.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    morph.set_defaults(run=run_morph)
 
     args = parser.parse_args(argv)
     try:
@@ -244,6 +264,74 @@ def run_evolve(args: argparse.Namespace) -> int:
     }
     (args.output / TIMES_FILENAME).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {len(times)} frames, {TIMES_FILENAME} and {EVOLUTION_MODEL_FILENAME} to {args.output}")
+    return 0
+
+
+def run_morph(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import numpy as np
+
+    from .evolution import extract_frames
+    from .morph import LevelSetMorphConfig, fit_pair, frame_times, morph_levelset, save_morph
+    from .ply_io import write_ply
+    from .warp import FlowMorphConfig, morph_flow
+
+    times = frame_times(args.frames)
+    landmarks = None
+    if args.landmarks is not None:
+        if args.method != "flow":
+            raise ValueError("--landmarks applies to --method flow")
+        pairs = np.asarray(json.loads(args.landmarks.read_text()), dtype=np.float64)
+        if pairs.ndim != 3 or pairs.shape[1:] != (2, 3):
+            raise ValueError(f"{args.landmarks} must hold a JSON list of [[x, y, z], [x, y, z]] pairs, got shape {pairs.shape}")
+        landmarks = (pairs[:, 0], pairs[:, 1])
+    fit_overrides = {"device": args.device, "seed": args.seed}
+    if args.fit_steps is not None:
+        fit_overrides["steps"] = args.fit_steps
+    fit_config = preset(args.preset, **fit_overrides)
+    source, target = load_mesh(args.source), load_mesh(args.target)
+    args.output.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    model_a, model_b = fit_pair(source, target, fit_config, on_progress=lambda _index, p: print_progress(p))
+    fit_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    if args.method == "levelset":
+        config = LevelSetMorphConfig(device=args.device, seed=args.seed)
+        config = dataclasses.replace(config, steps=args.steps) if args.steps is not None else config
+        morphed = morph_levelset(model_a, model_b, config, on_progress=print_progress)
+    else:
+        config = FlowMorphConfig(device=args.device, seed=args.seed)
+        config = dataclasses.replace(config, steps=args.steps) if args.steps is not None else config
+        morphed = morph_flow(model_a, model_b, config, landmarks=landmarks, on_progress=print_progress)
+    morph_seconds = time.perf_counter() - started
+    save_morph(morphed, args.output / MORPH_FILENAME)
+
+    frame_seconds = []
+    last = time.perf_counter()
+
+    def write_frame(index: int, total: int, frame) -> None:
+        nonlocal last
+        write_ply(args.output / FRAME_FILENAME.format(index), frame.vertices, frame.faces, comments=[f"t = {frame.time!r}"])
+        now = time.perf_counter()
+        frame_seconds.append(round(now - last, 3))
+        last = now
+        print(f"frame {index + 1}/{total}: t = {frame.time:.4g}, {len(frame.faces)} faces", file=sys.stderr, flush=True)
+
+    extract_frames(morphed, times, args.resolution, on_frame=write_frame)
+    report = {
+        "times": times,
+        "frames": [FRAME_FILENAME.format(i) for i in range(len(times))],
+        "method": args.method,
+        "model": MORPH_FILENAME,
+        "fit_seconds": round(fit_seconds, 2),
+        "train_seconds": round(morph_seconds, 2),
+        "frame_seconds": frame_seconds,
+        "resolution": args.resolution,
+    }
+    (args.output / TIMES_FILENAME).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {len(times)} frames, {TIMES_FILENAME} and {MORPH_FILENAME} to {args.output}")
     return 0
 
 

@@ -158,16 +158,21 @@ def fit_sdf(
     on_progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     progress_interval_s: float = 0.5,
+    normalization: Normalization | None = None,
 ) -> SDFModel:
     """Fit one SIREN SDF to the union of ``meshes`` (in their own coordinates).
 
-    - The shape is normalized into the unit cube; the returned model maps input coordinates back and forth.
+    - The shape is normalized into the unit cube (``normalization``, by default the one of its bounding box; a
+      morph passes one shared by both shapes); the returned model maps input coordinates back and forth.
     - ``on_progress`` is called at most every ``progress_interval_s`` seconds and at the last step.
     - ``should_cancel`` is checked every step; when it returns True, `Cancelled` is raised.
     """
     config = config or PRESETS["fast"]
     mesh = merge_meshes([meshes] if isinstance(meshes, TriangleMesh) else list(meshes))
-    normalization = Normalization.fit_bounds(mesh.vertices)
+    normalization = normalization or Normalization.fit_bounds(mesh.vertices)
+    outside = np.abs(normalization.to_unit(mesh.vertices)).max()
+    if outside > 1.0:
+        raise ValueError(f"the mesh reaches {outside:.3g} in the given normalization's cube; it must lie within [-1, 1]")
     unit_mesh = TriangleMesh(normalization.to_unit(mesh.vertices), mesh.faces)
     device = pick_device(config.device)
     torch.manual_seed(config.seed)

@@ -1,0 +1,120 @@
+"""Level-set morphing: exact ends, concentric spheres stay spheres, a sphere becomes a torus (the genus changes),
+the morph file round trip, shapes fitted apart are refused, and the CLI writes its frames."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from engine.evolution import at_time, extract_frames
+from engine.fit import Cancelled, fit_sdf, preset
+from engine.mesh_io import check_mesh
+from engine.metrics import mesh_metrics
+from engine.morph import LevelSetMorphConfig, fit_pair, frame_times, load_morph, morph_levelset, save_morph
+from tests.conftest import run_engine_cli
+
+TINY_FIT = preset("tiny", steps=400)
+SMALL = LevelSetMorphConfig(steps=100)
+INNER, OUTER = 0.3, 0.7
+
+
+def sphere(radius: float, subdivisions: int = 4):
+    mesh = trimesh.creation.icosphere(subdivisions=subdivisions, radius=radius)
+    return check_mesh(mesh.vertices, mesh.faces, name=f"Sphere {radius}")
+
+
+@pytest.fixture(scope="module")
+def concentric():
+    model_a, model_b = fit_pair(sphere(INNER), sphere(OUTER), TINY_FIT)
+    return model_a, model_b, morph_levelset(model_a, model_b, SMALL)
+
+
+def radii_along(sdf, directions: np.ndarray, reach: float = 1.0) -> np.ndarray:
+    low, high = np.full(len(directions), 0.05), np.full(len(directions), reach)
+    for _ in range(40):
+        middle = (low + high) / 2
+        inside = sdf(directions * middle[:, None]) < 0
+        low, high = np.where(inside, middle, low), np.where(inside, high, middle)
+    return (low + high) / 2
+
+
+def test_concentric_spheres_stay_spheres_of_the_interpolated_radius(concentric):
+    model_a, model_b, morph = concentric
+    directions = np.random.default_rng(1).normal(size=(300, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    for t in (0.0, 0.25, 0.5, 0.75, 1.0):
+        radius = (1 - t) * INNER + t * OUTER
+        radii = radii_along(at_time(morph, t).sdf, directions)
+        # The fits' own errors at this radius bound what the in-between sphere can do.
+        error_a = model_a.sdf(directions * radius) - (radius - INNER)
+        error_b = model_b.sdf(directions * radius) - (radius - OUTER)
+        fit_spread = (1 - t) * error_a.std() + t * error_b.std()
+        fit_bias = abs((1 - t) * error_a.mean() + t * error_b.mean())
+        assert abs(radii.mean() - radius) < fit_bias + 0.002, (t, radii.mean(), radius)
+        assert radii.std() < 1.1 * fit_spread + 0.001, (t, radii.std(), fit_spread)
+
+
+def test_the_ends_are_the_fitted_shapes(concentric):
+    model_a, model_b, morph = concentric
+    points = np.random.default_rng(2).uniform(-0.8, 0.8, size=(500, 3))
+    np.testing.assert_allclose(at_time(morph, 0.0).sdf(points), model_a.sdf(points), atol=1e-5)
+    np.testing.assert_allclose(at_time(morph, 1.0).sdf(points), model_b.sdf(points), atol=1e-5)
+    start, end = extract_frames(morph, [0.0, 1.0], resolution=48)
+    for frame, radius in ((start, INNER), (end, OUTER)):
+        reference = sphere(radius)
+        assert mesh_metrics(frame.vertices, frame.faces, reference.vertices, reference.faces).chamfer_l1 < 0.005
+
+
+def test_a_sphere_becomes_a_torus_through_a_change_of_genus():
+    torus = trimesh.creation.torus(major_radius=0.5, minor_radius=0.15)
+    model_a, model_b = fit_pair(sphere(0.5), check_mesh(torus.vertices, torus.faces, name="Torus"), TINY_FIT)
+    morph = morph_levelset(model_a, model_b, SMALL)
+    frames = extract_frames(morph, frame_times(5), resolution=48)
+    genus = [(2 - trimesh.Trimesh(f.vertices, f.faces).euler_number) // 2 for f in frames]
+    assert genus[0] == 0 and genus[-1] == 1, genus
+    assert all(g in (0, 1) for g in genus), genus
+    reference = trimesh.Trimesh(torus.vertices, torus.faces)
+    assert mesh_metrics(frames[-1].vertices, frames[-1].faces, reference.vertices, reference.faces).iou > 0.9
+
+
+def test_a_saved_morph_gives_identical_values(concentric, tmp_path):
+    morph = concentric[2]
+    save_morph(morph, tmp_path / "morph.pt")
+    loaded = load_morph(tmp_path / "morph.pt")
+    inputs = torch.rand(200, 4) * 2 - 1
+    torch.testing.assert_close(loaded.network(inputs), morph.network(inputs), rtol=0, atol=0)
+    assert loaded.normalization == morph.normalization and loaded.metadata["morph"]["method"] == "levelset"
+
+
+def test_shapes_fitted_apart_are_refused_and_cancel_stops():
+    model_a = fit_sdf(sphere(0.3, 2), preset("tiny", steps=5))
+    model_b = fit_sdf(sphere(0.7, 2), preset("tiny", steps=5))
+    with pytest.raises(ValueError, match="one shared cube"):
+        morph_levelset(model_a, model_b, SMALL)
+    model_a, model_b = fit_pair(sphere(0.3, 2), sphere(0.7, 2), preset("tiny", steps=5))
+    with pytest.raises(Cancelled):
+        morph_levelset(model_a, model_b, SMALL, should_cancel=lambda: True)
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        frame_times(1)
+
+
+def test_cli_morph_writes_frames_times_and_the_morph(tmp_path):
+    for name, radius in (("a", INNER), ("b", OUTER)):
+        mesh = trimesh.creation.icosphere(subdivisions=3, radius=radius)
+        mesh.export(tmp_path / f"{name}.ply")
+    out = tmp_path / "morph"
+    result = run_engine_cli(
+        "morph", tmp_path / "a.ply", tmp_path / "b.ply", "-o", out, "--preset", "tiny", "--fit-steps", "100",
+        "--steps", "10", "--frames", "3", "--resolution", "32",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "times.json").read_text())
+    assert report["times"] == [0.0, 0.5, 1.0] and report["method"] == "levelset"
+    sizes = [np.ptp(trimesh.load(out / name, process=False).vertices[:, 0]) for name in report["frames"]]
+    assert sizes[0] < sizes[1] < sizes[2]
+    assert load_morph(out / "morph.pt").metadata["morph"]["method"] == "levelset"
+
+    failed = run_engine_cli("morph", tmp_path / "a.ply", tmp_path / "b.ply", "-o", out, "--landmarks", "x.json")
+    assert failed.returncode == 2 and "--landmarks applies to --method flow" in failed.stderr
