@@ -241,10 +241,10 @@ class TimeSlice(nn.Module):
 
 
 def at_time(model: SDFModel, t: float) -> SDFModel:
-    """The 3D SDF model of a time-dependent model at time t (in the flow's time unit)."""
+    """The 3D SDF model of a time-dependent model (an evolution or a morph) at time t (in its time unit)."""
     info = model.metadata.get(EVOLUTION_TIME_KEY)
-    if info is None or model.network.config.in_features != 4:
-        raise ValueError("this model is not time-dependent: it was not made by `evolve` (python -m engine evolve)")
+    if info is None:
+        raise ValueError("this model is not time-dependent: it was made by neither 'evolve' nor 'morph'")
     return SDFModel(TimeSlice(model.network, t / info["time_scale"]), model.normalization, model.metadata)
 
 
@@ -516,7 +516,7 @@ def extract_frames(
     """
     info = model.metadata.get(EVOLUTION_TIME_KEY)
     if info is None:
-        raise ValueError("this model is not time-dependent: it was not made by `evolve` (python -m engine evolve)")
+        raise ValueError("this model is not time-dependent: it was made by neither 'evolve' nor 'morph'")
     low, high = info["time_range"]
     outside = [t for t in times if not low - 1e-9 * max(abs(low), abs(high)) <= t <= high + 1e-9 * max(abs(low), abs(high))]
     if outside:

@@ -114,6 +114,16 @@ class SDFModel:
 
 def load_model(path: str | Path) -> SDFModel:
     """Read a model file written by `SDFModel.save` (no pickle: ``weights_only=True``)."""
+    header, state = _read_archive(path)
+    if "architecture" not in header:
+        raise ValueError(f"{path} holds a morph, not a fitted model; load it with engine.morph.load_morph")
+    network = Siren(SirenConfig(**header["architecture"]))
+    network.load_state_dict(state)
+    network.eval()
+    return SDFModel(network, Normalization.from_dict(header["normalization"]), header.get("metadata", {}))
+
+
+def _read_archive(path: str | Path) -> tuple[dict, dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
@@ -127,10 +137,40 @@ def load_model(path: str | Path) -> SDFModel:
             f"{path} was written by engine {header.get('engine_version')} (format {header['format_version']}); "
             "update the engine to read it"
         )
-    network = Siren(SirenConfig(**header["architecture"]))
-    network.load_state_dict(archive["state_dict"])
-    network.eval()
-    return SDFModel(network, Normalization.from_dict(header["normalization"]), header.get("metadata", {}))
+    return header, archive["state_dict"]
+
+
+def save_networks(path: str | Path, networks: dict[str, Siren], normalization: Normalization, metadata: dict) -> None:
+    """Several named SIRENs sharing one normalization in one file (a morph), in the same pickle-free layout."""
+    from . import __version__
+
+    header = {
+        "format_version": MODEL_FORMAT_VERSION,
+        "engine_version": __version__,
+        "networks": {name: asdict(network.config) for name, network in networks.items()},
+        "normalization": normalization.to_dict(),
+        "metadata": metadata,
+    }
+    states = {
+        f"{name}.{key}": tensor.detach().cpu().contiguous()
+        for name, network in networks.items()
+        for key, tensor in network.state_dict().items()
+    }
+    torch.save({"header_json": json.dumps(header), "state_dict": states}, Path(path))
+
+
+def load_networks(path: str | Path) -> tuple[dict[str, Siren], Normalization, dict]:
+    """Read a file written by `save_networks` (no pickle)."""
+    header, states = _read_archive(path)
+    if "networks" not in header:
+        raise ValueError(f"{path} holds a single fitted model, not a set of networks (a morph); load it with load_model")
+    networks = {}
+    for name, architecture in header["networks"].items():
+        network = Siren(SirenConfig(**architecture))
+        prefix = f"{name}."
+        network.load_state_dict({key[len(prefix) :]: value for key, value in states.items() if key.startswith(prefix)})
+        networks[name] = network.eval()
+    return networks, Normalization.from_dict(header["normalization"]), header.get("metadata", {})
 
 
 def reexpressed(model: SDFModel, normalization: Normalization) -> Siren:
