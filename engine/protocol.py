@@ -12,7 +12,7 @@ Worker to add-on:
   ``cuda`` names the GPU PyTorch sees (null: none). The add-on refuses a worker with another protocol number.
 - ``{"type": "alive"}``: every `HEARTBEAT_INTERVAL_S` seconds from the moment the worker starts, whatever it is
   doing, so the add-on can tell a long job from a hung process.
-- ``{"type": "progress", "job": ID, "stage": "fit" | "extract" | "curvature" | "evolve" | "frames", "step": 12,
+- ``{"type": "progress", "job": ID, "stage": "fit" | "extract" | "curvature" | "evolve" | "morph" | "frames", "step": 12,
   "total": 300, "loss": 0.31 | null, "eta": 14.2 | null}``: at least once a second during a fit; at the start and end of
   the other stages. ``eta`` is the seconds left in the stage.
 - ``{"type": "result", "job": ID, "outputs": "outputs.npz", "files": {"model": "model.pt"}, "summary": {...}}``:
@@ -48,6 +48,15 @@ Add-on to worker:
     ``colors_<i>`` (n, 4) float32 sRGB on one range shared by every frame; ``times`` (frames,) float64. File
     ``evolution.pt`` (the time-dependent model). Summary: ``train_seconds``, ``frame_seconds`` (list), ``device``,
     ``steps``, and with ``curvature`` the colour ``range`` [low, high].
+  - ``morph``: params ``method`` (`MORPH_METHODS`), ``names`` [source, target] (used in messages), ``frames``
+    (>= 2, t evenly from 0 to 1), ``preset`` and ``fit_steps`` (int or null) for the fits of both shapes (in one
+    shared cube), ``steps`` (int or null: the method's), ``resolution``, ``device``, ``seed``, ``warp_source``
+    (flow only: also move the source mesh's own vertices). Inputs ``vertices_0``/``faces_0`` (source, t = 0),
+    ``vertices_1``/``faces_1`` (target, t = 1), optional ``landmarks_source``/``landmarks_target`` (k, 3) point
+    pairs (flow only). Progress stages ``fit`` (both fits, step out of twice the fit steps), ``morph``, ``frames``.
+    Outputs per frame i ``vertices_<i>``, ``faces_<i>`` and ``times``; with ``warp_source`` also
+    ``source_positions`` (frames, n, 3) float32, the source's vertices at each time (same topology: shape keys).
+    File ``morph.pt``. Summary: ``method``, ``fit_seconds``, ``train_seconds``, ``device``.
 - ``{"type": "cancel", "job": ID}``: stop that job (running or queued) as soon as possible.
 - End of input: the worker cancels what it is doing and exits.
 """
@@ -61,12 +70,14 @@ PROTOCOL_VERSION = 1
 """Bumped on any change a peer of the previous version would misread."""
 
 HEARTBEAT_INTERVAL_S = 1.0
-JOB_KINDS = ("fit", "extract", "curvature", "evolve")
-STAGES = ("fit", "extract", "curvature", "evolve", "frames")
+JOB_KINDS = ("fit", "extract", "curvature", "evolve", "morph")
+STAGES = ("fit", "extract", "curvature", "evolve", "morph", "frames")
+MORPH_METHODS = ("levelset", "flow")
 INPUTS_FILENAME = "inputs.npz"
 OUTPUTS_FILENAME = "outputs.npz"
 MODEL_FILENAME = "model.pt"
 EVOLUTION_MODEL_FILENAME = "evolution.pt"
+MORPH_MODEL_FILENAME = "morph.pt"
 CURVATURE_FIELDS = ("mean", "gaussian", "k1", "k2")
 COLORMAPS = ("auto", "diverging", "sequential")
 

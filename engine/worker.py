@@ -341,11 +341,91 @@ def run_evolve(job: Job) -> tuple[dict, dict]:
     return {"model": protocol.EVOLUTION_MODEL_FILENAME}, summary
 
 
+def run_morph(job: Job) -> tuple[dict, dict]:
+    import dataclasses
+
+    import numpy as np
+
+    from .evolution import extract_frames
+    from .fit import preset
+    from .mesh_io import check_mesh
+    from .morph import LevelSetMorphConfig, fit_pair, frame_times, morph_levelset, save_morph
+    from .warp import FlowMorphConfig, morph_flow, warp_points
+
+    method = job.param("method", str)
+    if method not in protocol.MORPH_METHODS:
+        raise JobError(f"morph job: unknown method {method!r}; expected one of {', '.join(protocol.MORPH_METHODS)}")
+    names = job.param("names", list)
+    if len(names) != 2:
+        raise JobError(f"morph job: 'names' must name the source and the target, got {names!r}")
+    times = frame_times(job.param("frames", int))
+    inputs = _load_inputs(job)
+    meshes = [
+        check_mesh(_input(inputs, f"vertices_{i}"), _input(inputs, f"faces_{i}"), name=f"Object '{name}'")
+        for i, name in enumerate(names)
+    ]
+    landmarks = None
+    if "landmarks_source" in inputs:
+        if method != "flow":
+            raise JobError("morph job: landmarks apply to the flow method only")
+        landmarks = (_input(inputs, "landmarks_source"), _input(inputs, "landmarks_target"))
+    warp_source = job.param("warp_source", bool)
+    if warp_source and method != "flow":
+        raise JobError("morph job: warping the source mesh needs the flow method")
+    fit_overrides = {"device": job.param("device", str), "seed": job.param("seed", int)}
+    if job.params.get("fit_steps") is not None:
+        fit_overrides["steps"] = job.param("fit_steps", int)
+    fit_config = preset(job.param("preset", str), **fit_overrides)
+
+    job.report("fit", 0, 2 * fit_config.steps)
+    model_a, model_b = fit_pair(
+        *meshes,
+        fit_config,
+        on_progress=lambda index, p: job.report("fit", index * p.total + p.step, 2 * p.total, p.loss),
+        should_cancel=job.is_cancelled,
+    )
+    config_type = LevelSetMorphConfig if method == "levelset" else FlowMorphConfig
+    config = config_type(device=job.param("device", str), seed=job.param("seed", int))
+    if job.params.get("steps") is not None:
+        config = dataclasses.replace(config, steps=job.param("steps", int))
+    progress = {"on_progress": lambda p: job.report("morph", p.step, p.total, p.loss, p.eta_s)}
+    job.report("morph", 0, config.steps)
+    if method == "levelset":
+        morphed = morph_levelset(model_a, model_b, config, should_cancel=job.is_cancelled, **progress)
+    else:
+        morphed = morph_flow(model_a, model_b, config, landmarks=landmarks, should_cancel=job.is_cancelled, **progress)
+
+    arrays = {"times": np.asarray(times, dtype=np.float64)}
+    started = time.perf_counter()
+
+    def keep_frame(index: int, total: int, frame) -> None:
+        arrays[f"vertices_{index}"] = frame.vertices.astype(np.float32)
+        arrays[f"faces_{index}"] = frame.faces.astype(np.int32)
+        done = index + 1
+        job.report("frames", done, total, eta=(time.perf_counter() - started) / done * (total - done))
+
+    job.report("frames", 0, len(times))
+    extract_frames(morphed, times, job.param("resolution", int), on_frame=keep_frame, should_cancel=job.is_cancelled)
+    if warp_source:
+        source_vertices = meshes[0].vertices
+        arrays["source_positions"] = np.stack([warp_points(morphed, source_vertices, t) for t in times]).astype(np.float32)
+    save_morph(morphed, job.dir / protocol.MORPH_MODEL_FILENAME)
+    _save_outputs(job, **arrays)
+    summary = {
+        "method": method,
+        "fit_seconds": model_a.metadata["train_seconds"] + model_b.metadata["train_seconds"],
+        "train_seconds": morphed.metadata["morph"]["train_seconds"],
+        "device": morphed.metadata["morph"]["device"],
+    }
+    return {"model": protocol.MORPH_MODEL_FILENAME}, summary
+
+
 JOB_FUNCTIONS: dict[str, Callable[[Job], tuple[dict, dict]]] = {
     "fit": run_fit,
     "extract": run_extract,
     "curvature": run_curvature,
     "evolve": run_evolve,
+    "morph": run_morph,
 }
 
 

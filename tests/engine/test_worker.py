@@ -28,7 +28,8 @@ class WorkerUnderTest:
 
     def __init__(self, *python_flags: str):
         # One thread: the tiny networks here gain nothing from more, and they stay fast on a busy 2-core machine.
-        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
         self.process = subprocess.Popen(
             [sys.executable, *python_flags, "-m", "engine.worker"],
             stdin=subprocess.PIPE,
@@ -172,6 +173,56 @@ def test_fit_then_extract_then_curvature_through_one_worker(worker, tmp_path):
     low, high = end["summary"]["range"]
     assert low < 0 < high and "H = kappa/2" in end["summary"]["convention"]
     assert worker.close() == 0
+
+
+def test_evolve_job_gives_frames_colours_and_the_model(worker, tmp_path):
+    fit_dir, evolve_dir = tmp_path / "fit", tmp_path / "evolve"
+    fit_dir.mkdir(), evolve_dir.mkdir()
+    write_sphere_inputs(fit_dir)
+    worker.send(job("fit", "fit", fit_dir, **fit_params()))
+    end, _ = worker.until_end_of_job("fit")
+    flow = {"mean_curvature": 0.0, "normal_speed": -0.1, "fields": []}
+    params = {"model": str(fit_dir / end["files"]["model"]), "flow": flow, "times": [0.0, 0.5, 1.0], "steps": 20}
+    worker.send(job("evolve", "evolve", evolve_dir, resolution=24, device="cpu", seed=0, curvature="mean", **params))
+    end, progress = worker.until_end_of_job("evolve")
+    assert end["type"] == "result", end
+    assert [p["step"] for p in progress if p["stage"] == "frames"] == [0, 1, 2, 3]
+    assert max(p["step"] for p in progress if p["stage"] == "evolve") == 20
+    with np.load(evolve_dir / end["outputs"], allow_pickle=False) as outputs:
+        assert outputs["times"].tolist() == [0.0, 0.5, 1.0]
+        for i in range(3):
+            assert outputs[f"colors_{i}"].shape == (len(outputs[f"vertices_{i}"]), 4)
+            assert outputs[f"faces_{i}"].dtype == np.int32 and len(outputs[f"faces_{i}"]) > 50
+    assert (evolve_dir / end["files"]["model"]).is_file() and len(end["summary"]["frame_seconds"]) == 3
+
+    worker.send(job("bad", "evolve", evolve_dir, **{**params, "flow": {"normal_speed": 0.0}}, resolution=24,
+                    device="cpu", seed=0, curvature=None))  # fmt: skip
+    end = worker.next()
+    assert end["type"] == "error" and "moves nothing" in end["message"]
+
+
+@pytest.mark.parametrize("method", ["levelset", "flow"])
+def test_morph_job_fits_both_shapes_and_gives_frames(worker, tmp_path, method):
+    small = trimesh.creation.icosphere(subdivisions=3, radius=0.3)
+    large = trimesh.creation.icosphere(subdivisions=3, radius=0.6)
+    arrays = {"vertices_0": small.vertices, "faces_0": small.faces, "vertices_1": large.vertices, "faces_1": large.faces}
+    np.savez(tmp_path / protocol.INPUTS_FILENAME, **arrays)
+    params = {"method": method, "names": ["Small", "Large"], "frames": 3, "preset": "tiny", "fit_steps": 100,
+              "steps": 10, "resolution": 24, "device": "cpu", "seed": 0, "warp_source": method == "flow"}  # fmt: skip
+    worker.send(job("morph", "morph", tmp_path, **params))
+    end, progress = worker.until_end_of_job("morph")
+    assert end["type"] == "result", end
+    assert {p["stage"] for p in progress} == {"fit", "morph", "frames"}
+    assert max(p["step"] for p in progress if p["stage"] == "fit") == 200
+    with np.load(tmp_path / end["outputs"], allow_pickle=False) as outputs:
+        assert outputs["times"].tolist() == [0.0, 0.5, 1.0]
+        assert all(len(outputs[f"faces_{i}"]) > 50 for i in range(3))
+        if method == "flow":
+            assert outputs["source_positions"].shape == (3, len(small.vertices), 3)
+            np.testing.assert_allclose(outputs["source_positions"][0], small.vertices, atol=1e-5)
+        else:
+            assert "source_positions" not in outputs.files
+    assert (tmp_path / end["files"]["model"]).is_file()
 
 
 def test_mesh_without_faces_gives_an_actionable_error(worker, tmp_path):
