@@ -129,7 +129,7 @@ class EngineJobOperator:
         kind = session.requests[min(session.job_index, count - 1)].kind
         show_progress(
             context,
-            progress_text(session.label, session.progress, session.job_index, count),
+            progress_text(kind, session.label, session.progress, session.job_index, count),
             overall_fraction(kind, session.progress, session.job_index, count),
         )
 

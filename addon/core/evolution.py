@@ -9,12 +9,12 @@ rotation rates (radians per time) do not change.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import EngineError
+from .frames import frame_count
 
 ENGINE_FIELD_KINDS = {"SOURCE": "source", "SINK": "source", "TWIST": "twist", "ROTATION": "rotation"}
 """The kinds of field empty and the engine's field for each; a sink is a source with the opposite strength."""
@@ -39,13 +39,9 @@ class FieldEmpty:
 def frame_times(frame_start: int, frame_end: int, time_end: float) -> list[float]:
     """The flow time of each frame from ``frame_start`` to ``frame_end``: 0 at the start, ``time_end`` at the end,
     linear in between."""
-    if frame_end <= frame_start:
-        raise EngineError(
-            f"The frame range {frame_start} to {frame_end} holds no animation: set an end frame after the start frame"
-        )
+    count = frame_count(frame_start, frame_end)
     if time_end == 0.0:
         raise EngineError("The end time is 0, so nothing would move: set a positive end time (negative sharpens)")
-    count = frame_end - frame_start + 1
     return [time_end * index / (count - 1) for index in range(count)]
 
 
@@ -90,8 +86,3 @@ def _model_field(field: FieldEmpty, world_to_model: np.ndarray, scale: float) ->
         "axis": [float(v) for v in axis / np.linalg.norm(axis)],
     }
 
-
-def shown_frame(scene_frame: float, frame_start: int, frame_count: int) -> int:
-    """Which baked frame shows at a scene frame: the frame switch's node group rounds the same way (halves up) and
-    holds the first and last frames outside the range."""
-    return min(max(math.floor(scene_frame - frame_start + 0.5), 0), frame_count - 1)

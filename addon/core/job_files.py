@@ -77,11 +77,9 @@ def curvature_arrays(outputs: dict[str, np.ndarray], count: int) -> tuple[dict[s
     return fields, colors.astype(np.float32)
 
 
-def evolution_frames(
-    outputs: dict[str, np.ndarray], frame_count: int, with_colors: bool
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-    """Checked per-frame ``vertices`` (n, 3) float32, ``faces`` (m, 3) intc and, ``with_colors``, sRGB ``colors``
-    (n, 4) float32 of an evolve job; a frame where the surface has vanished has no vertices."""
+def frame_meshes(outputs: dict[str, np.ndarray], frame_count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Checked per-frame ``vertices_<i>`` (n, 3) float32 and ``faces_<i>`` (m, 3) intc of a job that extracts frames
+    (evolve, morph); a frame where the surface has vanished has no vertices."""
     times = _array(outputs, "times")
     if times.shape != (frame_count,):
         raise EngineError(f"The engine returned {times.shape} frame times, expected {frame_count}: {_REINSTALL}")
@@ -89,9 +87,18 @@ def evolution_frames(
     for index in range(frame_count):
         vertices, faces = _array(outputs, f"vertices_{index}"), _array(outputs, f"faces_{index}")
         if len(vertices) == 0 and len(faces) == 0:
-            vertices, faces = np.zeros((0, 3), np.float32), np.zeros((0, 3), np.intc)
+            frames.append((np.zeros((0, 3), np.float32), np.zeros((0, 3), np.intc)))
         else:
-            vertices, faces = mesh_arrays({"vertices": vertices, "faces": faces})
+            frames.append(mesh_arrays({"vertices": vertices, "faces": faces}))
+    return frames
+
+
+def evolution_frames(
+    outputs: dict[str, np.ndarray], frame_count: int, with_colors: bool
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """Checked `frame_meshes` of an evolve job and, ``with_colors``, each frame's sRGB ``colors`` (n, 4) float32."""
+    frames = []
+    for index, (vertices, faces) in enumerate(frame_meshes(outputs, frame_count)):
         colors = None
         if with_colors:
             colors = _array(outputs, f"colors_{index}")
@@ -107,6 +114,21 @@ def evolution_frames(
     if not any(len(vertices) for vertices, _, _ in frames):
         raise EngineError("The surface vanished in every frame: lower the speed or the end time")
     return frames
+
+
+def source_positions(outputs: dict[str, np.ndarray], frame_count: int, vertex_count: int) -> np.ndarray:
+    """Checked ``source_positions`` (frames, n, 3) float32 of a flow morph: the source mesh's own vertices at each
+    frame."""
+    positions = _array(outputs, "source_positions")
+    expected = (frame_count, vertex_count, 3)
+    if positions.shape != expected or not np.issubdtype(positions.dtype, np.floating):
+        raise EngineError(
+            f"The engine returned source positions of shape {positions.shape}, expected {expected} floats: "
+            + _REINSTALL
+        )
+    if not np.isfinite(positions).all():
+        raise EngineError("The engine returned source positions with NaN or infinite coordinates: the morph failed")
+    return positions.astype(np.float32)
 
 
 def _array(outputs: dict[str, np.ndarray], name: str) -> np.ndarray:

@@ -6,11 +6,14 @@ from .worker_client import TRAINING_STAGES, Progress
 
 STAGE_VERBS = {"extract": "extracting the surface", "curvature": "evaluating curvature"}
 """Stages shown by what they do."""
-STEP_NAMES = {"fit": "step", "evolve": "training step", "frames": "extracting frames"}
+STEP_NAMES = {"fit": "step", "evolve": "training step", "morph": "step", "frames": "extracting frames"}
 """Stages shown by their count, e.g. "step 120/300"; a fit's training is its main work, so its steps go unnamed."""
+JOB_PHASES = {"morph": {"fit": "fitting both shapes", "morph": "training the morph"}}
+"""Training stages named before their count, by job kind, in jobs that train more than one thing."""
 JOB_STAGE_SPANS = {
     "fit": {"fit": (0.0, 0.95), "extract": (0.95, 1.0)},
     "evolve": {"evolve": (0.0, 0.9), "frames": (0.9, 1.0)},
+    "morph": {"fit": (0.0, 0.5), "morph": (0.5, 0.9), "frames": (0.9, 1.0)},
 }
 """The part of a job's progress bar each of its stages fills, by job kind (one stage: all of it)."""
 
@@ -27,19 +30,22 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def progress_text(label: str, progress: Progress | None, job_index: int, job_count: int) -> str:
-    """One line for the status bar and the panel, e.g. "Fitting 'Sphere' (1/2): step 120/300, loss 0.0123, ETA 14 s"."""
+def progress_text(kind: str, label: str, progress: Progress | None, job_index: int, job_count: int) -> str:
+    """One line for the status bar and the panel, e.g. "Fitting 'Sphere' (1/2): step 120/300, loss 0.0123, ETA 14 s",
+    or with a job ``kind`` of several training stages "Morphing 'A' into 'B': training the morph, step 20/500, ..."."""
     head = label[:1].upper() + label[1:]
     if job_count > 1:
         head += f" ({job_index + 1}/{job_count})"
     if progress is None:
         return f"{head}: starting the engine"
+    phase = JOB_PHASES.get(kind, {}).get(progress.stage)
+    parts = [phase] if phase else []
     if progress.stage in TRAINING_STAGES and progress.step == 0:
-        return f"{head}: preparing samples"
-    if progress.stage in STEP_NAMES:
-        parts = [f"{STEP_NAMES[progress.stage]} {progress.step}/{progress.total}"]
+        parts.append("preparing samples")
+    elif progress.stage in STEP_NAMES:
+        parts.append(f"{STEP_NAMES[progress.stage]} {progress.step}/{progress.total}")
     else:
-        parts = [STAGE_VERBS.get(progress.stage, progress.stage)]
+        parts.append(STAGE_VERBS.get(progress.stage, progress.stage))
     if progress.stage in TRAINING_STAGES and progress.loss is not None:
         parts.append(f"loss {progress.loss:.4g}")
     if progress.eta_s is not None and progress.step < progress.total:

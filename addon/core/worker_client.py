@@ -38,7 +38,7 @@ STDERR_TAIL_LINES = 20
 STALE_JOB_DIR_AGE_S = 24 * 3600.0
 """Job directories older than this are left over from a Blender that died mid-job, and are deleted."""
 LOG_PREFIX = "[neural_sdf engine] "
-TRAINING_STAGES = ("fit", "evolve")
+TRAINING_STAGES = ("fit", "evolve", "morph")
 """Progress stages that train a network: their steps are optimizer steps, prepared by sampling before step 1."""
 
 

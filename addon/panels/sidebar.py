@@ -3,7 +3,7 @@ Surface Evolution (with the active flow field empty's settings)."""
 
 import bpy
 
-from ..core.evolution import shown_frame
+from ..core.frames import shown_frame
 from ..core.text import curvature_unit
 from ..frame_switch import FRAME_START_INPUT, frame_switch_modifier, get_input, input_path
 from ..properties import QUANTITY_ITEMS, has_evolution, has_model, model_file, stored_file

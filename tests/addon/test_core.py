@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from addon.core import colors, engine_env, evolution, job_files, model_files, text, worker_client
+from addon.core import colors, engine_env, evolution, frames, job_files, model_files, morph, text, worker_client
 from addon.core.errors import EngineError
 from addon.core.worker_client import EngineSession, JobRequest, Progress, SessionState, WorkerLaunch
 from engine import protocol
@@ -301,18 +301,62 @@ def test_evolution_frames_are_checked_and_a_vanished_frame_is_empty():
         job_files.evolution_frames(empty, 2, with_colors=False)
 
 
+def test_source_positions_of_a_flow_morph_are_checked():
+    positions = np.zeros((3, 5, 3), np.float64)
+    checked = job_files.source_positions({"source_positions": positions}, 3, 5)
+    assert checked.shape == (3, 5, 3) and checked.dtype == np.float32
+    with pytest.raises(EngineError, match=r"source positions of shape \(3, 5, 3\), expected \(3, 4, 3\)"):
+        job_files.source_positions({"source_positions": positions}, 3, 4)
+    positions[1, 2, 0] = np.nan
+    with pytest.raises(EngineError, match="NaN or infinite"):
+        job_files.source_positions({"source_positions": positions}, 3, 5)
+    with pytest.raises(EngineError, match="no 'source_positions' array"):
+        job_files.source_positions({}, 3, 5)
+
+
 # Surface evolution settings.
 
 
-def test_frames_map_linearly_to_flow_time_and_back():
+def test_frames_map_linearly_to_flow_time():
     assert evolution.frame_times(1, 4, 1.5) == pytest.approx([0.0, 0.5, 1.0, 1.5])
     assert evolution.frame_times(10, 12, -0.2) == pytest.approx([0.0, -0.1, -0.2])
     with pytest.raises(EngineError, match="The frame range 5 to 5 holds no animation"):
         evolution.frame_times(5, 5, 1.0)
     with pytest.raises(EngineError, match="The end time is 0"):
         evolution.frame_times(1, 4, 0.0)
+
+
+def test_frames_stack_into_one_mesh_and_show_one_at_a_time():
+    assert frames.frame_count(1, 3) == 3
+    with pytest.raises(EngineError, match="The frame range 4 to 2 holds no animation"):
+        frames.frame_count(4, 2)
+    triangle = (np.eye(3, dtype=np.float32), np.array([[0, 1, 2]], np.intc))
+    vanished = (np.zeros((0, 3), np.float32), np.zeros((0, 3), np.intc))
+    quad = (np.ones((4, 3), np.float32), np.array([[0, 1, 2], [0, 2, 3]], np.intc))
+    vertices, faces, frame_of_vertex = frames.stack_frames([triangle, vanished, quad])
+    assert vertices.shape == (7, 3) and faces.dtype == np.intc
+    np.testing.assert_array_equal(faces, [[0, 1, 2], [3, 4, 5], [3, 5, 6]])
+    np.testing.assert_array_equal(frame_of_vertex, [0, 0, 0, 2, 2, 2, 2])
     # Before the start the first frame shows, after the end the last, in between the nearest.
-    assert [evolution.shown_frame(frame, 10, 4) for frame in (3, 10, 11.4, 11.5, 13, 40)] == [0, 0, 1, 2, 3, 3]
+    assert [frames.shown_frame(frame, 10, 4) for frame in (3, 10, 11.4, 11.5, 13, 40)] == [0, 0, 1, 2, 3, 3]
+
+
+def test_shape_key_keyframes_blend_one_frame_into_the_next():
+    keyframes = frames.shape_key_keyframes(5, 4)
+    assert keyframes == [
+        [(5.0, 0.0), (6.0, 1.0), (7.0, 0.0)],
+        [(6.0, 0.0), (7.0, 1.0), (8.0, 0.0)],
+        [(7.0, 0.0), (8.0, 1.0)],
+    ]
+
+    def value(key: list[tuple[float, float]], frame: float) -> float:  # linear, held outside the keyframes
+        return float(np.interp(frame, [f for f, _ in key], [v for _, v in key]))
+
+    # Key k's weight: 1 at frame 5 + k, linear blends between, the basis before the start, the last after the end.
+    for frame, weights in ((4, [0, 0, 0]), (5, [0, 0, 0]), (6, [1, 0, 0]), (6.25, [0.75, 0.25, 0]), (8, [0, 0, 1]),
+                           (20, [0, 0, 1])):  # fmt: skip
+        assert [value(key, frame) for key in keyframes] == pytest.approx(weights)
+    assert frames.shape_key_keyframes(1, 2) == [[(1.0, 0.0), (2.0, 1.0)]]
 
 
 def test_flows_move_into_model_coordinates_in_the_engines_terms():
@@ -345,6 +389,45 @@ def test_flows_move_into_model_coordinates_in_the_engines_terms():
         evolution.flow_params("FIELDS", 0.0, [flat], world_to_model)
 
 
+# Morph landmarks.
+
+
+def landmark(name: str, role: str, pair: int, x: float) -> morph.Landmark:
+    return morph.Landmark(name, role, pair, (x, 0.0, 1.0))
+
+
+def test_landmark_empties_pair_by_id_in_world_space():
+    landmarks = [
+        landmark("B", "TARGET", 7, 2.0),
+        landmark("A", "SOURCE", 7, 1.0),
+        landmark("C", "SOURCE", 2, 3.0),
+        landmark("D", "TARGET", 2, 4.0),
+    ]
+    inputs = morph.landmark_inputs("FLOW", landmarks)
+    np.testing.assert_array_equal(inputs["landmarks_source"], [[3.0, 0.0, 1.0], [1.0, 0.0, 1.0]])
+    np.testing.assert_array_equal(inputs["landmarks_target"], [[4.0, 0.0, 1.0], [2.0, 0.0, 1.0]])
+    assert morph.free_pair_id({1, 2, 4}) == 3 and morph.free_pair_id(set()) == 1
+
+
+@pytest.mark.parametrize(
+    "method, landmarks, match",
+    [
+        ("LEVELSET", [landmark("A", "SOURCE", 1, 0.0), landmark("B", "TARGET", 1, 1.0)],
+         "Landmarks guide the Flow method only: choose Flow, or turn Use Landmarks off"),
+        ("FLOW", [], "the scene has no landmark empties: add a pair with Add Landmark Pair"),
+        ("FLOW", [landmark("A", "SOURCE", 1, 0.0), landmark("B", "TARGET", 1, 1.0), landmark("Lone", "SOURCE", 3, 0.0)],
+         "The source landmark 'Lone' \\(pair 3\\) has no target partner: give a target landmark the pair id 3, or "
+         "delete 'Lone'"),
+        ("FLOW", [landmark("Lone", "TARGET", 2, 0.0)], "The target landmark 'Lone' \\(pair 2\\) has no source partner"),
+        ("FLOW", [landmark("A", "SOURCE", 1, 0.0), landmark("B", "SOURCE", 1, 1.0), landmark("C", "TARGET", 1, 1.0)],
+         "Landmark pair 1 has 2 source landmarks \\('A', 'B'\\): give each pair one source and one target"),
+    ],
+)  # fmt: skip
+def test_unpaired_duplicated_or_misplaced_landmarks_are_refused(method, landmarks, match):
+    with pytest.raises(EngineError, match=match):
+        morph.landmark_inputs(method, landmarks)
+
+
 # Colours, texts, model files.
 
 
@@ -363,27 +446,44 @@ def test_durations_and_progress_lines():
     assert [text.format_duration(s) for s in (8.4, 125, 3720)] == ["8 s", "2 min 05 s", "1 h 02 min"]
     fit = Progress("fit", 120, 300, 0.01234, 14.2)
     assert (
-        text.progress_text("fitting 'Sphere'", fit, 0, 2)
+        text.progress_text("fit", "fitting 'Sphere'", fit, 0, 2)
         == "Fitting 'Sphere' (1/2): step 120/300, loss 0.01234, ETA 14 s"
     )
-    assert text.progress_text("fitting 'Sphere'", None, 0, 1) == "Fitting 'Sphere': starting the engine"
+    assert text.progress_text("fit", "fitting 'Sphere'", None, 0, 1) == "Fitting 'Sphere': starting the engine"
     extract = Progress("extract", 0, 1, None, None)
-    assert text.progress_text("fitting 'Sphere'", extract, 0, 1) == "Fitting 'Sphere': extracting the surface"
+    assert text.progress_text("fit", "fitting 'Sphere'", extract, 0, 1) == "Fitting 'Sphere': extracting the surface"
     assert text.overall_fraction("fit", fit, 1, 2) == pytest.approx((1 + 0.95 * 0.4) / 2)
     assert text.overall_fraction("fit", Progress("extract", 1, 1, None, None), 0, 1) == 1.0
     training = Progress("evolve", 30, 600, 0.5, 70.0)
-    assert text.progress_text("evolving 'Sphere SDF'", training, 0, 1) == (
+    assert text.progress_text("evolve", "evolving 'Sphere SDF'", training, 0, 1) == (
         "Evolving 'Sphere SDF': training step 30/600, loss 0.5, ETA 1 min 10 s"
     )
-    assert text.progress_text("evolving 'Sphere SDF'", Progress("evolve", 0, 600, None, None), 0, 1) == (
+    assert text.progress_text("evolve", "evolving 'Sphere SDF'", Progress("evolve", 0, 600, None, None), 0, 1) == (
         "Evolving 'Sphere SDF': preparing samples"
     )
-    frames = Progress("frames", 3, 12, None, 4.0)
-    assert text.progress_text("evolving 'Sphere SDF'", frames, 0, 1) == (
+    extracting = Progress("frames", 3, 12, None, 4.0)
+    assert text.progress_text("evolve", "evolving 'Sphere SDF'", extracting, 0, 1) == (
         "Evolving 'Sphere SDF': extracting frames 3/12, ETA 4 s"
     )
     assert text.overall_fraction("evolve", training, 0, 1) == pytest.approx(0.9 * 30 / 600)
-    assert text.overall_fraction("evolve", frames, 0, 1) == pytest.approx(0.9 + 0.1 * 3 / 12)
+    assert text.overall_fraction("evolve", extracting, 0, 1) == pytest.approx(0.9 + 0.1 * 3 / 12)
+    morphing = "morphing 'Small' into 'Large'"
+    assert text.progress_text("morph", morphing, Progress("fit", 0, 200, None, None), 0, 1) == (
+        "Morphing 'Small' into 'Large': fitting both shapes, preparing samples"
+    )
+    fits = Progress("fit", 50, 200, 2.5, 6.0)
+    assert text.progress_text("morph", morphing, fits, 0, 1) == (
+        "Morphing 'Small' into 'Large': fitting both shapes, step 50/200, loss 2.5, ETA 6 s"
+    )
+    training = Progress("morph", 10, 20, 0.25, 3.0)
+    assert text.progress_text("morph", morphing, training, 0, 1) == (
+        "Morphing 'Small' into 'Large': training the morph, step 10/20, loss 0.25, ETA 3 s"
+    )
+    assert text.progress_text("morph", morphing, Progress("frames", 1, 3, None, None), 0, 1) == (
+        "Morphing 'Small' into 'Large': extracting frames 1/3"
+    )
+    assert text.overall_fraction("morph", fits, 0, 1) == pytest.approx(0.5 * 50 / 200)
+    assert text.overall_fraction("morph", training, 0, 1) == pytest.approx(0.5 + 0.4 * 10 / 20)
     assert text.curvature_unit("gaussian", "m") == "1/m\u00b2" and text.curvature_unit("mean", "m") == "1/m"
 
 
