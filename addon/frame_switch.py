@@ -1,22 +1,37 @@
-"""Playing back a baked surface evolution without Python: the object's one mesh holds every frame, each vertex
-tagged with its frame index (`FRAME_ATTRIBUTE`), and a Geometry Nodes modifier keeps the vertices of the scene's
-current frame. It renders, exports and survives save and reload like any modifier, where swapping meshes from a
-frame handler would not (DESIGN.md, section 5)."""
+"""Playing back baked frames of changing topology (a surface evolution, a morph) without Python: the object's one
+mesh holds every frame, each vertex tagged with its frame index (`FRAME_ATTRIBUTE`), and a Geometry Nodes modifier
+keeps the vertices of the scene's current frame. It renders, exports and survives save and reload like any modifier,
+where swapping meshes from a frame handler would not (DESIGN.md, section 5)."""
 
 import bpy
+import numpy as np
+
+from . import scene_io
+from .core.frames import stack_frames
 
 FRAME_ATTRIBUTE = "nsdf_frame"
 """Integer point attribute: the index of the baked frame a vertex belongs to (0 at the start frame)."""
 NODE_GROUP_NAME = "Neural SDF Evolution Frame"
-MODIFIER_NAME = "Surface Evolution"
+"""Kept from the first release, which baked evolutions only: files made then find their group by this name."""
 FRAME_START_INPUT = "Start Frame"
 FRAME_COUNT_INPUT = "Frames"
 
 
-def add_frame_switch(obj: bpy.types.Object, frame_start: int, frame_count: int) -> bpy.types.NodesModifier:
+def frames_mesh(name: str, frames: list[tuple[np.ndarray, np.ndarray]], to_local: np.ndarray) -> bpy.types.Mesh:
+    """One mesh holding every frame's vertices (n_i, 3), mapped by the (4, 4) ``to_local``, and faces (m_i, 3), each
+    vertex tagged with its frame index."""
+    vertices, faces, frame_of_vertex = stack_frames(frames)
+    mesh = scene_io.new_mesh(name, scene_io.transform_points(to_local, vertices), faces)
+    scene_io.write_int_attribute(mesh, FRAME_ATTRIBUTE, frame_of_vertex)
+    return mesh
+
+
+def add_frame_switch(
+    obj: bpy.types.Object, modifier_name: str, frame_start: int, frame_count: int
+) -> bpy.types.NodesModifier:
     """The modifier that shows frame index round(scene frame - ``frame_start``), held at the first frame before the
     start and at the last after the end. Its Start Frame input shifts the animation in time."""
-    modifier = obj.modifiers.new(MODIFIER_NAME, "NODES")
+    modifier = obj.modifiers.new(modifier_name, "NODES")
     modifier.node_group = frame_switch_group()
     set_input(modifier, FRAME_START_INPUT, frame_start)
     set_input(modifier, FRAME_COUNT_INPUT, frame_count)
@@ -46,7 +61,7 @@ def input_path(modifier: bpy.types.NodesModifier, name: str) -> str:
 
 
 def frame_switch_group() -> bpy.types.GeometryNodeTree:
-    """The node group (made once per file, shared by every baked evolution):
+    """The node group (made once per file, shared by every frames object):
     Scene Time -> minus Start Frame -> clamp to [0, Frames - 1] -> round -> compare with the frame attribute ->
     Delete Geometry of the other frames' points."""
     group = bpy.data.node_groups.get(NODE_GROUP_NAME)

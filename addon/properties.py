@@ -1,6 +1,6 @@
 """Settings and links stored in the .blend: the tool settings (Scene), an object's model, its baked evolution or
-its flow field (Object), a mesh's curvature legend (Mesh), and the running job's progress (WindowManager, not
-saved)."""
+morph, its flow field or landmark (Object), a mesh's curvature legend (Mesh), and the running job's progress
+(WindowManager, not saved)."""
 
 from pathlib import Path
 
@@ -57,6 +57,24 @@ FIELD_KIND_ITEMS = (
 FIELD_DISPLAY = {"SOURCE": "SPHERE", "SINK": "SPHERE", "TWIST": "SINGLE_ARROW", "ROTATION": "SINGLE_ARROW"}
 """How a field empty is drawn: a sphere of its radius for a source or sink, an arrow along its axis otherwise."""
 
+MORPH_METHOD_ITEMS = (
+    ("LEVELSET", "Level Set", "Blend the two distance fields: the surface may split and merge (changes topology)"),
+    ("FLOW", "Flow", "Carry the source along a smooth flow onto the target: keeps the source's topology"),
+)
+"""The morph methods (keys of core.morph.ENGINE_METHODS)."""
+LANDMARK_ROLE_ITEMS = (
+    ("NONE", "None", "Not a landmark"),
+    ("SOURCE", "Source", "A point on the source shape (t = 0)"),
+    ("TARGET", "Target", "The point on the target shape (t = 1) where the source landmark of the same pair goes"),
+)
+LANDMARK_DISPLAY = {"SOURCE": "SPHERE", "TARGET": "CUBE"}
+"""How a landmark empty is drawn: a sphere on the source, a cube on the target."""
+MORPH_HOLDS_ITEMS = (
+    ("NONE", "None", "Not made by Morph"),
+    ("FRAMES", "Frames", "Every frame's mesh, the scene frame's shown by a Geometry Nodes frame switch"),
+    ("SHAPE_KEYS", "Shape Keys", "The source's own mesh with one shape key per frame, animated"),
+)
+
 BLEND_RELATIVE_PATH = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
 """Blender 4.5 and later warn about "//" paths in a FILE_PATH property that does not declare it takes them."""
 
@@ -67,13 +85,21 @@ def has_evolution(obj: bpy.types.Object | None) -> bool:
     return obj is not None and obj.type == "MESH" and bool(obj.neural_sdf_evolution.model_path)
 
 
+def has_morph(obj: bpy.types.Object | None) -> bool:
+    return obj is not None and obj.type == "MESH" and obj.neural_sdf_morph.holds != "NONE"
+
+
 def is_flow_field(obj: bpy.types.Object | None) -> bool:
     return obj is not None and obj.type == "EMPTY" and obj.neural_sdf_field.kind != "NONE"
 
 
+def is_landmark(obj: bpy.types.Object | None) -> bool:
+    return obj is not None and obj.type == "EMPTY" and obj.neural_sdf_landmark.role != "NONE"
+
+
 def model_holders(obj: bpy.types.Object) -> list:
     """The object's property groups that point to a model file (a model_path each)."""
-    return [obj.neural_sdf, obj.neural_sdf_evolution]
+    return [obj.neural_sdf, obj.neural_sdf_evolution, obj.neural_sdf_morph]
 
 
 def has_model(obj: bpy.types.Object | None) -> bool:
@@ -150,7 +176,14 @@ class NeuralSDFObjectLink(bpy.types.PropertyGroup):
     fit_summary: StringProperty(name="Fit", description="How the model was trained")
 
 
-class NeuralSDFEvolutionSettings(bpy.types.PropertyGroup):
+class FrameRangeSettings:
+    """Settings of a bake over frames: the scene's range (use_scene_range), or their own frame_start to frame_end."""
+
+    def frame_range(self, scene: bpy.types.Scene) -> tuple[int, int]:
+        return (scene.frame_start, scene.frame_end) if self.use_scene_range else (self.frame_start, self.frame_end)
+
+
+class NeuralSDFEvolutionSettings(FrameRangeSettings, bpy.types.PropertyGroup):
     """Settings of Bake Surface Evolution (Scene.neural_sdf_evolution). Time is the flow's own unit: 0 at the start
     frame, End Time at the end frame."""
 
@@ -191,8 +224,39 @@ class NeuralSDFEvolutionSettings(bpy.types.PropertyGroup):
     )
     steps: IntProperty(name="Steps", min=1, soft_max=20000, default=600, description="Optimizer steps")
 
-    def frame_range(self, scene: bpy.types.Scene) -> tuple[int, int]:
-        return (scene.frame_start, scene.frame_end) if self.use_scene_range else (self.frame_start, self.frame_end)
+
+class NeuralSDFMorphSettings(FrameRangeSettings, bpy.types.PropertyGroup):
+    """Settings of Morph (Scene.neural_sdf_morph): the source is at the start frame (t = 0), the target at the end
+    frame (t = 1). Both shapes are fitted with the Fit settings (preset, custom steps, seed)."""
+
+    method: EnumProperty(name="Method", items=MORPH_METHOD_ITEMS, default="LEVELSET", description="How to morph")
+    use_scene_range: BoolProperty(
+        name="Scene Range", default=True, description="Bake one frame for each frame of the scene's range"
+    )
+    frame_start: IntProperty(name="Start", default=1, description="First baked frame: the source (t = 0)")
+    frame_end: IntProperty(name="End", default=48, description="Last baked frame: the target (t = 1)")
+    resolution: IntProperty(
+        name="Resolution", min=16, max=512, soft_max=256, default=96,
+        description="Marching-cubes grid points per axis of every frame (memory and time grow with its cube)",
+    )  # fmt: skip
+    animate_source: BoolProperty(
+        name="Animate Source Mesh", default=True,
+        description=(
+            "Flow only: also add a copy of the source's mesh (modifiers applied) with one shape key per frame, "
+            "animated: the same vertices and faces in every frame"
+        ),
+    )  # fmt: skip
+    use_landmarks: BoolProperty(
+        name="Use Landmarks",
+        description=(
+            "Flow only: send each source landmark empty to the target landmark empty of the same pair id "
+            "(Add Landmark Pair)"
+        ),
+    )
+    use_custom_steps: BoolProperty(
+        name="Custom Steps", description="Train the morph for another number of steps than the method's default"
+    )
+    steps: IntProperty(name="Steps", min=1, soft_max=20000, default=500, description="Optimizer steps of the morph")
 
 
 def _show_field(field, _context) -> None:
@@ -234,6 +298,39 @@ class NeuralSDFEvolution(bpy.types.PropertyGroup):
     summary: StringProperty(name="Evolution", description="How the evolution was made")
 
 
+def _show_landmark(landmark, _context) -> None:
+    """Draw a landmark empty as its role: a sphere on the source, a cube on the target."""
+    if landmark.role in LANDMARK_DISPLAY:
+        landmark.id_data.empty_display_type = LANDMARK_DISPLAY[landmark.role]
+
+
+class NeuralSDFLandmark(bpy.types.PropertyGroup):
+    """A morph landmark placed by an empty (Object.neural_sdf_landmark): the source landmark goes to the target
+    landmark of the same pair id, at the empties' world locations."""
+
+    role: EnumProperty(name="Landmark", items=LANDMARK_ROLE_ITEMS, default="NONE", update=_show_landmark)
+    pair: IntProperty(
+        name="Pair", min=1, default=1, description="The source and the target landmark of one pair share this id"
+    )
+
+
+class NeuralSDFMorph(bpy.types.PropertyGroup):
+    """What a morph result holds (Object.neural_sdf_morph): every frame's mesh with a frame switch modifier, or the
+    source's mesh with a shape key per frame."""
+
+    holds: EnumProperty(name="Holds", items=MORPH_HOLDS_ITEMS, default="NONE")
+    model_path: StringProperty(
+        name="Morph Model", subtype='FILE_PATH', options=BLEND_RELATIVE_PATH,
+        description="The trained morph (on the frames object); // paths are relative to the .blend's folder",
+    )  # fmt: skip
+    method: EnumProperty(name="Method", items=MORPH_METHOD_ITEMS)
+    frame_start: IntProperty(
+        name="Start Frame", description="Scene frame of the source (t = 0) when made; a frame switch can shift it"
+    )
+    frame_count: IntProperty(name="Frames", description="Frames baked, t evenly from 0 to 1")
+    summary: StringProperty(name="Morph", description="How the morph was made")
+
+
 class NeuralSDFCurvatureLegend(bpy.types.PropertyGroup):
     """What a mesh's curvature colours show (Mesh.neural_sdf_curvature): kept with its attributes."""
 
@@ -257,6 +354,9 @@ classes = (
     NeuralSDFEvolutionSettings,
     NeuralSDFField,
     NeuralSDFEvolution,
+    NeuralSDFMorphSettings,
+    NeuralSDFLandmark,
+    NeuralSDFMorph,
     NeuralSDFCurvatureLegend,
     NeuralSDFJobStatus,
 )
@@ -267,6 +367,9 @@ ATTACHED = (
     (bpy.types.Scene, "neural_sdf_evolution", NeuralSDFEvolutionSettings),
     (bpy.types.Object, "neural_sdf_field", NeuralSDFField),
     (bpy.types.Object, "neural_sdf_evolution", NeuralSDFEvolution),
+    (bpy.types.Scene, "neural_sdf_morph", NeuralSDFMorphSettings),
+    (bpy.types.Object, "neural_sdf_landmark", NeuralSDFLandmark),
+    (bpy.types.Object, "neural_sdf_morph", NeuralSDFMorph),
     (bpy.types.Mesh, "neural_sdf_curvature", NeuralSDFCurvatureLegend),
     (bpy.types.WindowManager, "neural_sdf_job", NeuralSDFJobStatus),
 )

@@ -1,13 +1,14 @@
-"""Between Blender data and numpy arrays: evaluated meshes and flow field empties out of the scene, new meshes,
-curvature and frame attributes and the curvature material into it. Bulk foreach_get/foreach_set with explicit dtypes
-and one transform per array."""
+"""Between Blender data and numpy arrays: evaluated meshes, flow field and landmark empties out of the scene, new
+meshes, curvature and frame attributes and the curvature material into it. Bulk foreach_get/foreach_set with
+explicit dtypes and one transform per array."""
 
 import bpy
 import numpy as np
 
 from .core.evolution import FieldEmpty
 from .core.job_files import CURVATURE_FIELDS
-from .properties import is_flow_field
+from .core.morph import Landmark
+from .properties import is_flow_field, is_landmark
 
 CURVATURE_ATTRIBUTES = {name: f"curvature_{name}" for name in CURVATURE_FIELDS}
 """Float point attributes written by Curvature Colours, in 1/length (Gaussian 1/length^2) of the model's units."""
@@ -48,6 +49,21 @@ def evaluated_world_mesh(obj: bpy.types.Object, depsgraph) -> tuple[np.ndarray, 
     return transform_points(world, vertices.reshape(-1, 3)), triangles.reshape(-1, 3)
 
 
+def evaluated_polygons(obj: bpy.types.Object, depsgraph) -> tuple[np.ndarray, np.ndarray]:
+    """The polygons of a mesh object with its modifiers applied: each polygon's corner count (p,) and the vertex
+    index of every corner (sum of the counts,), both intc; the vertices are those of `evaluated_world_mesh`."""
+    evaluated = obj.evaluated_get(depsgraph)
+    mesh = evaluated.to_mesh()
+    try:
+        corner_counts = np.empty(len(mesh.polygons), dtype=np.intc)
+        mesh.polygons.foreach_get("loop_total", corner_counts)
+        corner_vertices = np.empty(len(mesh.loops), dtype=np.intc)
+        mesh.loops.foreach_get("vertex_index", corner_vertices)
+    finally:
+        evaluated.to_mesh_clear()
+    return corner_counts, corner_vertices
+
+
 def field_empties(scene: bpy.types.Scene) -> list[FieldEmpty]:
     """Every flow field empty of the scene, in world space, by name. The radius grows with the empty's largest
     scale, as its drawn sphere does."""
@@ -60,6 +76,15 @@ def field_empties(scene: bpy.types.Scene) -> list[FieldEmpty]:
     return fields
 
 
+def landmark_empties(scene: bpy.types.Scene) -> list[Landmark]:
+    """Every landmark empty of the scene, at its world location, by name."""
+    landmarks = []
+    for obj in sorted((obj for obj in scene.objects if is_landmark(obj)), key=lambda obj: obj.name):
+        landmark = obj.neural_sdf_landmark
+        landmarks.append(Landmark(obj.name, landmark.role, landmark.pair, tuple(obj.matrix_world.translation)))
+    return landmarks
+
+
 def vertex_positions(mesh: bpy.types.Mesh) -> np.ndarray:
     """The mesh's own (unevaluated) vertex positions (n, 3) float64 in object space."""
     positions = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
@@ -69,13 +94,22 @@ def vertex_positions(mesh: bpy.types.Mesh) -> np.ndarray:
 
 def new_mesh(name: str, vertices: np.ndarray, faces: np.ndarray) -> bpy.types.Mesh:
     """A smooth-shaded triangle mesh from checked arrays (vertices (n, 3), faces (m, 3) indices)."""
+    return new_polygon_mesh(name, vertices, np.full(len(faces), 3, dtype=np.intc), faces.ravel())
+
+
+def new_polygon_mesh(
+    name: str, vertices: np.ndarray, corner_counts: np.ndarray, corner_vertices: np.ndarray
+) -> bpy.types.Mesh:
+    """A smooth-shaded mesh from checked arrays: vertices (n, 3), each polygon's corner count (p,) and the vertex
+    index of every corner, polygon after polygon."""
     mesh = bpy.data.meshes.new(name)
     mesh.vertices.add(len(vertices))
     mesh.vertices.foreach_set("co", np.ascontiguousarray(vertices, dtype=np.float32).ravel())
-    mesh.loops.add(faces.size)
-    mesh.loops.foreach_set("vertex_index", np.ascontiguousarray(faces, dtype=np.intc).ravel())
-    mesh.polygons.add(len(faces))
-    mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.intc))
+    mesh.loops.add(len(corner_vertices))
+    mesh.loops.foreach_set("vertex_index", np.ascontiguousarray(corner_vertices, dtype=np.intc))
+    mesh.polygons.add(len(corner_counts))
+    corner_counts = np.asarray(corner_counts, dtype=np.intc)
+    mesh.polygons.foreach_set("loop_start", (np.cumsum(corner_counts) - corner_counts).astype(np.intc))
     mesh.update()
     mesh.validate()
     mesh.shade_smooth()

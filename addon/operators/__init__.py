@@ -1,10 +1,12 @@
 """Operators, one per file; each only translates between Blender and the Blender-free core."""
 
 from .add_flow_field import NEURALSDF_OT_add_flow_field
+from .add_landmark_pair import NEURALSDF_OT_add_landmark_pair
 from .bake_evolution import NEURALSDF_OT_bake_evolution
 from .check_engine import NEURALSDF_OT_check_engine
 from .curvature_colors import NEURALSDF_OT_curvature_colors
 from .fit import NEURALSDF_OT_fit
+from .morph import NEURALSDF_OT_morph
 from .reextract import NEURALSDF_OT_reextract
 from .setup_engine import NEURALSDF_OT_setup_engine
 
@@ -14,6 +16,8 @@ classes = (
     NEURALSDF_OT_reextract,
     NEURALSDF_OT_bake_evolution,
     NEURALSDF_OT_add_flow_field,
+    NEURALSDF_OT_morph,
+    NEURALSDF_OT_add_landmark_pair,
     NEURALSDF_OT_setup_engine,
     NEURALSDF_OT_check_engine,
 )

@@ -12,6 +12,9 @@ from ..engine_jobs import EngineJobOperator
 from ..properties import model_file
 from . import checks
 
+MODIFIER_NAME = "Surface Evolution"
+"""The baked evolution's frame switch modifier."""
+
 
 class NEURALSDF_OT_bake_evolution(EngineJobOperator, bpy.types.Operator):
     """Evolve the active fitted surface by a flow and bake every frame of the range into a new animated object"""
@@ -56,21 +59,15 @@ class NEURALSDF_OT_bake_evolution(EngineJobOperator, bpy.types.Operator):
         times = params["times"]
         colored = params["curvature"] is not None
         frames = job_files.evolution_frames(result.outputs, len(times), colored)
-        counts = [len(vertices) for vertices, _, _ in frames]
-        vertices = np.concatenate([vertices for vertices, _, _ in frames])
-        firsts = np.cumsum([0, *counts[:-1]])
-        faces = np.concatenate([faces + first for (_, faces, _), first in zip(frames, firsts, strict=True)])
-        frame_of_vertex = np.repeat(np.arange(len(frames)), counts)
 
         name = f"{self.source_name} Evolution"
         model_path = model_store.keep_model(context, result.files["model"], name)
-        local = scene_io.transform_points(scene_io.matrix_array(self.model_to_object), vertices)
-        mesh = scene_io.new_mesh(name, local, faces.astype(np.intc))
-        scene_io.write_int_attribute(mesh, frame_switch.FRAME_ATTRIBUTE, frame_of_vertex)
+        meshes = [(vertices, faces) for vertices, faces, _ in frames]
+        mesh = frame_switch.frames_mesh(name, meshes, scene_io.matrix_array(self.model_to_object))
         if colored:
             scene_io.write_curvature_colors(mesh, srgb_to_linear(np.concatenate([c for _, _, c in frames])))
         obj = scene_io.add_object(context, name, mesh, self.placement)
-        frame_switch.add_frame_switch(obj, self.frame_start, len(frames))
+        frame_switch.add_frame_switch(obj, MODIFIER_NAME, self.frame_start, len(frames))
         if colored:
             scene_io.show_curvature(context, obj)
         evolution = obj.neural_sdf_evolution
@@ -81,7 +78,7 @@ class NEURALSDF_OT_bake_evolution(EngineJobOperator, bpy.types.Operator):
             f"{format_duration(summary.get('train_seconds', 0.0))} on {summary.get('device')}, from {self.source_name}"
         )
         frame_end = self.frame_start + len(frames) - 1
-        vanished = sum(count == 0 for count in counts)
+        vanished = sum(len(vertices) == 0 for vertices, _ in meshes)
         return (
             f"Baked frames {self.frame_start} to {frame_end} (t = 0 to {times[-1]:.4g}) of '{self.source_name}' into "
             f"'{obj.name}'" + (f"; the surface has vanished in {vanished} of them" if vanished else "")

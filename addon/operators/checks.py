@@ -19,7 +19,7 @@ def in_object_mode(cls, context) -> bool:
 
 
 def selected_meshes(cls, context) -> bool:
-    if not any(obj.type == "MESH" for obj in context.selected_objects):
+    if not selected_mesh_objects(context):
         cls.poll_message_set("Select at least one mesh object")
         return False
     return True
@@ -52,3 +52,38 @@ def model_file_present(cls, obj) -> bool:
         )
         return False
     return True
+
+
+def morph_pair(cls, context) -> bool:
+    """Exactly two selected meshes, one of them active (the target)."""
+    meshes = selected_mesh_objects(context)
+    if len(meshes) != 2:
+        chosen = ", ".join(f"'{obj.name}'" for obj in meshes[:4]) + (" ..." if len(meshes) > 4 else "")
+        cls.poll_message_set(
+            f"Select exactly two mesh objects, the source and then the target (active); {len(meshes)} "
+            f"{'is' if len(meshes) == 1 else 'are'} selected" + (f" ({chosen})" if meshes else "")
+        )
+        return False
+    if source_and_target(context) is None:
+        active = context.active_object
+        what = f"'{active.name}' is" if active is not None else "no object is"
+        cls.poll_message_set(
+            f"The target is the active object, but {what} not one of the two selected meshes "
+            f"('{meshes[0].name}', '{meshes[1].name}'): shift-click the target last to make it active"
+        )
+        return False
+    return True
+
+
+def source_and_target(context) -> tuple | None:
+    """The morph's source (the selected mesh that is not active) and target (the active mesh), when exactly two
+    meshes are selected and one of them is active."""
+    meshes = selected_mesh_objects(context)
+    target = context.active_object
+    if len(meshes) != 2 or target not in meshes:
+        return None
+    return meshes[0] if meshes[1] == target else meshes[1], target
+
+
+def selected_mesh_objects(context) -> list:
+    return [obj for obj in context.selected_objects if obj.type == "MESH"]

@@ -1,13 +1,14 @@
 """The Neural SDF tab of the 3D view's sidebar: Fit, the active object's model (Re-extract), Curvature Colours,
-Surface Evolution (with the active flow field empty's settings)."""
+Surface Evolution (with the active flow field empty's settings), Morph (with the active landmark empty's settings)."""
 
 import bpy
 
 from ..core.frames import shown_frame
 from ..core.text import curvature_unit
 from ..frame_switch import FRAME_START_INPUT, frame_switch_modifier, get_input, input_path
-from ..properties import QUANTITY_ITEMS, has_evolution, has_model, model_file, stored_file
-from ..scene_io import field_empties, length_unit_name
+from ..operators.checks import source_and_target
+from ..properties import QUANTITY_ITEMS, has_evolution, has_model, has_morph, model_file, stored_file
+from ..scene_io import field_empties, landmark_empties, length_unit_name
 
 QUANTITY_NAMES = {identifier: name for identifier, name, _ in QUANTITY_ITEMS}
 COLORMAP_LEGENDS = {
@@ -143,6 +144,54 @@ class NEURALSDF_PT_evolution(NeuralSDFSidebar, bpy.types.Panel):
             body.prop(context.scene.neural_sdf, "seed")
 
 
+class NEURALSDF_PT_morph(NeuralSDFSidebar, bpy.types.Panel):
+    bl_label = "Morph"
+    bl_parent_id = "NEURALSDF_PT_main"
+
+    def draw(self, context):
+        layout = self.layout
+        scene = context.scene
+        settings = scene.neural_sdf_morph
+        obj = context.active_object
+        if obj is not None and obj.type == "EMPTY":
+            draw_landmark(layout.box(), obj)
+        if has_morph(obj):
+            draw_morph(layout.box(), scene, obj)
+        row = layout.row(align=True)
+        row.operator("neural_sdf.morph", icon="MOD_SIMPLEDEFORM")
+        row.prop(settings, "method", text="")
+        pair = source_and_target(context)
+        if pair is None:
+            layout.label(text="Select the source, then the target (active)", icon="INFO")
+        else:
+            layout.label(text=f"'{pair[0].name}' to '{pair[1].name}'", icon="FORWARD")
+        row = layout.row(align=True)
+        row.prop(settings, "use_scene_range", text="")
+        frames = row.row(align=True)
+        frames.active = not settings.use_scene_range
+        frames.prop(settings, "frame_start")
+        frames.prop(settings, "frame_end")
+        layout.prop(settings, "resolution")
+        layout.prop(scene.neural_sdf, "preset", text="Fits")
+        flow_only = layout.column(align=True)
+        flow_only.active = settings.method == "FLOW"
+        flow_only.prop(settings, "animate_source")
+        flow_only.prop(settings, "use_landmarks")
+        if settings.use_landmarks:
+            count = len(landmark_empties(scene))
+            flow_only.label(text=f"{count} landmark empt{'y' if count == 1 else 'ies'} in the scene", icon="EMPTY_DATA")
+        layout.operator("neural_sdf.add_landmark_pair", icon="EMPTY_AXIS")
+        header, body = layout.panel("neural_sdf_morph_advanced", default_closed=True)
+        header.label(text="Advanced")
+        if body is not None:
+            row = body.row(align=True)
+            row.prop(settings, "use_custom_steps", text="")
+            steps = row.row(align=True)
+            steps.active = settings.use_custom_steps
+            steps.prop(settings, "steps")
+            body.prop(scene.neural_sdf, "seed")
+
+
 def draw_field(layout: bpy.types.UILayout, obj: bpy.types.Object) -> None:
     """The active empty's flow field settings (any empty can become one)."""
     field = obj.neural_sdf_field
@@ -162,15 +211,45 @@ def draw_baked(layout: bpy.types.UILayout, scene: bpy.types.Scene, obj: bpy.type
     layout.label(text=evolution.summary, icon="INFO")
     if not stored_file(obj, evolution.model_path).is_file():
         layout.label(text="The evolution model file is missing", icon="ERROR")
+    draw_frame_switch(layout, scene, obj, evolution.frame_count, evolution.time_end)
+
+
+def draw_frame_switch(
+    layout: bpy.types.UILayout, scene: bpy.types.Scene, obj: bpy.types.Object, frame_count: int, time_end: float
+) -> None:
+    """When the object's frame switch shows its frames (t = 0 to ``time_end``), and which one shows now."""
     modifier = frame_switch_modifier(obj)
     if modifier is None:
-        layout.label(text="Its Surface Evolution modifier is gone: every frame shows at once", icon="ERROR")
+        layout.label(text="Its frame switch modifier is gone: every frame shows at once", icon="ERROR")
         return
     layout.prop(modifier, input_path(modifier, FRAME_START_INPUT), text="Start Frame")
-    start, count = get_input(modifier, FRAME_START_INPUT), evolution.frame_count
-    index = shown_frame(scene.frame_current, start, count)
-    layout.label(text=f"Frames {start} to {start + count - 1}: t = 0 to {evolution.time_end:.4g}")
-    layout.label(text=f"Frame {scene.frame_current} shows t = {evolution.time_end * index / max(count - 1, 1):.4g}")
+    start = get_input(modifier, FRAME_START_INPUT)
+    index = shown_frame(scene.frame_current, start, frame_count)
+    layout.label(text=f"Frames {start} to {start + frame_count - 1}: t = 0 to {time_end:.4g}")
+    layout.label(text=f"Frame {scene.frame_current} shows t = {time_end * index / max(frame_count - 1, 1):.4g}")
+
+
+def draw_landmark(layout: bpy.types.UILayout, obj: bpy.types.Object) -> None:
+    """The active empty's landmark settings (any empty can become one)."""
+    landmark = obj.neural_sdf_landmark
+    row = layout.row(align=True)
+    row.prop(landmark, "role", text=f"'{obj.name}'")
+    pair = row.row(align=True)
+    pair.active = landmark.role != "NONE"
+    pair.prop(landmark, "pair")
+
+
+def draw_morph(layout: bpy.types.UILayout, scene: bpy.types.Scene, obj: bpy.types.Object) -> None:
+    """How the active morph result was made and when it shows which frame."""
+    morph = obj.neural_sdf_morph
+    layout.label(text=morph.summary, icon="INFO")
+    if morph.holds == "SHAPE_KEYS":
+        start = morph.frame_start
+        layout.label(text=f"Shape keys: t = 0 at frame {start} to t = 1 at frame {start + morph.frame_count - 1}")
+        return
+    if not stored_file(obj, morph.model_path).is_file():
+        layout.label(text="The morph model file is missing", icon="ERROR")
+    draw_frame_switch(layout, scene, obj, morph.frame_count, 1.0)
 
 
 def draw_legend(layout: bpy.types.UILayout, legend, length_unit: str) -> None:
@@ -185,4 +264,4 @@ def draw_legend(layout: bpy.types.UILayout, legend, length_unit: str) -> None:
     layout.label(text=COLORMAP_LEGENDS[colormap])
 
 
-classes = (NEURALSDF_PT_main, NEURALSDF_PT_model, NEURALSDF_PT_curvature, NEURALSDF_PT_evolution)
+classes = (NEURALSDF_PT_main, NEURALSDF_PT_model, NEURALSDF_PT_curvature, NEURALSDF_PT_evolution, NEURALSDF_PT_morph)

@@ -113,6 +113,7 @@ def scripted(bpy, operator_name: str, on_modal):
         "fit": ("operators.fit", "NEURALSDF_OT_fit"),
         "curvature_colors": ("operators.curvature_colors", "NEURALSDF_OT_curvature_colors"),
         "bake_evolution": ("operators.bake_evolution", "NEURALSDF_OT_bake_evolution"),
+        "morph": ("operators.morph", "NEURALSDF_OT_morph"),
     }[operator_name]
     base = getattr(addon_module(module), class_name)
     steps = []
@@ -149,7 +150,7 @@ def event(event_type: str):
 
 def once_training(action, stage: str = "fit"):
     """An on_modal hook that calls ``action(operator)`` once, at the first modal() step after training (the progress
-    ``stage``: "fit" or "evolve") started."""
+    ``stage``: "fit", "evolve" or "morph") started."""
     done = []
 
     def hook(operator):

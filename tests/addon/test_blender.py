@@ -25,10 +25,11 @@ if importlib.util.find_spec("bpy") is None:
 
 from addon.core.colors import srgb_to_linear  # noqa: E402
 from addon.core.evolution import ENGINE_FIELD_KINDS  # noqa: E402
+from addon.core.morph import ENGINE_METHODS, LANDMARK_ROLES  # noqa: E402
 from engine.colormaps import QUANTITIES, colorize  # noqa: E402
 from engine.fit import PRESETS  # noqa: E402
 from engine.evolution import FieldKind  # noqa: E402
-from engine.protocol import COLORMAPS, CURVATURE_FIELDS  # noqa: E402
+from engine.protocol import COLORMAPS, CURVATURE_FIELDS, MORPH_METHODS  # noqa: E402
 
 from .blender_support import (  # noqa: E402
     PACKAGE,
@@ -89,13 +90,17 @@ def test_the_extension_registers_and_unregisters_cleanly(bpy):
                     (bpy.types.Scene, "neural_sdf_evolution"),
                     (bpy.types.Object, "neural_sdf_field"),
                     (bpy.types.Object, "neural_sdf_evolution"),
+                    (bpy.types.Scene, "neural_sdf_morph"),
+                    (bpy.types.Object, "neural_sdf_landmark"),
+                    (bpy.types.Object, "neural_sdf_morph"),
                 )
             ],
             "operators": sorted(name for name in dir(bpy.ops.neural_sdf) if not name.startswith("_")),
             "panels": [
                 hasattr(bpy.types, name)
                 for name in (
-                    "NEURALSDF_PT_main", "NEURALSDF_PT_model", "NEURALSDF_PT_curvature", "NEURALSDF_PT_evolution"
+                    "NEURALSDF_PT_main", "NEURALSDF_PT_model", "NEURALSDF_PT_curvature", "NEURALSDF_PT_evolution",
+                    "NEURALSDF_PT_morph",
                 )
             ],
             "save_handlers": [
@@ -109,26 +114,28 @@ def test_the_extension_registers_and_unregisters_cleanly(bpy):
 
     enabled = {
         "addon": True,
-        "properties": [True] * 7,
+        "properties": [True] * 10,
         "operators": [
             "add_flow_field",
+            "add_landmark_pair",
             "bake_evolution",
             "check_engine",
             "curvature_colors",
             "fit",
+            "morph",
             "reextract",
             "setup_engine",
         ],
-        "panels": [True] * 4,
+        "panels": [True] * 5,
         "save_handlers": [True, True],
     }
     assert registered() == enabled
     bpy.ops.preferences.addon_disable(module=PACKAGE)
     assert registered() == {
         "addon": False,
-        "properties": [False] * 7,
+        "properties": [False] * 10,
         "operators": [],
-        "panels": [False] * 4,
+        "panels": [False] * 5,
         "save_handlers": [False, False],
     }
     bpy.ops.preferences.addon_enable(module=PACKAGE)
@@ -143,6 +150,9 @@ def test_the_panel_choices_match_the_engine(bpy):
     assert [item[0] for item in properties.EVOLUTION_CURVATURE_ITEMS] == ["NONE", *CURVATURE_FIELDS]
     assert [item[0] for item in properties.FIELD_KIND_ITEMS] == ["NONE", *ENGINE_FIELD_KINDS]
     assert set(ENGINE_FIELD_KINDS.values()) == set(get_args(FieldKind))
+    assert [item[0] for item in properties.MORPH_METHOD_ITEMS] == list(ENGINE_METHODS)
+    assert sorted(ENGINE_METHODS.values()) == sorted(MORPH_METHODS)
+    assert [item[0] for item in properties.LANDMARK_ROLE_ITEMS] == ["NONE", *LANDMARK_ROLES]
 
 
 # Fit.
