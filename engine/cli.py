@@ -200,7 +200,7 @@ def run_evolve(args: argparse.Namespace) -> int:
     import dataclasses
 
     from .conventions import CURVATURE_CONVENTION
-    from .evolution import EvolveConfig, FieldTerm, Flow, evolve, extract_frames, frame_curvatures
+    from .evolution import EvolveConfig, FieldTerm, Flow, evolve, extract_frames, frame_curvatures, save_evolution
     from .model import load_model
     from .ply_io import write_ply
 
@@ -225,7 +225,7 @@ def run_evolve(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     evolved = evolve(model, flow, (min(0.0, *times), max(0.0, *times)), config, on_progress=print_progress)
     train_seconds = time.perf_counter() - started
-    evolved.save(args.output / EVOLUTION_MODEL_FILENAME)
+    save_evolution(evolved, args.output / EVOLUTION_MODEL_FILENAME)
 
     frame_seconds = []
     last = time.perf_counter()

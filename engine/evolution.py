@@ -32,7 +32,7 @@ from .conventions import UNIT_HALF_SIZE, Normalization
 from .extraction import EmptySurfaceError, extract_mesh
 from .fit import Cancelled, Progress, pick_device
 from .mesh_io import TriangleMesh
-from .model import SDFModel, Siren, SirenConfig, evaluate, reexpressed
+from .model import SDFModel, Siren, SirenConfig, evaluate, load_networks, reexpressed, save_networks
 from .sampling import SurfaceSampler
 
 EVOLUTION_TIME_KEY = "evolution"
@@ -213,18 +213,33 @@ MAX_ZOOM = 2.0
 cube means coarser frames); a flow that moves the surface further leaves the cube and is clipped there."""
 
 
-def room_for_motion(flow: Flow, normalization: Normalization, time_scale: float) -> float:
-    """How many times larger than the fit's unit cube the evolution's must be (>= 1) so that a surface moving at the
-    flow's top speed for ``time_scale`` stays inside. Mean curvature flow forwards only shrinks; backwards it is
-    bounded by `SHARPEN_LIMIT` and gets no room of its own."""
-    axis = torch.linspace(-1.0, 1.0, 17, dtype=torch.float64)
+def room_for_motion(flow: Flow, normalization: Normalization, time_range: tuple[float, float]) -> float:
+    """How many times larger than the fit's unit cube the evolution's must be (>= 1) so the moving surface stays
+    inside: points of the shape's box are carried by the vector fields over the time range (both ways from t = 0),
+    then pushed out by the normal speed. Mean curvature flow forwards only shrinks; backwards it is bounded by
+    `SHARPEN_LIMIT` and gets no room of its own."""
+    axis = torch.linspace(-UNIT_HALF_SIZE, UNIT_HALF_SIZE, 9, dtype=torch.float64)
     unit_points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
-    points = unit_points / normalization.scale + unit_points.new_tensor(normalization.center)
-    speed = abs(flow.normal_speed)
-    if flow.fields:
-        speed += float(sum(term.velocity(points) for term in flow.fields).norm(dim=-1).max())
-    reach = speed * time_scale * normalization.scale
-    return float(min(MAX_ZOOM, max(1.0, (UNIT_HALF_SIZE + reach) / UNIT_HALF_SIZE)))
+    center = unit_points.new_tensor(normalization.center)
+    farthest = UNIT_HALF_SIZE
+    for duration in time_range:
+        points = unit_points / normalization.scale + center
+        reach = UNIT_HALF_SIZE
+        if flow.fields and duration != 0.0:
+            step = duration / ROOM_STEPS
+            for _ in range(ROOM_STEPS):  # midpoint rule; the farthest point of the whole path counts
+                points = points + step * _field_velocity(flow, points + 0.5 * step * _field_velocity(flow, points))
+                reach = max(reach, float(((points - center) * normalization.scale).abs().max()))
+        farthest = max(farthest, reach + abs(flow.normal_speed * duration) * normalization.scale)
+    return float(min(MAX_ZOOM, farthest / UNIT_HALF_SIZE))
+
+
+ROOM_STEPS = 32
+"""Midpoint steps that carry the shape's box along the vector fields in `room_for_motion`."""
+
+
+def _field_velocity(flow: Flow, points: torch.Tensor) -> torch.Tensor:
+    return sum(term.velocity(points) for term in flow.fields)
 
 
 class TimeSlice(nn.Module):
@@ -238,6 +253,52 @@ class TimeSlice(nn.Module):
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         times = points.new_full((len(points), 1), self.network_time)
         return self.network(torch.cat([points, times], dim=-1))
+
+
+class EvolutionField(nn.Module):
+    """f(x, tau) of an evolution: the trained network, plus, outside the fitted cube, the change that turns the fit's
+    untrained extrapolation there into a clean continuation.
+
+    A fit is trained only inside its cube; when the evolution's cube is larger (`room_for_motion`), the copied
+    network's values outside it are noise that can hold stray surfaces. There f gets g_ext(x) - g(x) added, where
+    g_ext(x) = g(c(x)) + |x - c(x)| reads the fit at the nearest point c(x) of its cube and rises at unit slope. So
+    f(., tau) = g_ext exactly at the start, and training moves f from there everywhere.
+    """
+
+    def __init__(self, network: Siren, fitted: Siren, fitted_half_size: float):
+        super().__init__()
+        self.network, self.fitted, self.fitted_half_size = network, fitted, float(fitted_half_size)
+        for parameter in fitted.parameters():
+            parameter.requires_grad_(False)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        values = self.network(inputs)
+        points = inputs[:, :3]
+        outside = (points.abs() > self.fitted_half_size).any(dim=-1).nonzero().squeeze(-1)
+        if len(outside) == 0:
+            return values
+        far = points[outside]
+        nearest = far.clamp(-self.fitted_half_size, self.fitted_half_size)
+        change = self.fitted(nearest) + (far - nearest).norm(dim=-1) - self.fitted(far)
+        return values.index_add(0, outside, change)
+
+    def networks(self) -> dict[str, Siren]:
+        return {"network": self.network, "fitted": self.fitted}
+
+
+def save_evolution(model: SDFModel, path) -> None:
+    """Write an evolution (`evolve`'s result) as one file of named networks (no pickle on load)."""
+    save_networks(path, model.network.networks(), model.normalization, model.metadata)
+
+
+def load_evolution(path) -> SDFModel:
+    """Read a file written by `save_evolution`."""
+    networks, normalization, metadata = load_networks(path)
+    info = metadata.get(EVOLUTION_TIME_KEY)
+    if info is None or "fitted_half_size" not in info:
+        raise ValueError(f"{path} is not an evolution file; write one with 'python -m engine evolve'")
+    field_ = EvolutionField(networks["network"], networks["fitted"], info["fitted_half_size"]).eval()
+    return SDFModel(field_, normalization, metadata)
 
 
 def at_time(model: SDFModel, t: float) -> SDFModel:
@@ -287,16 +348,15 @@ def evolve(
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     time_scale = max(-start_time, end_time)
-    zoom = room_for_motion(flow, model.normalization, time_scale)
+    zoom = room_for_motion(flow, model.normalization, (start_time, end_time))
     normalization = Normalization(model.normalization.center, model.normalization.scale / zoom)
     unit_flow = _UnitFlow(flow, normalization, time_scale)
 
-    reference = reexpressed(model, normalization).to(device).eval()
-    for parameter in reference.parameters():
-        parameter.requires_grad_(False)
+    fitted = reexpressed(model, normalization).to(device).eval()
+    reference = TimeSlice(EvolutionField(time_dependent_copy(fitted), fitted, 1.0 / zoom), 0.0)
     initial = _InitialPool(reference, config, rng, device)
-    network = time_dependent_copy(reference, config.extra_width).train()
-    optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
+    network = EvolutionField(time_dependent_copy(fitted, config.extra_width), fitted, 1.0 / zoom).train()
+    optimizer = torch.optim.Adam(network.network.parameters(), lr=config.learning_rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / config.steps, 1.0)))
     )
@@ -329,6 +389,7 @@ def evolve(
             "time_scale": time_scale,
             "time_range": [start_time, end_time],
             "zoom": zoom,
+            "fitted_half_size": 1.0 / zoom,
             "flow": flow.to_dict(),
             "evolve_config": config.to_dict(),
             "train_seconds": time.perf_counter() - started,
@@ -374,7 +435,7 @@ class _InitialPool:
     NEAR_SIGMAS = (0.003, 0.01, 0.03, 0.1)
     UNIFORM_SHARE = 0.25
 
-    def __init__(self, reference: Siren, config: EvolveConfig, rng: np.random.Generator, device: torch.device):
+    def __init__(self, reference: nn.Module, config: EvolveConfig, rng: np.random.Generator, device: torch.device):
         self.device = device
         self.config = config
         unit_model = SDFModel(reference, Normalization(center=(0.0, 0.0, 0.0), scale=1.0))

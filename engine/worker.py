@@ -284,7 +284,7 @@ def run_evolve(job: Job) -> tuple[dict, dict]:
 
     import numpy as np
 
-    from .evolution import EvolveConfig, Flow, evolve, extract_frames, frame_curvatures
+    from .evolution import EvolveConfig, Flow, evolve, extract_frames, frame_curvatures, save_evolution
     from .model import load_model
 
     flow = Flow.from_dict(job.param("flow", dict))
@@ -336,7 +336,7 @@ def run_evolve(job: Job) -> tuple[dict, dict]:
         curvatures, summary["range"] = frame_curvatures(evolved, frames, curvature)
         for index, values in enumerate(curvatures):
             arrays[f"colors_{index}"] = values.colors.astype(np.float32)
-    evolved.save(job.dir / protocol.EVOLUTION_MODEL_FILENAME)
+    save_evolution(evolved, job.dir / protocol.EVOLUTION_MODEL_FILENAME)
     _save_outputs(job, **arrays)
     return {"model": protocol.EVOLUTION_MODEL_FILENAME}, summary
 

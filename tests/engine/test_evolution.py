@@ -21,6 +21,8 @@ from engine.evolution import (
     evolve,
     extinction_time,
     extract_frames,
+    load_evolution,
+    save_evolution,
     room_for_motion,
     time_dependent_copy,
 )
@@ -28,7 +30,7 @@ from engine.fit import Cancelled, fit_sdf, preset
 from engine.geometry import model_curvatures
 from engine.mesh_io import check_mesh
 from engine.metrics import mesh_metrics
-from engine.model import Siren, SirenConfig, load_model
+from engine.model import Siren, SirenConfig
 from tests.conftest import run_engine_cli
 
 RADIUS = 0.5
@@ -80,17 +82,31 @@ def test_the_time_dependent_copy_equals_the_fit_at_every_time():
 
 def test_the_evolution_cube_grows_only_for_flows_that_grow_the_shape():
     unit = Normalization((0.0, 0.0, 0.0), 1.0)
-    assert room_for_motion(Flow(mean_curvature=1.0), unit, 1.0) == 1.0
-    assert room_for_motion(Flow(normal_speed=0.09), unit, 1.0) == pytest.approx(1.1)
-    assert room_for_motion(Flow(normal_speed=100.0), unit, 1.0) == MAX_ZOOM
+    assert room_for_motion(Flow(mean_curvature=1.0), unit, (-1.0, 1.0)) == 1.0
+    assert room_for_motion(Flow(normal_speed=0.09), unit, (0.0, 1.0)) == pytest.approx(1.1)
+    assert room_for_motion(Flow(normal_speed=-0.09), unit, (-1.0, 0.0)) == pytest.approx(1.1)
+    assert room_for_motion(Flow(normal_speed=100.0), unit, (0.0, 1.0)) == MAX_ZOOM
+    # A quarter turn takes the box's corners (0.9, 0.9) to radius 0.9 sqrt(2) on an axis.
+    quarter_turn = Flow(fields=(FieldTerm("rotation", (0.0, 0.0, 0.0), math.pi / 2),))
+    assert room_for_motion(quarter_turn, unit, (0.0, 1.0)) == pytest.approx(math.sqrt(2), rel=1e-3)
+
+
+def test_a_grown_cube_holds_no_stray_surface_where_the_fit_was_never_trained(sphere_model):
+    # Untrained (one step at a negligible rate): the start itself must be clean, before training shapes anything.
+    untrained = dataclasses.replace(SMALL, steps=1, learning_rate=1e-12)
+    evolved = evolve(sphere_model, Flow(normal_speed=0.3), (0.0, 1.0), untrained)
+    assert evolved.metadata["evolution"]["zoom"] > 1.5
+    (start,) = extract_frames(evolved, [0.0], resolution=48)
+    assert len(trimesh.Trimesh(start.vertices, start.faces).split(only_watertight=False)) == 1
+    np.testing.assert_allclose(np.linalg.norm(start.vertices - CENTER, axis=1).max(), RADIUS, atol=0.03)
 
 
 def test_mean_curvature_flow_of_a_sphere_follows_the_sphere_law(sphere_model, tmp_path):
     speed = 0.01
     half_extinction = RADIUS**2 / (4 * speed) / 2
     evolved = evolve(sphere_model, Flow(mean_curvature=speed), (0.0, half_extinction), SMALL)
-    evolved.save(tmp_path / "evolution.pt")
-    reloaded = load_model(tmp_path / "evolution.pt")
+    save_evolution(evolved, tmp_path / "evolution.pt")
+    reloaded = load_evolution(tmp_path / "evolution.pt")
     for t in np.linspace(0, half_extinction, 5):
         radii = zero_set_radii(reloaded, t)
         expected = math.sqrt(RADIUS**2 - 4 * speed * t)
@@ -133,7 +149,7 @@ def test_a_rigid_rotation_keeps_the_shape(ellipsoid_model):
     unrotated = mesh_metrics(end.vertices, end.faces, start.vertices, start.faces)
     assert rotated.chamfer_l1 < 0.01, rotated
     assert unrotated.chamfer_l1 > 5 * rotated.chamfer_l1 + fit_error
-    assert rotated.iou > 0.9
+    assert rotated.iou > 0.85
 
 
 def test_sharpening_stays_bounded_down_to_the_documented_limit(ellipsoid_model):
@@ -192,7 +208,7 @@ def test_cli_evolve_writes_frames_times_and_the_model(sphere_model, tmp_path):
     for name in report["frames"]:
         mesh = trimesh.load(out / name, process=False)
         assert len(mesh.faces) > 0 and mesh.visual.vertex_colors.shape == (len(mesh.vertices), 4)
-    assert load_model(out / "evolution.pt").metadata["evolution"]["time_range"] == [0.0, 1.0]
+    assert load_evolution(out / "evolution.pt").metadata["evolution"]["time_range"] == [0.0, 1.0]
 
     failed = run_engine_cli("evolve", tmp_path / "model.pt", "--flow", "mcf", "--times", "0,1", "-o", out)
     assert failed.returncode == 2 and "--flow mcf takes --speed" in failed.stderr
