@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     evolve.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     evolve.set_defaults(run=run_evolve)
 
-    morph = commands.add_parser("morph", help="morph one mesh into another and mesh the in-between shapes")
+    morph = commands.add_parser(
+        "morph", help="morph one mesh into another and mesh the in-between shapes (in the source's coordinates)"
+    )
     morph.add_argument("source", type=Path, help="the mesh at t = 0")
     morph.add_argument("target", type=Path, help="the mesh at t = 1")
     morph.add_argument("-o", "--output", type=Path, required=True, help="folder for frame_NNNN.ply, times.json, morph.pt")
@@ -93,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         "--landmarks",
         type=Path,
         help='flow: a JSON list of point pairs [[[x, y, z] on source, [x, y, z] on target], ...] to pull together',
+    )
+    morph.add_argument(
+        "--align",
+        choices=("bounds", "none"),
+        default="bounds",
+        help="bounds (default): first move and scale the target onto the source's bounding box; none: as they are",
     )
     morph.add_argument("--preset", choices=sorted(PRESETS), default="fast", help="fit settings of both shapes")
     morph.add_argument("--fit-steps", type=int, help="fit steps of each shape (default: the preset's)")
@@ -273,7 +281,7 @@ def run_morph(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .evolution import extract_frames
-    from .morph import LevelSetMorphConfig, fit_pair, frame_times, morph_levelset, save_morph
+    from .morph import LevelSetMorphConfig, align_bounds, fit_pair, frame_times, morph_levelset, save_morph
     from .ply_io import write_ply
     from .warp import FlowMorphConfig, morph_flow
 
@@ -291,6 +299,12 @@ def run_morph(args: argparse.Namespace) -> int:
         fit_overrides["steps"] = args.fit_steps
     fit_config = preset(args.preset, **fit_overrides)
     source, target = load_mesh(args.source), load_mesh(args.target)
+    alignment = None
+    if args.align == "bounds":
+        target, scale, offset = align_bounds(target, source)
+        alignment = {"scale": scale, "offset": offset.tolist()}
+        if landmarks is not None:
+            landmarks = (landmarks[0], landmarks[1] * scale + offset)
     args.output.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
@@ -324,6 +338,7 @@ def run_morph(args: argparse.Namespace) -> int:
         "times": times,
         "frames": [FRAME_FILENAME.format(i) for i in range(len(times))],
         "method": args.method,
+        "target_alignment": alignment,
         "model": MORPH_FILENAME,
         "fit_seconds": round(fit_seconds, 2),
         "train_seconds": round(morph_seconds, 2),

@@ -65,6 +65,20 @@ def fit_pair(
     )
 
 
+def align_bounds(target: TriangleMesh, source: TriangleMesh) -> tuple[TriangleMesh, float, np.ndarray]:
+    """The target moved and uniformly scaled so its bounding box has the source's centre and largest side: the
+    morph of two files from anywhere (a bunny of 10 units, a knot of 1) then changes shape, not size and place.
+    Returns the moved target, the scale and the offset (x -> x * scale + offset)."""
+    def box(mesh):
+        low, high = mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)
+        return (low + high) / 2, (high - low).max()
+
+    (source_center, source_side), (target_center, target_side) = box(source), box(target)
+    scale = source_side / target_side
+    offset = source_center - target_center * scale
+    return TriangleMesh(target.vertices * scale + offset, target.faces), float(scale), offset
+
+
 def shared_normalization(models: Sequence[SDFModel]) -> Normalization:
     """The one normalization every model of a morph must share (see `fit_pair`); a ValueError names the fix."""
     first = models[0].normalization

@@ -12,7 +12,7 @@ from engine.evolution import at_time, extract_frames
 from engine.fit import Cancelled, fit_sdf, preset
 from engine.mesh_io import check_mesh
 from engine.metrics import mesh_metrics
-from engine.morph import LevelSetMorphConfig, fit_pair, frame_times, load_morph, morph_levelset, save_morph
+from engine.morph import LevelSetMorphConfig, align_bounds, fit_pair, frame_times, load_morph, morph_levelset, save_morph
 from tests.conftest import run_engine_cli
 
 TINY_FIT = preset("tiny", steps=400)
@@ -88,6 +88,16 @@ def test_a_saved_morph_gives_identical_values(concentric, tmp_path):
     assert loaded.normalization == morph.normalization and loaded.metadata["morph"]["method"] == "levelset"
 
 
+def test_aligning_bounds_puts_the_target_on_the_source_box():
+    source = check_mesh(trimesh.creation.box(extents=(2.0, 1.0, 1.0)).vertices + 5.0, trimesh.creation.box().faces)
+    target = sphere(0.1)
+    moved, scale, offset = align_bounds(target, source)
+    np.testing.assert_allclose(moved.vertices.min(0)[0], source.vertices.min(0)[0], atol=1e-9)
+    np.testing.assert_allclose(moved.vertices.max(0)[0], source.vertices.max(0)[0], atol=1e-9)
+    np.testing.assert_allclose(moved.vertices.mean(0), 5.0, atol=1e-9)
+    assert scale == pytest.approx(10.0) and np.array_equal(moved.faces, target.faces)
+
+
 def test_shapes_fitted_apart_are_refused_and_cancel_stops():
     model_a = fit_sdf(sphere(0.3, 2), preset("tiny", steps=5))
     model_b = fit_sdf(sphere(0.7, 2), preset("tiny", steps=5))
@@ -107,11 +117,12 @@ def test_cli_morph_writes_frames_times_and_the_morph(tmp_path):
     out = tmp_path / "morph"
     result = run_engine_cli(
         "morph", tmp_path / "a.ply", tmp_path / "b.ply", "-o", out, "--preset", "tiny", "--fit-steps", "100",
-        "--steps", "10", "--frames", "3", "--resolution", "32",
+        "--steps", "10", "--frames", "3", "--resolution", "32", "--align", "none",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "times.json").read_text())
     assert report["times"] == [0.0, 0.5, 1.0] and report["method"] == "levelset"
+    assert report["target_alignment"] is None
     sizes = [np.ptp(trimesh.load(out / name, process=False).vertices[:, 0]) for name in report["frames"]]
     assert sizes[0] < sizes[1] < sizes[2]
     assert load_morph(out / "morph.pt").metadata["morph"]["method"] == "levelset"

@@ -1,0 +1,110 @@
+"""Morph benchmark: fit each pair in one cube with the default preset, morph it, mesh the frames, measure them.
+
+    python bench/morph_pairs.py ../shared/meshes/bunny.ply:../shared/meshes/knot2.ply data/suzanne.ply:sphere
+        [--methods levelset flow] [--frames 9] [--fit-steps N] [--json out.json]
+
+``sphere`` stands for an icosphere of radius 1. The target is first moved and scaled onto the source's bounding box,
+as ``python -m engine morph`` does by default. Per frame: Chamfer-L1 (DESIGN.md §4: in units of the reference's
+largest bounding-box side) to the source and to the target; the ends should match their inputs within the fit
+error, the frames between move from one to the other. Times are wall seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import trimesh
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine.evolution import extract_frames  # noqa: E402
+from engine.fit import preset  # noqa: E402
+from engine.mesh_io import check_mesh, load_mesh  # noqa: E402
+from engine.metrics import mesh_metrics  # noqa: E402
+from engine.morph import LevelSetMorphConfig, align_bounds, fit_pair, frame_times, morph_levelset  # noqa: E402
+from engine.warp import FlowMorphConfig, morph_flow  # noqa: E402
+
+
+def load(name: str):
+    if name == "sphere":
+        sphere = trimesh.creation.icosphere(subdivisions=5, radius=1.0)
+        return check_mesh(sphere.vertices, sphere.faces, name="sphere")
+    return load_mesh(name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pairs", nargs="+", help="SOURCE:TARGET mesh paths (or 'sphere')")
+    parser.add_argument("--methods", nargs="+", choices=("levelset", "flow"), default=["levelset", "flow"])
+    parser.add_argument("--frames", type=int, default=9)
+    parser.add_argument("--fit-steps", type=int, help="override the fast preset's steps")
+    parser.add_argument("--morph-steps", type=int, help="override each method's steps")
+    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    fit_config = preset("fast", **({"steps": args.fit_steps} if args.fit_steps else {}))
+    rows = []
+    for pair in args.pairs:
+        source_name, target_name = pair.split(":")
+        source, target = load(source_name), load(target_name)
+        target, _, _ = align_bounds(target, source)  # as the CLI does by default
+        started = time.perf_counter()
+        model_a, model_b = fit_pair(source, target, fit_config)
+        fit_seconds = time.perf_counter() - started
+        for method in args.methods:
+            config = LevelSetMorphConfig() if method == "levelset" else FlowMorphConfig()
+            if args.morph_steps:
+                config = dataclasses.replace(config, steps=args.morph_steps)
+            started = time.perf_counter()
+            morphed = (morph_levelset if method == "levelset" else morph_flow)(model_a, model_b, config)
+            train_seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            frames = extract_frames(morphed, frame_times(args.frames), args.resolution)
+            frame_seconds = (time.perf_counter() - started) / len(frames)
+            to_source, to_target = [], []
+            for frame in frames:
+                for reference, column in ((source, to_source), (target, to_target)):
+                    if len(frame.faces) == 0:
+                        column.append(None)
+                        continue
+                    metrics = mesh_metrics(
+                        frame.vertices, frame.faces, reference.vertices, reference.faces, iou_points=10_000
+                    )
+                    column.append(round(metrics.chamfer_l1, 5))
+            row = {
+                "pair": f"{Path(source_name).stem} -> {Path(target_name).stem}",
+                "method": method,
+                "fit_s": round(fit_seconds, 1),
+                "train_s": round(train_seconds, 1),
+                "frame_s": round(frame_seconds, 2),
+                "times": [round(f.time, 3) for f in frames],
+                "chamfer_to_source": to_source,
+                "chamfer_to_target": to_target,
+                "faces": [len(f.faces) for f in frames],
+            }
+            if method == "flow":
+                row["inverse_consistency"] = morphed.metadata["morph"]["inverse_consistency"]
+                row["inverse_consistency"].pop("per_time", None)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print("\n| pair | method | fit s | morph train s | s/frame | t | Chamfer to source | Chamfer to target |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        for i, t in enumerate(row["times"]):
+            head = (row["pair"], row["method"], row["fit_s"], row["train_s"], row["frame_s"]) if i == 0 else ("",) * 5
+            print("| " + " | ".join(map(str, (*head, t, row["chamfer_to_source"][i], row["chamfer_to_target"][i]))) + " |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
