@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
@@ -30,9 +29,9 @@ from torch import nn
 
 from .conventions import UNIT_HALF_SIZE, Normalization
 from .extraction import EmptySurfaceError, extract_mesh
-from .fit import Cancelled, Progress, pick_device
+from .fit import Cancelled, Progress, TrainingMonitor, pick_device
 from .mesh_io import TriangleMesh
-from .model import SDFModel, Siren, SirenConfig, evaluate, load_networks, reexpressed, save_networks
+from .model import SDFModel, Siren, evaluate, load_networks, reexpressed, save_networks
 from .sampling import SurfaceSampler
 
 EVOLUTION_TIME_KEY = "evolution"
@@ -362,10 +361,9 @@ def evolve(
     )
     tau_range = (start_time / time_scale, end_time / time_scale)
 
-    started = last_report = time.perf_counter()
+    monitor = TrainingMonitor("evolution", config.steps, on_progress, should_cancel, progress_interval_s)
     for step in range(1, config.steps + 1):
-        if should_cancel is not None and should_cancel():
-            raise Cancelled(f"evolution cancelled at step {step - 1} of {config.steps}")
+        monitor.before_step(step)
         initial_points, initial_values, initial_gradients = initial.batch(generator, config.initial_batch)
         spacetime = initial.spacetime_batch(generator, config.spacetime_batch, tau_range, network)
         loss, terms = evolution_loss(
@@ -375,12 +373,7 @@ def evolve(
         loss.backward()
         optimizer.step()
         schedule.step()
-        now = time.perf_counter()
-        if on_progress is not None and (now - last_report >= progress_interval_s or step == config.steps):
-            last_report = now
-            elapsed = now - started
-            values = {name: term.item() for name, term in terms.items()}
-            on_progress(Progress(step, config.steps, loss.item(), values, elapsed, elapsed / step * (config.steps - step)))
+        monitor.after_step(step, loss, terms)
 
     network.eval()
     metadata = {
@@ -392,7 +385,7 @@ def evolve(
             "fitted_half_size": 1.0 / zoom,
             "flow": flow.to_dict(),
             "evolve_config": config.to_dict(),
-            "train_seconds": time.perf_counter() - started,
+            "train_seconds": monitor.elapsed_s,
             "device": str(device),
         },
     }

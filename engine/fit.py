@@ -143,6 +143,36 @@ class Cancelled(Exception):
     """The caller asked the fit to stop."""
 
 
+class TrainingMonitor:
+    """The cancel check and the progress reports of a training loop (fit, evolution, morph).
+
+    ``on_progress`` gets a `Progress` at most every ``interval_s`` seconds and at the last step; the loss terms are
+    read only then, since each read waits for the device. ``should_cancel`` is asked before every step.
+    """
+
+    def __init__(self, what: str, total: int, on_progress, should_cancel, interval_s: float = 0.5):
+        self.what, self.total = what, total
+        self.on_progress, self.should_cancel, self.interval_s = on_progress, should_cancel, interval_s
+        self.started = self.last_report = time.perf_counter()
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    def before_step(self, step: int) -> None:
+        if self.should_cancel is not None and self.should_cancel():
+            raise Cancelled(f"{self.what} cancelled at step {step - 1} of {self.total}")
+
+    def after_step(self, step: int, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        now = time.perf_counter()
+        if self.on_progress is None or (now - self.last_report < self.interval_s and step != self.total):
+            return
+        self.last_report = now
+        elapsed = now - self.started
+        values = {name: term.item() for name, term in terms.items()}
+        self.on_progress(Progress(step, self.total, loss.item(), values, elapsed, elapsed / step * (self.total - step)))
+
+
 def pick_device(choice: str) -> torch.device:
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -193,10 +223,9 @@ def fit_sdf(
         )
 
     best_loss, best_state = math.inf, copy.deepcopy(network.state_dict())
-    started = last_report = time.perf_counter()
+    monitor = TrainingMonitor("fit", config.steps, on_progress, should_cancel, progress_interval_s)
     for step in range(1, config.steps + 1):
-        if should_cancel is not None and should_cancel():
-            raise Cancelled(f"fit cancelled at step {step - 1} of {config.steps}")
+        monitor.before_step(step)
         if step % config.refresh_every == 0:
             pool.refresh(config.refresh_fraction)
         batch = [t.to(device, non_blocking=True) for t in pool.batch(generator, config.surface_batch, config.volume_batch)]
@@ -213,18 +242,13 @@ def fit_sdf(
             validation_loss = fitting_loss(kept_network, *validation, config.weights, config.eikonal_share)[0].item()
             if validation_loss < best_loss:
                 best_loss, best_state = validation_loss, copy.deepcopy(kept_network.state_dict())
-        now = time.perf_counter()
-        if on_progress is not None and (now - last_report >= progress_interval_s or step == config.steps):
-            last_report = now
-            elapsed = now - started
-            values = {name: term.item() for name, term in terms.items()}
-            on_progress(Progress(step, config.steps, loss.item(), values, elapsed, elapsed / step * (config.steps - step)))
+        monitor.after_step(step, loss, terms)
 
     network.load_state_dict(best_state)
     network.eval()
     metadata = {
         "fit_config": config.to_dict(),
-        "train_seconds": time.perf_counter() - started,
+        "train_seconds": monitor.elapsed_s,
         "best_validation_loss": best_loss,
         "device": str(device),
     }

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Sequence
@@ -27,7 +26,7 @@ from torch import nn
 
 from .conventions import Normalization
 from .evolution import EVOLUTION_TIME_KEY, _towards_zero_set
-from .fit import Cancelled, FitConfig, Progress, fit_sdf, pick_device
+from .fit import FitConfig, Progress, TrainingMonitor, fit_sdf, pick_device
 from .mesh_io import TriangleMesh
 from .model import SDFModel, Siren, SirenConfig, load_networks, save_networks
 
@@ -162,10 +161,9 @@ def morph_levelset(
     morph = LevelSetMorph(source, target, correction)
     optimizer = torch.optim.Adam(correction.parameters(), lr=config.learning_rate)
 
-    started = last_report = time.perf_counter()
+    monitor = TrainingMonitor("morph", config.steps, on_progress, should_cancel, progress_interval_s)
     for step in range(1, config.steps + 1):
-        if should_cancel is not None and should_cancel():
-            raise Cancelled(f"morph cancelled at step {step - 1} of {config.steps}")
+        monitor.before_step(step)
         inputs = _spacetime_points(morph, config, generator, device)
         inputs.requires_grad_(True)
         values = morph(inputs)
@@ -183,15 +181,10 @@ def morph_levelset(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        now = time.perf_counter()
-        if on_progress is not None and (now - last_report >= progress_interval_s or step == config.steps):
-            last_report = now
-            elapsed = now - started
-            values = {name: term.item() for name, term in terms.items()}
-            on_progress(Progress(step, config.steps, loss.item(), values, elapsed, elapsed / step * (config.steps - step)))
+        monitor.after_step(step, loss, terms)
 
     morph.eval()
-    metadata = morph_metadata("levelset", model_a, model_b, config.to_dict(), time.perf_counter() - started, device)
+    metadata = morph_metadata("levelset", model_a, model_b, config.to_dict(), monitor.elapsed_s, device)
     return SDFModel(morph.cpu(), normalization, metadata)
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -47,7 +46,7 @@ from torch import nn
 from .conventions import Normalization
 from .evolution import EVOLUTION_TIME_KEY, _towards_zero_set
 from .extraction import EmptySurfaceError, extract_mesh
-from .fit import Cancelled, Progress, pick_device
+from .fit import Progress, TrainingMonitor, pick_device
 from .mesh_io import TriangleMesh
 from .model import SDFModel, Siren, SirenConfig
 from .morph import MORPH_KEY, morph_metadata, shared_normalization
@@ -234,23 +233,17 @@ def morph_flow(
         optimizer, lambda step: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / config.steps, 1.0)))
     )
 
-    started = last_report = time.perf_counter()
+    monitor = TrainingMonitor("morph", config.steps, on_progress, should_cancel, progress_interval_s)
     for step in range(1, config.steps + 1):
-        if should_cancel is not None and should_cancel():
-            raise Cancelled(f"morph cancelled at step {step - 1} of {config.steps}")
+        monitor.before_step(step)
         loss, terms = flow_loss(morph, target, surface_a, surface_b, pairs, config, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
-        now = time.perf_counter()
-        if on_progress is not None and (now - last_report >= progress_interval_s or step == config.steps):
-            last_report = now
-            elapsed = now - started
-            values = {name: term.item() for name, term in terms.items()}
-            on_progress(Progress(step, config.steps, loss.item(), values, elapsed, elapsed / step * (config.steps - step)))
+        monitor.after_step(step, loss, terms)
 
-    seconds = time.perf_counter() - started
+    seconds = monitor.elapsed_s
     morph.eval()
     metadata = morph_metadata("flow", model_a, model_b, config.to_dict(), seconds, device)
     summary = metadata[MORPH_KEY]
