@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.evolution import EvolveConfig, Flow, at_time, evolve, extract_frames, frame_curvatures  # noqa: E402
 from engine.fit import fit_sdf, preset  # noqa: E402
 from engine.mesh_io import check_mesh  # noqa: E402
+from engine.model import load_model  # noqa: E402
 
 RADIUS = 0.5
 
@@ -43,6 +44,7 @@ def radii(model, t: float, directions: np.ndarray) -> np.ndarray:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fit-steps", type=int, help="override the fast preset's steps")
+    parser.add_argument("--model", type=Path, help="reuse this fitted sphere model file if it exists, else save it there")
     parser.add_argument("--steps", type=int, help="override EvolveConfig.steps")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
@@ -52,7 +54,13 @@ def main() -> int:
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     sphere = trimesh.creation.icosphere(subdivisions=5, radius=RADIUS)
     started = time.perf_counter()
-    fit = fit_sdf(check_mesh(sphere.vertices, sphere.faces), preset("fast", **({"steps": args.fit_steps} if args.fit_steps else {})))
+    if args.model is not None and args.model.is_file():
+        fit = load_model(args.model)
+    else:
+        overrides = {"steps": args.fit_steps} if args.fit_steps else {}
+        fit = fit_sdf(check_mesh(sphere.vertices, sphere.faces), preset("fast", **overrides))
+        if args.model is not None:
+            fit.save(args.model)
     print(f"fit: {time.perf_counter() - started:.1f} s", flush=True)
     config = EvolveConfig(**({"steps": args.steps} if args.steps else {}))
 
