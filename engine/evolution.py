@@ -464,7 +464,7 @@ class _InitialPool:
         low, high = tau_range
         taus = (low + (high - low) * torch.rand(count, 1, generator=generator)).to(self.device)
         index = torch.randint(len(self.near_points), (near_count,), generator=generator).to(self.device)
-        near = _towards_zero_set(network, self.near_points[index], taus[:near_count], TRACKING_STEPS)
+        near = towards_zero_set(network, self.near_points[index], taus[:near_count], TRACKING_STEPS)
         noise = torch.randn(near_count, 3, generator=generator).to(self.device) * self.config.near_surface_sigma
         uniform = (torch.rand(count - near_count, 3, generator=generator) * 2 - 1).to(self.device)
         points = torch.cat([near + noise, uniform]).clamp(-1.0, 1.0)
@@ -477,7 +477,9 @@ MAX_TRACKING_STEP = 0.2
 """Longest Newton step (unit cube): where |grad f| is small a full step would throw a point far away."""
 
 
-def _towards_zero_set(network: nn.Module, points: torch.Tensor, taus: torch.Tensor, steps: int) -> torch.Tensor:
+def towards_zero_set(network: nn.Module, points: torch.Tensor, taus: torch.Tensor, steps: int) -> torch.Tensor:
+    """Points (n, 3) moved by ``steps`` damped Newton steps towards the zero level set of network(x, tau) at times
+    ``taus`` (n, 1) (each step at most `MAX_TRACKING_STEP`); used by the evolution, the morphs' samplers alike."""
     for _ in range(steps):
         with torch.enable_grad():
             inputs = torch.cat([points, taus], dim=-1).requires_grad_(True)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .conventions import Normalization
-from .evolution import EVOLUTION_TIME_KEY, _towards_zero_set
+from .evolution import EVOLUTION_TIME_KEY, towards_zero_set
 from .fit import FitConfig, Progress, TrainingMonitor, fit_sdf, pick_device
 from .mesh_io import TriangleMesh
 from .model import SDFModel, Siren, SirenConfig, load_networks, save_networks
@@ -193,7 +193,7 @@ def _spacetime_points(morph: nn.Module, config: LevelSetMorphConfig, generator, 
     near = int(round(count * config.near_surface_share))
     points = (torch.rand(count, 3, generator=generator) * 2 - 1).to(device)
     times = torch.rand(count, 1, generator=generator).to(device)
-    tracked = _towards_zero_set(morph, points[:near], times[:near], steps=4)
+    tracked = towards_zero_set(morph, points[:near], times[:near], steps=4)
     noise = torch.randn(near, 3, generator=generator).to(device) * config.near_surface_sigma
     points = torch.cat([tracked + noise, points[near:]]).clamp(-1.0, 1.0)
     return torch.cat([points, times], dim=-1)

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from .conventions import Normalization
-from .evolution import EVOLUTION_TIME_KEY, _towards_zero_set
+from .evolution import EVOLUTION_TIME_KEY, towards_zero_set
 from .extraction import EmptySurfaceError, extract_mesh
 from .fit import Progress, TrainingMonitor, pick_device
 from .mesh_io import TriangleMesh
@@ -371,7 +371,7 @@ def _surface_pool(network: Siren, config: FlowMorphConfig, rng: np.random.Genera
     points, _ = SurfaceSampler(TriangleMesh(vertices, faces)).sample(rng, config.pool_size)
     points = torch.from_numpy(points.astype(np.float32)).to(device)
     spatial = _SpatialOnly(network)
-    return _towards_zero_set(spatial, points, points.new_zeros(len(points), 1), steps=3)
+    return towards_zero_set(spatial, points, points.new_zeros(len(points), 1), steps=3)
 
 
 class _SpatialOnly(nn.Module):
