@@ -1,7 +1,7 @@
 """Morph benchmark: fit each pair in one cube with the default preset, morph it, mesh the frames, measure them.
 
     python bench/morph_pairs.py ../shared/meshes/bunny.ply:../shared/meshes/knot2.ply data/suzanne.ply:sphere
-        [--methods levelset flow] [--frames 9] [--fit-steps N] [--json out.json]
+        [--methods levelset flow] [--frames 9] [--fit-steps N] [--cache DIR] [--json out.json]
 
 ``sphere`` stands for an icosphere of radius 1. The target is first moved and scaled onto the source's bounding box,
 as ``python -m engine morph`` does by default. Per frame: Chamfer-L1 (DESIGN.md §4: in units of the reference's
@@ -12,7 +12,6 @@ error, the frames between move from one to the other. Times are wall seconds.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -27,8 +26,8 @@ from engine.evolution import extract_frames  # noqa: E402
 from engine.fit import preset  # noqa: E402
 from engine.mesh_io import check_mesh, load_mesh  # noqa: E402
 from engine.metrics import mesh_metrics  # noqa: E402
-from engine.morph import LevelSetMorphConfig, align_bounds, fit_pair, frame_times, morph_levelset  # noqa: E402
-from engine.warp import FlowMorphConfig, morph_flow  # noqa: E402
+from engine.model import load_model  # noqa: E402
+from engine.morph import align_bounds, fit_pair, frame_times, morph, morph_config  # noqa: E402
 
 
 def load(name: str):
@@ -48,6 +47,7 @@ def main() -> int:
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--cache", type=Path, help="keep each pair's two fits here and reuse them on the next run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     fit_config = preset("fast", **({"steps": args.fit_steps} if args.fit_steps else {}))
@@ -56,15 +56,21 @@ def main() -> int:
         source_name, target_name = pair.split(":")
         source, target = load(source_name), load(target_name)
         target, _, _ = align_bounds(target, source)  # as the CLI does by default
-        started = time.perf_counter()
-        model_a, model_b = fit_pair(source, target, fit_config)
-        fit_seconds = time.perf_counter() - started
+        cached = [args.cache / f"{Path(source_name).stem}_to_{Path(target_name).stem}_{end}.pt" for end in "ab"]
+        if args.cache is not None and all(path.is_file() for path in cached):
+            model_a, model_b = (load_model(path) for path in cached)
+            fit_seconds = model_a.metadata["train_seconds"] + model_b.metadata["train_seconds"]
+        else:
+            model_a, model_b = fit_pair(source, target, fit_config)
+            fit_seconds = model_a.metadata["train_seconds"] + model_b.metadata["train_seconds"]
+            if args.cache is not None:
+                args.cache.mkdir(parents=True, exist_ok=True)
+                model_a.save(cached[0])
+                model_b.save(cached[1])
         for method in args.methods:
-            config = LevelSetMorphConfig() if method == "levelset" else FlowMorphConfig()
-            if args.morph_steps:
-                config = dataclasses.replace(config, steps=args.morph_steps)
+            config = morph_config(method, steps=args.morph_steps)
             started = time.perf_counter()
-            morphed = (morph_levelset if method == "levelset" else morph_flow)(model_a, model_b, config)
+            morphed = morph(model_a, model_b, config)
             train_seconds = time.perf_counter() - started
             started = time.perf_counter()
             frames = extract_frames(morphed, frame_times(args.frames), args.resolution)

@@ -276,14 +276,11 @@ def run_evolve(args: argparse.Namespace) -> int:
 
 
 def run_morph(args: argparse.Namespace) -> int:
-    import dataclasses
-
     import numpy as np
 
     from .evolution import extract_frames
-    from .morph import LevelSetMorphConfig, align_bounds, fit_pair, frame_times, morph_levelset, save_morph
+    from .morph import align_bounds, fit_pair, frame_times, morph, morph_config, save_morph
     from .ply_io import write_ply
-    from .warp import FlowMorphConfig, morph_flow
 
     times = frame_times(args.frames)
     landmarks = None
@@ -311,14 +308,8 @@ def run_morph(args: argparse.Namespace) -> int:
     model_a, model_b = fit_pair(source, target, fit_config, on_progress=lambda _index, p: print_progress(p))
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    if args.method == "levelset":
-        config = LevelSetMorphConfig(device=args.device, seed=args.seed)
-        config = dataclasses.replace(config, steps=args.steps) if args.steps is not None else config
-        morphed = morph_levelset(model_a, model_b, config, on_progress=print_progress)
-    else:
-        config = FlowMorphConfig(device=args.device, seed=args.seed)
-        config = dataclasses.replace(config, steps=args.steps) if args.steps is not None else config
-        morphed = morph_flow(model_a, model_b, config, landmarks=landmarks, on_progress=print_progress)
+    config = morph_config(args.method, steps=args.steps, device=args.device, seed=args.seed)
+    morphed = morph(model_a, model_b, config, landmarks=landmarks, on_progress=print_progress)
     morph_seconds = time.perf_counter() - started
     save_morph(morphed, args.output / MORPH_FILENAME)
 

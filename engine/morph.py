@@ -220,6 +220,39 @@ def morph_methods() -> dict[str, type]:
     return {"levelset": LevelSetMorph, "flow": FlowMorph}
 
 
+def morph_config(
+    method: str, *, steps: int | None = None, device: Literal["auto", "cpu", "cuda"] = "auto", seed: int = 0
+):
+    """The default settings of morph ``method`` (a name of `morph_methods`), with ``steps`` training steps if given."""
+    from .warp import FlowMorphConfig
+
+    if method not in morph_methods():
+        raise ValueError(f"unknown morph method {method!r}; choose one of {', '.join(morph_methods())}")
+    config = (LevelSetMorphConfig if method == "levelset" else FlowMorphConfig)(device=device, seed=seed)
+    return config if steps is None else dataclasses.replace(config, steps=steps)
+
+
+def morph(
+    model_a: SDFModel,
+    model_b: SDFModel,
+    config,
+    *,
+    landmarks: tuple[np.ndarray, np.ndarray] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> SDFModel:
+    """Morph ``model_a`` (t = 0) into ``model_b`` (t = 1) by the method whose config (`morph_config`) is given;
+    ``landmarks`` (source points, target points) steer the flow method only."""
+    from .warp import morph_flow
+
+    callbacks = {"on_progress": on_progress, "should_cancel": should_cancel}
+    if isinstance(config, LevelSetMorphConfig):
+        if landmarks is not None:
+            raise ValueError("landmarks apply to the flow method only")
+        return morph_levelset(model_a, model_b, config, **callbacks)
+    return morph_flow(model_a, model_b, config, landmarks=landmarks, **callbacks)
+
+
 def save_morph(model: SDFModel, path: str | Path) -> None:
     save_networks(path, model.network.networks(), model.normalization, model.metadata)
 

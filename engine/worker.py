@@ -342,15 +342,13 @@ def run_evolve(job: Job) -> tuple[dict, dict]:
 
 
 def run_morph(job: Job) -> tuple[dict, dict]:
-    import dataclasses
-
     import numpy as np
 
     from .evolution import extract_frames
     from .fit import preset
     from .mesh_io import check_mesh
-    from .morph import LevelSetMorphConfig, fit_pair, frame_times, morph_levelset, save_morph
-    from .warp import FlowMorphConfig, morph_flow, warp_points
+    from .morph import fit_pair, frame_times, morph, morph_config, save_morph
+    from .warp import warp_points
 
     method = job.param("method", str)
     if method not in protocol.MORPH_METHODS:
@@ -384,16 +382,17 @@ def run_morph(job: Job) -> tuple[dict, dict]:
         on_progress=lambda index, p: job.report("fit", index * p.total + p.step, 2 * p.total, p.loss),
         should_cancel=job.is_cancelled,
     )
-    config_type = LevelSetMorphConfig if method == "levelset" else FlowMorphConfig
-    config = config_type(device=job.param("device", str), seed=job.param("seed", int))
-    if job.params.get("steps") is not None:
-        config = dataclasses.replace(config, steps=job.param("steps", int))
-    progress = {"on_progress": lambda p: job.report("morph", p.step, p.total, p.loss, p.eta_s)}
+    steps = job.param("steps", int) if job.params.get("steps") is not None else None
+    config = morph_config(method, steps=steps, device=job.param("device", str), seed=job.param("seed", int))
     job.report("morph", 0, config.steps)
-    if method == "levelset":
-        morphed = morph_levelset(model_a, model_b, config, should_cancel=job.is_cancelled, **progress)
-    else:
-        morphed = morph_flow(model_a, model_b, config, landmarks=landmarks, should_cancel=job.is_cancelled, **progress)
+    morphed = morph(
+        model_a,
+        model_b,
+        config,
+        landmarks=landmarks,
+        on_progress=lambda p: job.report("morph", p.step, p.total, p.loss, p.eta_s),
+        should_cancel=job.is_cancelled,
+    )
 
     arrays = {"times": np.asarray(times, dtype=np.float64)}
     started = time.perf_counter()
