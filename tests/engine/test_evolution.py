@@ -80,6 +80,16 @@ def test_the_time_dependent_copy_equals_the_fit_at_every_time():
             torch.testing.assert_close(value, expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("flow", [Flow(mean_curvature=0.01), Flow(normal_speed=0.2)], ids=["curvature", "offset"])
+def test_training_cannot_move_the_start(sphere_model, flow):
+    # A learning rate far too high wrecks f at t != 0; f(., 0) must still be g (the copy and the fresh correction).
+    wild = dataclasses.replace(SMALL, steps=5, learning_rate=0.1, pool_size=2000)
+    evolved = evolve(sphere_model, flow, (0.0, 1.0), wild)
+    points = CENTER + np.random.default_rng(2).uniform(-0.5, 0.5, (2000, 3))  # inside the fitted cube
+    np.testing.assert_allclose(at_time(evolved, 0.0).sdf(points), sphere_model.sdf(points), atol=2e-5)
+    assert np.abs(at_time(evolved, 1.0).sdf(points) - sphere_model.sdf(points)).max() > 1e-3
+
+
 def test_the_evolution_cube_grows_only_for_flows_that_grow_the_shape():
     unit = Normalization((0.0, 0.0, 0.0), 1.0)
     assert room_for_motion(Flow(mean_curvature=1.0), unit, (-1.0, 1.0)) == 1.0

@@ -3,7 +3,7 @@
 import numpy as np
 import trimesh
 
-from engine.mesh_io import TriangleMesh, check_mesh
+from engine.mesh_io import check_mesh
 from engine.sampling import SamplePool, SurfaceSampler, VolumeSampling, signed_distance
 
 
