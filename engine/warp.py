@@ -23,6 +23,8 @@
   - smoothness: a thin-plate-like penalty on the displacement u = t w (`_smoothness_terms`), a weak membrane term
     |du/dx|^2 that picks the least deformation among equally good matches (a translation rather than a translation
     and a spin for a sphere), and a fold term on det dT/dx.
+  - steadiness: w(x, t) = w(x, s) for times of the same sign, so every point moves at a steady pace along a nearly
+    straight path and the frame at t = 0.5 is halfway (the smoothness terms alone put the motion off to the end).
   - landmarks: |T(p_i, 1) - q_i|^2 + |T(q_i, -1) - p_i|^2 for pairs given in input coordinates.
   - identity T(x, 0) = x: exact by construction, not trained.
 - Surface samples are marching-cubes points of each network in the shared cube (resolution
@@ -131,6 +133,10 @@ class FlowMorphWeights:
     fold: float = 1e3
     """max(0, `MIN_JACOBIAN_DETERMINANT` - det dT/dx)^2: keeps T(., t) one-to-one (no folds, which would turn
     the carried shape inside out)."""
+    steady: float = 1e3
+    """|w(x, t) - w(x, s)|^2 for times t, s of the same sign: each point keeps its velocity, so the shape moves at a
+    steady pace. The smoothness terms grow with the displacement t w and so reward putting the motion off to the
+    end: without this, bunny -> knot2 had made a third of its way at t = 0.75 and the rest at the last frame."""
 
 
 @dataclass(frozen=True)
@@ -323,6 +329,13 @@ def flow_loss(
         terms["thin_plate"] = weights.thin_plate * thin_plate
         terms["membrane"] = weights.membrane * membrane
         terms["fold"] = weights.fold * fold
+
+    if weights.steady:
+        points = around_both(config.smoothness_batch)
+        sign = torch.randint(0, 2, (len(points), 1), generator=generator).to(device) * 2.0 - 1.0
+        times = sign * torch.rand(len(points), 2, generator=generator).to(device)
+        velocities = [morph.warp(torch.cat([points, times[:, i : i + 1]], dim=-1)) for i in range(2)]
+        terms["steady"] = weights.steady * (velocities[0] - velocities[1]).square().sum(-1).mean()
 
     if landmarks is not None:
         p, q = landmarks
