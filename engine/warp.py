@@ -133,10 +133,13 @@ class FlowMorphWeights:
     fold: float = 1e3
     """max(0, `MIN_JACOBIAN_DETERMINANT` - det dT/dx)^2: keeps T(., t) one-to-one (no folds, which would turn
     the carried shape inside out)."""
-    steady: float = 1e3
+    steady: float = 1e4
     """|w(x, t) - w(x, s)|^2 for times t, s of the same sign: each point keeps its velocity, so the shape moves at a
-    steady pace. The smoothness terms grow with the displacement t w and so reward putting the motion off to the
-    end: without this, bunny -> knot2 had made a third of its way at t = 0.75 and the rest at the last frame."""
+    steady pace. Inverse consistency at the times between (easiest for a small displacement) and the smoothness
+    terms (which grow with the displacement t w) reward putting the motion off to the end. Chamfer-L1 from the
+    bunny at t = 0.25, 0.5, 0.75, 1 on bunny -> knot2: 0.012, 0.024, 0.034, 0.096 without this term; 0.017, 0.034,
+    0.051, 0.091 with 1e4 (1e3: 0.013, 0.026, 0.038, 0.092). The last step stays the largest there: a warp cannot
+    open the knot's hole, it squeezes the bunny into it at the end."""
 
 
 @dataclass(frozen=True)
