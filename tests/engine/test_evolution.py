@@ -92,7 +92,10 @@ def test_training_cannot_move_the_start(sphere_model, flow):
 
 def test_the_evolution_cube_grows_only_for_flows_that_grow_the_shape():
     unit = Normalization((0.0, 0.0, 0.0), 1.0)
-    assert room_for_motion(Flow(mean_curvature=1.0), unit, (-1.0, 1.0)) == 1.0
+    assert room_for_motion(Flow(mean_curvature=1.0), unit, (0.0, 1.0)) == 1.0
+    # Sharpening to the limit: reach x (1 + 1/4) (a full-size bunny fit reached 1.248 times its half-size).
+    limit = SHARPEN_LIMIT * extinction_time(unit, 1.0)
+    assert room_for_motion(Flow(mean_curvature=1.0), unit, (-limit, 1.0)) == pytest.approx(1 + SHARPEN_LIMIT)
     assert room_for_motion(Flow(normal_speed=0.09), unit, (0.0, 1.0)) == pytest.approx(1.1)
     assert room_for_motion(Flow(normal_speed=-0.09), unit, (-1.0, 0.0)) == pytest.approx(1.1)
     assert room_for_motion(Flow(normal_speed=100.0), unit, (0.0, 1.0)) == MAX_ZOOM
