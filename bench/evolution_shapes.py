@@ -52,16 +52,19 @@ def main() -> int:
             parts = mesh.split(only_watertight=False) if len(frame.faces) else []
             rows.append({
                 "model": path.stem, "train_s": round(train_seconds, 1), "t": frame.time, "faces": len(frame.faces),
-                "pieces": len(parts), "watertight": bool(mesh.is_watertight) if len(frame.faces) else None,
+                "pieces": len(parts), "piece_faces": sorted((len(part.faces) for part in parts), reverse=True)[:4],
+                "watertight": bool(mesh.is_watertight) if len(frame.faces) else None,
                 "area": round(float(mesh.area), 5) if len(frame.faces) else 0.0,
                 "volume": round(float(mesh.volume), 6) if len(frame.faces) else 0.0,
                 "finite": bool(np.isfinite(frame.vertices).all()),
             })  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
 
-    print("\n| model | train s | t | faces | pieces | watertight | area | volume |\n|---|---|---|---|---|---|---|---|")
+    print("\n| model | train s | t | faces | pieces (largest faces) | watertight | area | volume |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['model']} | {row['train_s']} | {row['t']:+.3f} | {row['faces']} | {row['pieces']} | "
+        pieces = f"{row['pieces']} ({', '.join(map(str, row['piece_faces']))})"
+        print(f"| {row['model']} | {row['train_s']} | {row['t']:+.3f} | {row['faces']} | {pieces} | "
               f"{row['watertight']} | {row['area']} | {row['volume']} |")  # fmt: skip
     for name in dict.fromkeys(row["model"] for row in rows):
         mine = [row for row in rows if row["model"] == name]
