@@ -56,17 +56,16 @@ def main() -> int:
         source_name, target_name = pair.split(":")
         source, target = load(source_name), load(target_name)
         target, _, _ = align_bounds(target, source)  # as the CLI does by default
-        cached = [args.cache / f"{Path(source_name).stem}_to_{Path(target_name).stem}_{end}.pt" for end in "ab"]
-        if args.cache is not None and all(path.is_file() for path in cached):
+        stem = f"{Path(source_name).stem}_to_{Path(target_name).stem}"
+        cached = [] if args.cache is None else [args.cache / f"{stem}_{end}.pt" for end in "ab"]
+        if cached and all(path.is_file() for path in cached):
             model_a, model_b = (load_model(path) for path in cached)
-            fit_seconds = model_a.metadata["train_seconds"] + model_b.metadata["train_seconds"]
         else:
             model_a, model_b = fit_pair(source, target, fit_config)
-            fit_seconds = model_a.metadata["train_seconds"] + model_b.metadata["train_seconds"]
-            if args.cache is not None:
-                args.cache.mkdir(parents=True, exist_ok=True)
-                model_a.save(cached[0])
-                model_b.save(cached[1])
+            for path, model in zip(cached, (model_a, model_b)):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                model.save(path)
+        fit_seconds = model_a.metadata["train_seconds"] + model_b.metadata["train_seconds"]
         for method in args.methods:
             config = morph_config(method, steps=args.morph_steps)
             started = time.perf_counter()
