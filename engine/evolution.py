@@ -30,7 +30,7 @@ from torch import nn
 
 from .conventions import UNIT_HALF_SIZE, Normalization
 from .extraction import EmptySurfaceError, extract_mesh
-from .fit import Cancelled, Progress, TrainingMonitor, pick_device
+from .fit import Cancelled, Progress, TrainingMonitor, cosine_schedule, pick_device
 from .mesh_io import TriangleMesh
 from .model import SDFModel, Siren, SirenConfig, load_networks, reexpressed, save_networks
 from .sampling import SurfaceSampler
@@ -231,7 +231,8 @@ def room_for_motion(flow: Flow, normalization: Normalization, time_range: tuple[
         if flow.fields and duration != 0.0:
             step = duration / ROOM_STEPS
             for _ in range(ROOM_STEPS):  # midpoint rule; the farthest point of the whole path counts
-                points = points + step * _field_velocity(flow, points + 0.5 * step * _field_velocity(flow, points))
+                velocity = _field_velocity(flow.fields, points)
+                points = points + step * _field_velocity(flow.fields, points + 0.5 * step * velocity)
                 reach = max(reach, float(((points - center) * normalization.scale).abs().max()))
         if flow.mean_curvature and duration < 0:
             reach *= 1.0 - duration / extinction_time(normalization, flow.mean_curvature)
@@ -243,8 +244,9 @@ ROOM_STEPS = 32
 """Midpoint steps that carry the shape's box along the vector fields in `room_for_motion`."""
 
 
-def _field_velocity(flow: Flow, points: torch.Tensor) -> torch.Tensor:
-    return sum(term.velocity(points) for term in flow.fields)
+def _field_velocity(fields: Sequence[FieldTerm], points: torch.Tensor) -> torch.Tensor:
+    """The sum of the vector fields at input-coordinate points (n, 3)."""
+    return sum(term.velocity(points) for term in fields)
 
 
 class TimeSlice(nn.Module):
@@ -376,16 +378,11 @@ def evolve(
     if correction_is_copy:
         correction = time_dependent_copy(fitted, config.extra_width)
     else:
-        correction = Siren(dataclasses.replace(config.curvature_correction, in_features=4)).to(device)
-        with torch.no_grad():
-            correction.output.weight.zero_()
-            correction.output.bias.zero_()
+        correction = Siren(dataclasses.replace(config.curvature_correction, in_features=4)).to(device).zero_output()
     network = EvolutionField(correction, fitted, 1.0 / zoom, correction_is_copy).train()
     surface = _SurfaceTracker(network, config, rng, device)
     optimizer = torch.optim.Adam(correction.parameters(), lr=config.learning_rate)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / config.steps, 1.0)))
-    )
+    schedule = cosine_schedule(optimizer, config.steps, 0.1)
     tau_range = (start_time / time_scale, end_time / time_scale)
     averaged = None
     if config.averaging_share:
@@ -450,7 +447,7 @@ class _UnitFlow:
         if not self.fields:
             return None
         points = unit_points.detach() / self.scale + unit_points.new_tensor(self.center)
-        return self.field_factor * sum(term.velocity(points) for term in self.fields)
+        return self.field_factor * _field_velocity(self.fields, points)
 
 
 class _SurfaceTracker:

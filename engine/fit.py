@@ -215,7 +215,7 @@ def fit_sdf(
     validation = [t.to(device) for t in pool.batch(generator, config.surface_batch, config.volume_batch)]
     network = Siren(config.network).to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _cosine_factor(step, config))
+    schedule = cosine_schedule(optimizer, config.steps, config.final_learning_rate / config.learning_rate)
     kept = network
     if config.weight_averaging:
         kept = torch.optim.swa_utils.AveragedModel(
@@ -255,10 +255,14 @@ def fit_sdf(
     return SDFModel(network.cpu(), normalization, metadata)
 
 
-def _cosine_factor(step: int, config: FitConfig) -> float:
-    final = config.final_learning_rate / config.learning_rate
-    progress = min(step / max(config.steps, 1), 1.0)
-    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+def cosine_schedule(optimizer: torch.optim.Optimizer, steps: int, final_factor: float):
+    """The learning rate decays along a cosine from its start to ``final_factor`` times it at step ``steps``."""
+
+    def factor(step: int) -> float:
+        progress = min(step / max(steps, 1), 1.0)
+        return final_factor + (1.0 - final_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def fitting_loss(

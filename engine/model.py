@@ -75,6 +75,14 @@ class Siren(nn.Module):
         out = self.output(self.layers(x))
         return out.squeeze(-1) if self.config.out_features == 1 else out
 
+    def zero_output(self) -> "Siren":
+        """Zero the output layer, so the network starts as the zero function (a correction or a displacement that
+        changes nothing until training moves it); returns the network."""
+        with torch.no_grad():
+            self.output.weight.zero_()
+            self.output.bias.zero_()
+        return self
+
 
 @dataclass
 class SDFModel:

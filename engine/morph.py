@@ -78,6 +78,14 @@ def align_bounds(target: TriangleMesh, source: TriangleMesh) -> tuple[TriangleMe
     return TriangleMesh(target.vertices * scale + offset, target.faces), float(scale), offset
 
 
+def frozen_networks(model_a: SDFModel, model_b: SDFModel, device: torch.device) -> tuple[Siren, Siren]:
+    """Copies of the two fitted networks of a morph on ``device``, in eval mode and untrainable."""
+    networks = tuple(copy.deepcopy(model.network).to(device).eval() for model in (model_a, model_b))
+    for parameter in [*networks[0].parameters(), *networks[1].parameters()]:
+        parameter.requires_grad_(False)
+    return networks
+
+
 def shared_normalization(models: Sequence[SDFModel]) -> Normalization:
     """The one normalization every model of a morph must share (see `fit_pair`); a ValueError names the fix."""
     first = models[0].normalization
@@ -151,13 +159,8 @@ def morph_levelset(
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     normalization = shared_normalization([model_a, model_b])
-    source, target = (copy.deepcopy(m.network).to(device).eval() for m in (model_a, model_b))
-    for parameter in [*source.parameters(), *target.parameters()]:
-        parameter.requires_grad_(False)
-    correction = Siren(config.correction).to(device)
-    with torch.no_grad():
-        correction.output.weight.zero_()
-        correction.output.bias.zero_()
+    source, target = frozen_networks(model_a, model_b, device)
+    correction = Siren(config.correction).to(device).zero_output()
     morph = LevelSetMorph(source, target, correction)
     optimizer = torch.optim.Adam(correction.parameters(), lr=config.learning_rate)
 

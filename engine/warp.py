@@ -35,7 +35,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -48,10 +47,10 @@ from torch import nn
 from .conventions import Normalization
 from .evolution import EVOLUTION_TIME_KEY, towards_zero_set
 from .extraction import EmptySurfaceError, extract_mesh
-from .fit import Progress, TrainingMonitor, pick_device
+from .fit import Progress, TrainingMonitor, cosine_schedule, pick_device
 from .mesh_io import TriangleMesh
 from .model import SDFModel, Siren, SirenConfig
-from .morph import MORPH_KEY, morph_metadata, shared_normalization
+from .morph import MORPH_KEY, frozen_networks, morph_metadata, shared_normalization
 from .sampling import SurfaceSampler
 
 
@@ -225,22 +224,15 @@ def morph_flow(
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
 
-    source, target = (copy.deepcopy(m.network).to(device).eval() for m in (model_a, model_b))
-    for parameter in [*source.parameters(), *target.parameters()]:
-        parameter.requires_grad_(False)
+    source, target = frozen_networks(model_a, model_b, device)
     surface_a = _surface_pool(source, config, rng, device, "model_a")
     surface_b = _surface_pool(target, config, rng, device, "model_b")
     if pairs is not None:
         pairs = tuple(p.to(device) for p in pairs)
-    warp = Siren(config.warp).to(device)
-    with torch.no_grad():  # start from the identity: T(x, t) = x, so f(., t) = g_a at every t
-        warp.output.weight.zero_()
-        warp.output.bias.zero_()
+    warp = Siren(config.warp).to(device).zero_output()  # the identity: T(x, t) = x, so f(., t) = g_a at every t
     morph = FlowMorph(source, warp)
     optimizer = torch.optim.Adam(warp.parameters(), lr=config.learning_rate)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / config.steps, 1.0)))
-    )
+    schedule = cosine_schedule(optimizer, config.steps, 0.1)
 
     monitor = TrainingMonitor("morph", config.steps, on_progress, should_cancel, progress_interval_s)
     for step in range(1, config.steps + 1):
