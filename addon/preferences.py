@@ -6,6 +6,7 @@ import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from .core.engine_env import VENV_DIRNAME, choose_python, engine_root
+from .core.items import DEVICE_ITEMS
 from .core.worker_client import WorkerLaunch
 
 JOBS_DIRNAME = "jobs"
@@ -18,15 +19,7 @@ class NeuralSDFPreferences(bpy.types.AddonPreferences):
         name="Python", subtype='FILE_PATH',
         description="Interpreter that runs the engine; empty: the one Set up engine made, else Blender's own",
     )  # fmt: skip
-    device: EnumProperty(
-        name="Device",
-        items=(
-            ("auto", "Automatic", "A CUDA GPU when PyTorch sees one, else the CPU"),
-            ("cpu", "CPU", "Always the CPU"),
-            ("cuda", "CUDA", "The first CUDA GPU (fails when PyTorch sees none)"),
-        ),
-        default="auto",
-    )
+    device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto")
     threads: IntProperty(
         name="CPU Threads", min=0, soft_max=64, default=0,
         description="Threads the engine may use on the CPU; 0: all. Fewer keep Blender responsive while it trains",

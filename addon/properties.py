@@ -15,64 +15,19 @@ from bpy.props import (
     StringProperty,
 )
 
-PRESET_ITEMS = (
-    ("tiny", "Tiny", "2 x 64 network, 300 steps: seconds on a CPU, for previews"),
-    ("fast", "Fast", "3 x 256 network, 2000 steps: the default"),
-    ("quality", "Quality", "3 x 256 network, 6000 steps: finer detail, three times the time of Fast"),
-)
-"""The engine's presets (engine.fit.PRESETS)."""
-
-QUANTITY_ITEMS = (
-    ("mean", "Mean (H)", "Mean curvature H = (k1 + k2) / 2: positive where convex, negative where concave"),
-    ("gaussian", "Gaussian (K)", "Gaussian curvature K = k1 k2: positive on domes and dents, negative on saddles"),
-    ("k1", "Max Principal (k1)", "The larger principal curvature"),
-    ("k2", "Min Principal (k2)", "The smaller principal curvature"),
-    ("curvedness", "Curvedness", "sqrt((k1^2 + k2^2) / 2): how strongly the surface bends, whatever the sign"),
-)
-"""Quantities that can colour a mesh (names of engine.colormaps.QUANTITIES)."""
-
-COLORMAP_ITEMS = (
-    ("auto", "Automatic", "Diverging for signed quantities, sequential for magnitudes"),
-    ("diverging", "Diverging", "Blue, white at zero, red: the range is symmetric unless set"),
-    ("sequential", "Sequential", "Viridis, dark purple to yellow, over the range"),
-)
-
-FLOW_ITEMS = (
-    ("MCF", "Mean Curvature", "Smooth and shrink: each point moves inward at its curvature times the speed"),
-    ("OFFSET", "Offset", "Grow (or shrink, with a negative speed) at a constant speed along the normals"),
-    ("FIELDS", "Fields", "Carry the surface along the vector fields of the scene's flow field empties"),
-)
-EVOLUTION_CURVATURE_ITEMS = (
-    ("NONE", "None", "No colours"),
-    *(item for item in QUANTITY_ITEMS if item[0] in ("mean", "gaussian", "k1", "k2")),
-)
-"""Curvature that can colour each baked frame (the evolve job's curvature names, or none)."""
-FIELD_KIND_ITEMS = (
-    ("NONE", "None", "Not a flow field"),
-    ("SOURCE", "Source", "Pushes the surface away from the empty; the push peaks at the radius"),
-    ("SINK", "Sink", "Pulls the surface towards the empty; the pull peaks at the radius"),
-    ("TWIST", "Twist", "Twists about the empty's Z axis, faster with the height along it, within about the radius"),
-    ("ROTATION", "Rotation", "Turns everything rigidly about the empty's Z axis"),
-)
-FIELD_DISPLAY = {"SOURCE": "SPHERE", "SINK": "SPHERE", "TWIST": "SINGLE_ARROW", "ROTATION": "SINGLE_ARROW"}
-"""How a field empty is drawn: a sphere of its radius for a source or sink, an arrow along its axis otherwise."""
-
-MORPH_METHOD_ITEMS = (
-    ("LEVELSET", "Level Set", "Blend the two distance fields: the surface may split and merge (changes topology)"),
-    ("FLOW", "Flow", "Carry the source along a smooth flow onto the target: keeps the source's topology"),
-)
-"""The morph methods (keys of core.morph.ENGINE_METHODS)."""
-LANDMARK_ROLE_ITEMS = (
-    ("NONE", "None", "Not a landmark"),
-    ("SOURCE", "Source", "A point on the source shape (t = 0)"),
-    ("TARGET", "Target", "The point on the target shape (t = 1) where the source landmark of the same pair goes"),
-)
-LANDMARK_DISPLAY = {"SOURCE": "SPHERE", "TARGET": "CUBE"}
-"""How a landmark empty is drawn: a sphere on the source, a cube on the target."""
-MORPH_HOLDS_ITEMS = (
-    ("NONE", "None", "Not made by Morph"),
-    ("FRAMES", "Frames", "Every frame's mesh, the scene frame's shown by a Geometry Nodes frame switch"),
-    ("SHAPE_KEYS", "Shape Keys", "The source's own mesh with one shape key per frame, animated"),
+from .core.items import (
+    COLORMAP_ITEMS,
+    EVOLUTION_CURVATURE_ITEMS,
+    FIELD_DISPLAY,
+    FIELD_KIND_ITEMS,
+    FIT_MODE_ITEMS,
+    FLOW_ITEMS,
+    LANDMARK_DISPLAY,
+    LANDMARK_ROLE_ITEMS,
+    MORPH_HOLDS_ITEMS,
+    MORPH_METHOD_ITEMS,
+    PRESET_ITEMS,
+    QUANTITY_ITEMS,
 )
 
 BLEND_RELATIVE_PATH = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
@@ -134,14 +89,7 @@ class NeuralSDFSettings(bpy.types.PropertyGroup):
         name="Resolution", min=16, max=1024, soft_max=512, default=128,
         description="Marching-cubes grid points per axis, for Fit and Re-extract (memory and time grow with its cube)",
     )  # fmt: skip
-    fit_mode: EnumProperty(
-        name="Objects",
-        items=(
-            ("JOINED", "As One Shape", "Fit one SDF to the union of the selected objects"),
-            ("SEPARATE", "Each Object", "Fit one SDF per selected object"),
-        ),
-        default="JOINED",
-    )
+    fit_mode: EnumProperty(name="Objects", items=FIT_MODE_ITEMS, default="JOINED")
     seed: IntProperty(
         name="Seed", min=0, description="Random seed: the same seed, mesh and settings give the same model"
     )
