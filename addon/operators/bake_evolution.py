@@ -5,7 +5,8 @@ from mathutils import Matrix
 from .. import frame_switch, model_store, preferences, scene_io
 from ..core import job_files
 from ..core.colors import srgb_to_linear
-from ..core.evolution import FieldEmpty, flow_params, frame_times
+from ..core.evolution import FieldEmpty
+from ..core.params import evolve_params
 from ..core.text import format_duration
 from ..core.worker_client import JobRequest
 from ..engine_jobs import EngineJobOperator
@@ -31,26 +32,29 @@ class NEURALSDF_OT_bake_evolution(EngineJobOperator, bpy.types.Operator):
         settings = context.scene.neural_sdf_evolution
         source = context.active_object
         frame_start, frame_end = settings.frame_range(context.scene)
-        times = frame_times(frame_start, frame_end, settings.time_end)
         speed = settings.curvature_speed if settings.flow == "MCF" else settings.offset_speed
         fields = scene_io.field_empties(context.scene) if settings.flow == "FIELDS" else []
         # The model's coordinates are world space at fit time; the fitted object may have moved since.
         model_world = source.matrix_world @ source.neural_sdf.model_to_object
-        flow = flow_params(settings.flow, speed, fields, scene_io.matrix_array(model_world.inverted()))
+        params = evolve_params(
+            model=model_file(source),
+            flow=settings.flow,
+            speed=speed,
+            fields=fields,
+            world_to_model=scene_io.matrix_array(model_world.inverted()),
+            frame_start=frame_start,
+            frame_end=frame_end,
+            time_end=settings.time_end,
+            steps=settings.steps if settings.use_custom_steps else None,
+            resolution=settings.resolution,
+            device=preferences.get(context).device,
+            seed=context.scene.neural_sdf.seed,
+            curvature=settings.curvature,
+        )
         self.source_name, self.frame_start = source.name, frame_start
         self.placement = source.matrix_world.copy()
         self.model_to_object = Matrix(source.neural_sdf.model_to_object)
         self.flow_text = describe_flow(settings.flow, speed, fields)
-        params = {
-            "model": str(model_file(source)),
-            "flow": flow,
-            "times": times,
-            "steps": settings.steps if settings.use_custom_steps else None,
-            "resolution": settings.resolution,
-            "device": preferences.get(context).device,
-            "seed": context.scene.neural_sdf.seed,
-            "curvature": None if settings.curvature == "NONE" else settings.curvature,
-        }
         return [JobRequest("evolve", params, {}, f"evolving '{source.name}'")]
 
     def apply(self, context, results):

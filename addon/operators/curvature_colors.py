@@ -4,13 +4,15 @@ from .. import preferences, scene_io
 from ..core import job_files
 from ..core.colors import srgb_to_linear
 from ..core.errors import EngineError
+from ..core.items import QUANTITY_ITEMS, item_names
+from ..core.params import curvature_params
 from ..core.text import curvature_unit
 from ..core.worker_client import JobRequest
 from ..engine_jobs import EngineJobOperator
-from ..properties import QUANTITY_ITEMS, has_model, model_file
+from ..properties import has_model, model_file
 from . import checks
 
-QUANTITY_NAMES = {identifier: name for identifier, name, _ in QUANTITY_ITEMS}
+QUANTITY_NAMES = item_names(QUANTITY_ITEMS)
 
 
 class NEURALSDF_OT_curvature_colors(EngineJobOperator, bpy.types.Operator):
@@ -43,14 +45,14 @@ class NEURALSDF_OT_curvature_colors(EngineJobOperator, bpy.types.Operator):
         to_model = scene_io.matrix_array(model_world.inverted() @ target.matrix_world)
         points = scene_io.transform_points(to_model, scene_io.vertex_positions(target.data))
         self.target_name, self.vertex_count = target.name, len(points)
-        params = {
-            "model": str(model_file(model_owner)),
-            "device": preferences.get(context).device,
-            "quantity": settings.quantity,
-            "colormap": settings.colormap,
-            "range": [settings.range_low, settings.range_high] if settings.use_custom_range else None,
-            "project": settings.project,
-        }
+        params = curvature_params(
+            model=model_file(model_owner),
+            quantity=settings.quantity,
+            colormap=settings.colormap,
+            value_range=(settings.range_low, settings.range_high) if settings.use_custom_range else None,
+            project=settings.project,
+            device=preferences.get(context).device,
+        )
         return [JobRequest("curvature", params, {"points": points}, f"evaluating the curvature of '{target.name}'")]
 
     def apply(self, context, results):

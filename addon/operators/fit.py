@@ -3,6 +3,7 @@ from mathutils import Matrix
 
 from .. import model_store, preferences, scene_io
 from ..core import job_files
+from ..core.params import fit_params
 from ..core.text import format_duration
 from ..core.worker_client import JobRequest
 from ..engine_jobs import EngineJobOperator
@@ -34,14 +35,14 @@ class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
             for index, obj in enumerate(group):
                 inputs[f"vertices_{index}"], inputs[f"faces_{index}"] = scene_io.evaluated_world_mesh(obj, depsgraph)
             names = [obj.name for obj in group]
-            params = {
-                "preset": settings.preset,
-                "steps": settings.steps if settings.use_custom_steps else None,
-                "resolution": settings.resolution,
-                "device": device,
-                "seed": settings.seed,
-                "names": names,
-            }
+            params = fit_params(
+                preset=settings.preset,
+                steps=settings.steps if settings.use_custom_steps else None,
+                resolution=settings.resolution,
+                device=device,
+                seed=settings.seed,
+                names=names,
+            )
             requests.append(JobRequest("fit", params, inputs, f"fitting {_quoted(names)}"))
         return requests
 

@@ -5,18 +5,18 @@ from mathutils import Matrix
 from .. import frame_switch, model_store, preferences, scene_io
 from ..core import job_files
 from ..core.errors import EngineError
-from ..core.frames import frame_count
-from ..core.morph import ENGINE_METHODS, landmark_inputs
+from ..core.items import MORPH_METHOD_ITEMS, item_names
+from ..core.morph import landmark_inputs
+from ..core.params import morph_params
 from ..core.text import format_duration
 from ..core.worker_client import JobRequest
 from ..engine_jobs import EngineJobOperator
-from ..properties import MORPH_METHOD_ITEMS
 from ..shape_key_frames import add_shape_key_frames
 from . import checks
 
 MODIFIER_NAME = "Morph"
 """The morph's frame switch modifier."""
-METHOD_NAMES = {identifier: name for identifier, name, _ in MORPH_METHOD_ITEMS}
+METHOD_NAMES = item_names(MORPH_METHOD_ITEMS)
 
 
 class NEURALSDF_OT_morph(EngineJobOperator, bpy.types.Operator):
@@ -36,26 +36,26 @@ class NEURALSDF_OT_morph(EngineJobOperator, bpy.types.Operator):
         settings, fit = scene.neural_sdf_morph, scene.neural_sdf
         source, target = checks.source_and_target(context)
         frame_start, frame_end = settings.frame_range(scene)
-        animate_source = settings.method == "FLOW" and settings.animate_source
         inputs = landmark_inputs(settings.method, scene_io.landmark_empties(scene)) if settings.use_landmarks else {}
         depsgraph = context.evaluated_depsgraph_get()
         for index, obj in enumerate((source, target)):
             inputs[f"vertices_{index}"], inputs[f"faces_{index}"] = scene_io.evaluated_world_mesh(obj, depsgraph)
+        params = morph_params(
+            method=settings.method,
+            names=(source.name, target.name),
+            frame_start=frame_start,
+            frame_end=frame_end,
+            preset=fit.preset,
+            fit_steps=fit.steps if fit.use_custom_steps else None,
+            steps=settings.steps if settings.use_custom_steps else None,
+            resolution=settings.resolution,
+            device=preferences.get(context).device,
+            seed=fit.seed,
+            animate_source=settings.animate_source,
+        )
         # The shape-keyed copy keeps the source's polygons (quads stay quads) around the vertices sent.
-        self.source_polygons = scene_io.evaluated_polygons(source, depsgraph) if animate_source else None
+        self.source_polygons = scene_io.evaluated_polygons(source, depsgraph) if params["warp_source"] else None
         self.frame_start, self.method = frame_start, settings.method
-        params = {
-            "method": ENGINE_METHODS[settings.method],
-            "names": [source.name, target.name],
-            "frames": frame_count(frame_start, frame_end),
-            "preset": fit.preset,
-            "fit_steps": fit.steps if fit.use_custom_steps else None,
-            "steps": settings.steps if settings.use_custom_steps else None,
-            "resolution": settings.resolution,
-            "device": preferences.get(context).device,
-            "seed": fit.seed,
-            "warp_source": animate_source,
-        }
         return [JobRequest("morph", params, inputs, f"morphing '{source.name}' into '{target.name}'")]
 
     def apply(self, context, results):

@@ -3,6 +3,7 @@ import bpy
 from .. import preferences, scene_io
 from ..core import job_files
 from ..core.errors import EngineError
+from ..core.params import extract_params
 from ..core.worker_client import JobRequest
 from ..engine_jobs import EngineJobOperator
 from ..properties import model_file
@@ -25,7 +26,7 @@ class NEURALSDF_OT_reextract(EngineJobOperator, bpy.types.Operator):
         obj = context.active_object
         resolution = context.scene.neural_sdf.resolution
         self.object_name = obj.name
-        params = {"model": str(model_file(obj)), "resolution": resolution, "device": preferences.get(context).device}
+        params = extract_params(model=model_file(obj), resolution=resolution, device=preferences.get(context).device)
         return [JobRequest("extract", params, {}, f"extracting '{obj.name}' at resolution {resolution}")]
 
     def apply(self, context, results):
