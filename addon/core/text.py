@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from .worker_client import TRAINING_STAGES, Progress
 
-STAGE_VERBS = {"extract": "extracting the surface", "curvature": "evaluating curvature"}
+STAGE_VERBS = {
+    "extract": "extracting the surface",
+    "curvature": "evaluating curvature",
+    "measure": "measuring the surface",
+}
 """Stages shown by what they do."""
 STEP_NAMES = {"fit": "step", "evolve": "training step", "morph": "step", "frames": "extracting frames"}
 """Stages shown by their count, e.g. "step 120/300"; a fit's training is its main work, so its steps go unnamed."""
 JOB_PHASES = {"morph": {"fit": "fitting both shapes", "morph": "training the morph"}}
 """Training stages named before their count, by job kind, in jobs that train more than one thing."""
 JOB_STAGE_SPANS = {
-    "fit": {"fit": (0.0, 0.95), "extract": (0.95, 1.0)},
-    "evolve": {"evolve": (0.0, 0.9), "frames": (0.9, 1.0)},
+    "fit": {"fit": (0.0, 0.95), "extract": (0.95, 1.0), "measure": (1.0, 1.0)},
+    "evolve": {"evolve": (0.0, 0.9), "frames": (0.9, 1.0), "curvature": (1.0, 1.0)},
     "morph": {"fit": (0.0, 0.5), "morph": (0.5, 0.9), "frames": (0.9, 1.0)},
 }
-"""The part of a job's progress bar each of its stages fills, by job kind (one stage: all of it)."""
+"""The part of a job's progress bar each of its stages fills, by job kind, in the order the engine reports them
+(`engine.jobs.JOBS[kind].stages`; a kind not listed: each stage all of it). Two stages fill none of it: a fit's
+``measure`` (the add-on asks for no metrics, so it never runs) and an evolution's ``curvature`` (a short pass over
+the frames already meshed, with the bar full)."""
 
 
 def format_duration(seconds: float) -> str:
