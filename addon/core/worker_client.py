@@ -30,8 +30,9 @@ import numpy as np
 from .errors import EngineError
 from .job_files import INPUTS_FILENAME, read_npz, write_npz
 
-PROTOCOL_VERSION = 1
-"""The protocol this add-on speaks; a worker announcing another one in its hello is refused."""
+PROTOCOL_VERSION = 2
+"""The protocol this add-on speaks; a worker announcing another one in its hello is refused. Version 2: the params
+of each job are those of the engine's job specs (built in `addon.core.params`)."""
 CANCEL_GRACE_S = 3.0
 """How long a cancelled worker gets to stop by itself before it is killed."""
 STDERR_TAIL_LINES = 20
@@ -39,7 +40,8 @@ STALE_JOB_DIR_AGE_S = 24 * 3600.0
 """Job directories older than this are left over from a Blender that died mid-job, and are deleted."""
 LOG_PREFIX = "[neural_sdf engine] "
 TRAINING_STAGES = ("fit", "evolve", "morph")
-"""Progress stages that train a network: their steps are optimizer steps, prepared by sampling before step 1."""
+"""Progress stages that train a network: their steps are optimizer steps, prepared by sampling before step 1
+(the engine's ``protocol.TRAINING_STAGES``)."""
 
 
 @dataclass(frozen=True)

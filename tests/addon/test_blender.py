@@ -28,8 +28,8 @@ from addon.core.evolution import ENGINE_FIELD_KINDS  # noqa: E402
 from addon.core.morph import ENGINE_METHODS, LANDMARK_ROLES  # noqa: E402
 from engine.colormaps import QUANTITIES, colorize  # noqa: E402
 from engine.fit import PRESETS  # noqa: E402
-from engine.evolution import FieldKind  # noqa: E402
 from engine.protocol import COLORMAPS, CURVATURE_FIELDS, MORPH_METHODS  # noqa: E402
+from engine.surface_flows import FieldKind  # noqa: E402
 
 from .blender_support import (  # noqa: E402
     PACKAGE,

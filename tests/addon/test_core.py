@@ -18,9 +18,10 @@ import trimesh
 
 from addon.core import colors, engine_env, evolution, frames, job_files, model_files, morph, text, worker_client
 from addon.core.errors import EngineError
+from addon.core.params import fit_params
 from addon.core.worker_client import EngineSession, JobRequest, Progress, SessionState, WorkerLaunch
 from engine import protocol
-from engine.evolution import Flow
+from engine.surface_flows import Flow
 
 REPO = Path(__file__).resolve().parents[2]
 SESSION_TIMEOUT_S = 120.0
@@ -29,14 +30,7 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny networks: one thread is as fast, a
 
 def sphere_fit_request(steps: int, resolution: int = 24) -> JobRequest:
     sphere = trimesh.creation.icosphere(subdivisions=2, radius=0.5)
-    params = {
-        "preset": "tiny",
-        "steps": steps,
-        "resolution": resolution,
-        "device": "cpu",
-        "seed": 0,
-        "names": ["Sphere"],
-    }
+    params = fit_params(preset="tiny", steps=steps, resolution=resolution, device="cpu", seed=0, names=["Sphere"])
     inputs = {"vertices_0": sphere.vertices.astype(np.float32), "faces_0": sphere.faces.astype(np.intc)}
     return JobRequest("fit", params, inputs, "fitting 'Sphere'")
 
