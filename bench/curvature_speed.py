@@ -27,7 +27,7 @@ from engine.geometry import (
     curvatures,
     curvatures_from_derivatives,
 )
-from engine.model import Siren, SirenConfig
+from engine.networks import Siren, SirenConfig
 
 
 def double_loop(network, points: torch.Tensor) -> Derivatives:

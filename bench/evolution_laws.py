@@ -23,10 +23,12 @@ import trimesh
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.evolution import EvolveConfig, Flow, at_time, evolve, extract_frames, frame_curvatures  # noqa: E402
+from engine.evolution import EvolveConfig, evolve  # noqa: E402
+from engine.fields import at_time, extract_frames, frame_curvatures  # noqa: E402
 from engine.fit import fit_sdf, preset  # noqa: E402
 from engine.mesh_io import check_mesh  # noqa: E402
 from engine.model import load_model  # noqa: E402
+from engine.surface_flows import Flow  # noqa: E402
 
 RADIUS = 0.5
 

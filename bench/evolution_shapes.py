@@ -24,8 +24,10 @@ import trimesh
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.conventions import UNIT_HALF_SIZE  # noqa: E402
-from engine.evolution import SHARPEN_LIMIT, EvolveConfig, Flow, evolve, extract_frames  # noqa: E402
+from engine.evolution import EvolveConfig, evolve  # noqa: E402
+from engine.fields import extract_frames  # noqa: E402
 from engine.model import load_model  # noqa: E402
+from engine.surface_flows import SHARPEN_LIMIT, Flow  # noqa: E402
 
 
 def main() -> int:

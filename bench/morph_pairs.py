@@ -22,12 +22,12 @@ import trimesh
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.evolution import extract_frames  # noqa: E402
+from engine.fields import even_times, extract_frames  # noqa: E402
 from engine.fit import preset  # noqa: E402
 from engine.mesh_io import check_mesh, load_mesh  # noqa: E402
 from engine.metrics import mesh_metrics  # noqa: E402
 from engine.model import load_model  # noqa: E402
-from engine.morph import align_bounds, fit_pair, frame_times, morph, morph_config  # noqa: E402
+from engine.morph import align_bounds, fit_pair, morph, morph_config  # noqa: E402
 
 
 def load(name: str):
@@ -72,7 +72,7 @@ def main() -> int:
             morphed = morph(model_a, model_b, config)
             train_seconds = time.perf_counter() - started
             started = time.perf_counter()
-            frames = extract_frames(morphed, frame_times(args.frames), args.resolution)
+            frames = extract_frames(morphed, even_times(args.frames), args.resolution)
             frame_seconds = (time.perf_counter() - started) / len(frames)
             to_source, to_target = [], []
             for frame in frames:

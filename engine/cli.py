@@ -12,8 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-from .fit import PRESETS, Cancelled, Progress, preset
+from .fit import PRESETS, preset
 from .mesh_io import MeshError, load_mesh, merge_meshes
+from .protocol import CURVATURE_FIELDS
+from .training import Cancelled, Progress
 
 MODEL_FILENAME = "model.pt"
 MESH_FILENAME = "mesh.ply"
@@ -22,7 +24,6 @@ EVOLUTION_MODEL_FILENAME = "evolution.pt"
 TIMES_FILENAME = "times.json"
 MORPH_FILENAME = "morph.pt"
 FRAME_FILENAME = "frame_{:04d}.ply"
-CURVATURE_FIELDS = ("mean", "gaussian", "k1", "k2")
 """Per-vertex fields of the curvature PLY, in input units; ``mean`` is H = kappa / 2."""
 
 
@@ -208,7 +209,9 @@ def run_evolve(args: argparse.Namespace) -> int:
     import dataclasses
 
     from .conventions import CURVATURE_CONVENTION
-    from .evolution import EvolveConfig, FieldTerm, Flow, evolve, extract_frames, frame_curvatures, save_evolution
+    from .evolution import EvolveConfig, evolve, save_evolution
+    from .fields import extract_frames, frame_curvatures
+    from .surface_flows import FieldTerm, Flow
     from .model import load_model
     from .ply_io import write_ply
 
@@ -278,11 +281,11 @@ def run_evolve(args: argparse.Namespace) -> int:
 def run_morph(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .evolution import extract_frames
-    from .morph import align_bounds, fit_pair, frame_times, morph, morph_config, save_morph
+    from .fields import even_times, extract_frames
+    from .morph import align_bounds, fit_pair, morph, morph_config, save_morph
     from .ply_io import write_ply
 
-    times = frame_times(args.frames)
+    times = even_times(args.frames)
     landmarks = None
     if args.landmarks is not None:
         if args.method != "flow":

@@ -1,12 +1,8 @@
-"""Surface evolution (NISE): a time-dependent network f(x, t) that starts as a fitted SDF g and follows a flow.
+"""Surface evolution (NISE): a time-dependent network f(x, t) that starts as a fitted SDF g and follows a `Flow`.
 
-- Every level set of f moves by the level-set equation df/dt + v_n |grad f| + <grad f, V> = 0, where the normal
-  speed v_n (positive outward) is a constant ``normal_speed`` minus ``mean_curvature`` * kappa (kappa =
-  div(grad f / |grad f|) = k1 + k2, `engine.conventions`), and V is a sum of vector fields (`FieldTerm`).
-  Mean curvature flow alone: df/dt = lambda kappa |grad f|; a sphere of radius r0 shrinks as sqrt(r0^2 - 4 lambda t).
-- Units are the INPUT's: lengths and centres in input coordinates, time t in the caller's unit, speeds in length
-  per time, lambda in length^2 per time. The network itself works in unit-cube coordinates and a time scaled to
-  [-1, 1] (`EVOLUTION_TIME_KEY` in the model's metadata says by how much).
+- The flow (`engine.surface_flows`) moves every level set of f by the level-set equation df/dt + v_n |grad f| +
+  <grad f, V> = 0, in the input's units. The network itself works in unit-cube coordinates and a time scaled to
+  [-1, 1] (``metadata[TIME_KEY]`` says by how much, `engine.fields`); the recipe sits under `EVOLUTION_KEY`.
 - f(x, 0) = g(x) is the initial condition, held exactly: f = g + tau c with a trained correction c that starts at
   zero (`EvolutionField`), so training starts from f(., t) = g for every t.
 - Only the level sets near the zero set are trained (`EvolveConfig.pde_band`): the level-set equation moves the zero
@@ -15,124 +11,35 @@
   shape (`room_for_motion`); the returned model's normalization says which.
 - t < 0 runs the flow backwards: for mean curvature flow that sharpens, an ill-posed direction the network keeps
   bounded only for short times (`SHARPEN_LIMIT`).
+- ``Flow``, ``FieldTerm``, ``at_time``, ``extract_frames`` and ``frame_curvatures`` are re-exported here for the
+  README's ``from engine.evolution import ...``; they live in `engine.surface_flows` and `engine.fields`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from .conventions import UNIT_HALF_SIZE, Normalization
-from .extraction import EmptySurfaceError, extract_mesh
-from .fit import Cancelled, Progress, TrainingMonitor, cosine_schedule, pick_device
+from .conventions import Normalization
+from .extraction import extract_mesh
+from .fields import TIME_KEY, TimeSlice, towards_zero_set
+from .fields import at_time, extract_frames, frame_curvatures  # noqa: F401  (re-exported, see above)
 from .mesh_io import TriangleMesh
-from .model import SDFModel, Siren, SirenConfig, load_networks, reexpressed, save_networks
+from .model import SDFModel, load_networks, reexpressed, save_networks
+from .networks import Siren, SirenConfig
 from .sampling import SurfaceSampler
+from .surface_flows import MAX_ZOOM, SHARPEN_LIMIT, Flow, UnitFlow, extinction_time, room_for_motion
+from .surface_flows import FieldTerm  # noqa: F401  (re-exported, see above)
+from .training import Progress, TrainingMonitor, cosine_schedule, pick_device, seeded
 
-EVOLUTION_TIME_KEY = "evolution"
-"""Metadata key of a time-dependent model: {"time_scale": T, "time_range": [t0, t1], "flow": {...}}."""
-
-SHARPEN_LIMIT = 0.25
-"""Backward mean curvature flow (t < 0) is documented to stay bounded down to t = -SHARPEN_LIMIT times the
-extinction time r^2 / (4 lambda) of a sphere of the shape's half-size; `evolve` refuses to go further back."""
-
-FieldKind = Literal["source", "twist", "rotation"]
-
-
-@dataclass(frozen=True)
-class FieldTerm:
-    """One vector field, in input coordinates (e.g. placed by a Blender empty).
-
-    - ``source``: radial push from ``center``, V = strength * sqrt(e) * exp(-r^2 / (2 radius^2)) * r / radius
-      (r = x - center): the speed peaks at ``strength`` (length per time) at distance ``radius``; negative
-      strength is a sink.
-    - ``twist``: rotation about the axis through ``center`` whose rate grows with the height h along ``axis``:
-      V = strength * (h / radius) * exp(-r^2 / (2 radius^2)) * (axis x r); ``strength`` is the rate in radians
-      per time at height ``radius``.
-    - ``rotation``: rigid rotation about the axis through ``center`` at ``strength`` radians per time
-      (right-handed about ``axis``); ``radius`` is not used.
-    """
-
-    kind: FieldKind
-    center: tuple[float, float, float]
-    strength: float
-    radius: float = 1.0
-    axis: tuple[float, float, float] = (0.0, 0.0, 1.0)
-
-    def __post_init__(self):
-        if self.kind not in ("source", "twist", "rotation"):
-            raise ValueError(f"unknown vector field kind {self.kind!r}; choose source, twist or rotation")
-        if len(self.center) != 3 or len(self.axis) != 3:
-            raise ValueError(f"a {self.kind} field needs a 3D center and axis, got {self.center} and {self.axis}")
-        values = [*self.center, *self.axis, self.strength, self.radius]
-        if not all(math.isfinite(v) for v in values):
-            raise ValueError(f"a {self.kind} field has a NaN or infinite parameter: {self}")
-        if self.radius <= 0:
-            raise ValueError(f"a {self.kind} field needs a positive radius, got {self.radius}")
-        if math.hypot(*self.axis) == 0:
-            raise ValueError(f"a {self.kind} field needs a non-zero axis")
-
-    def velocity(self, points: torch.Tensor) -> torch.Tensor:
-        """V at input-coordinate points (n, 3)."""
-        center = points.new_tensor(self.center)
-        axis = points.new_tensor(self.axis)
-        axis = axis / axis.norm()
-        offset = points - center
-        if self.kind == "rotation":
-            return self.strength * torch.cross(axis.expand_as(offset), offset, dim=-1)
-        falloff = torch.exp(-(offset * offset).sum(-1, keepdim=True) / (2 * self.radius**2))
-        if self.kind == "source":
-            return self.strength * math.sqrt(math.e) * falloff * offset / self.radius
-        height = (offset * axis).sum(-1, keepdim=True)
-        return self.strength * (height / self.radius) * falloff * torch.cross(axis.expand_as(offset), offset, dim=-1)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "FieldTerm":
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown vector field parameter(s) {', '.join(sorted(unknown))}")
-        data = dict(data)
-        for name in ("center", "axis"):
-            if name in data:
-                data[name] = tuple(float(v) for v in data[name])
-        return cls(**data)
-
-
-@dataclass(frozen=True)
-class Flow:
-    """What moves the surface: normal speed ``normal_speed - mean_curvature * kappa`` plus the sum of ``fields``."""
-
-    mean_curvature: float = 0.0
-    """lambda (length^2 per time): the surface moves inward at lambda * kappa (smoothing for t > 0)."""
-    normal_speed: float = 0.0
-    """Constant outward speed (length per time): positive dilates, negative erodes."""
-    fields: tuple[FieldTerm, ...] = ()
-    """Vector fields whose sum carries the surface."""
-
-    def __post_init__(self):
-        if not (math.isfinite(self.mean_curvature) and math.isfinite(self.normal_speed)):
-            raise ValueError("the flow's mean_curvature and normal_speed must be finite")
-        if self.mean_curvature < 0:
-            raise ValueError(
-                f"mean_curvature must be >= 0 (got {self.mean_curvature}); to sharpen, evolve to negative times"
-            )
-        if self.mean_curvature == 0 and self.normal_speed == 0 and not self.fields:
-            raise ValueError("the flow moves nothing: give a mean-curvature speed, a normal speed or a vector field")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Flow":
-        data = dict(data)
-        data["fields"] = tuple(FieldTerm.from_dict(f) for f in data.get("fields", ()))
-        return cls(**data)
+EVOLUTION_KEY = "evolution"
+"""Metadata key of an evolution's recipe and facts: {"time_range": [t0, t1] (as asked of `evolve`), "zoom",
+"fitted_half_size", "correction_is_copy", "flow": {...}, "evolve_config": {...}, "train_seconds", "device"}."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +91,13 @@ class EvolveConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "EvolveConfig":
+        data = dict(data)
+        if "curvature_correction" in data:
+            data["curvature_correction"] = SirenConfig(**data["curvature_correction"])
+        return cls(**data)
+
 
 def time_dependent_copy(network: Siren, extra_width: int = 0) -> Siren:
     """A SIREN f(x, t) with f(x, t) = network(x) for every t, optionally wider.
@@ -207,59 +121,6 @@ def time_dependent_copy(network: Siren, extra_width: int = 0) -> Siren:
         copy_.output.weight[:, width:] = 0.0
         copy_.output.bias.copy_(network.output.bias)
     return copy_
-
-
-MAX_ZOOM = 2.0
-"""The evolution's cube is at most this many times larger than the fit's (each frame's grid spans it, so a larger
-cube means coarser frames); a flow that moves the surface further leaves the cube and is clipped there."""
-
-
-def room_for_motion(flow: Flow, normalization: Normalization, time_range: tuple[float, float]) -> float:
-    """How many times larger than the fit's unit cube the evolution's must be (>= 1) so the moving surface stays
-    inside: points of the shape's box are carried by the vector fields over the time range (both ways from t = 0),
-    then pushed out by the normal speed. Mean curvature flow forwards only shrinks. Backwards (sharpening) its
-    reach grows by the factor 1 + |t| / extinction time (`extinction_time`): a sphere of the shape's half-size grows
-    by its square root, but sharp convex parts move out faster; a full-size bunny fit sharpened to `SHARPEN_LIMIT`
-    reached 1.248 times its half-size, against 1.25 given."""
-    axis = torch.linspace(-UNIT_HALF_SIZE, UNIT_HALF_SIZE, 9, dtype=torch.float64)
-    unit_points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
-    center = unit_points.new_tensor(normalization.center)
-    farthest = UNIT_HALF_SIZE
-    for duration in time_range:
-        points = unit_points / normalization.scale + center
-        reach = UNIT_HALF_SIZE
-        if flow.fields and duration != 0.0:
-            step = duration / ROOM_STEPS
-            for _ in range(ROOM_STEPS):  # midpoint rule; the farthest point of the whole path counts
-                velocity = _field_velocity(flow.fields, points)
-                points = points + step * _field_velocity(flow.fields, points + 0.5 * step * velocity)
-                reach = max(reach, float(((points - center) * normalization.scale).abs().max()))
-        if flow.mean_curvature and duration < 0:
-            reach *= 1.0 - duration / extinction_time(normalization, flow.mean_curvature)
-        farthest = max(farthest, reach + abs(flow.normal_speed * duration) * normalization.scale)
-    return float(min(MAX_ZOOM, farthest / UNIT_HALF_SIZE))
-
-
-ROOM_STEPS = 32
-"""Midpoint steps that carry the shape's box along the vector fields in `room_for_motion`."""
-
-
-def _field_velocity(fields: Sequence[FieldTerm], points: torch.Tensor) -> torch.Tensor:
-    """The sum of the vector fields at input-coordinate points (n, 3)."""
-    return sum(term.velocity(points) for term in fields)
-
-
-class TimeSlice(nn.Module):
-    """x -> f(x, tau) for a fixed network time tau: a 3D field every 3D tool (extraction, curvature) accepts."""
-
-    def __init__(self, network: nn.Module, network_time: float):
-        super().__init__()
-        self.network = network
-        self.network_time = float(network_time)
-
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
-        times = points.new_full((len(points), 1), self.network_time)
-        return self.network(torch.cat([points, times], dim=-1))
 
 
 class EvolutionField(nn.Module):
@@ -309,31 +170,20 @@ def save_evolution(model: SDFModel, path) -> None:
 
 
 def load_evolution(path) -> SDFModel:
-    """Read a file written by `save_evolution`."""
+    """Read a file written by `save_evolution` (also by engine 0.1.0, whose time axis sat among the evolution's
+    facts: it moves to `TIME_KEY`)."""
     networks, normalization, metadata = load_networks(path)
-    info = metadata.get(EVOLUTION_TIME_KEY)
+    info = metadata.get(EVOLUTION_KEY)
     if info is None or "fitted_half_size" not in info:
         raise ValueError(f"{path} is not an evolution file; write one with 'python -m engine evolve'")
     if "correction_is_copy" not in info:
         raise ValueError(f"{path} was written by an older version of the engine; evolve (bake) it again")
+    if TIME_KEY not in metadata:  # engine 0.1.0 kept the time axis here, under the evolution's own key
+        metadata[TIME_KEY] = {"time_scale": info.pop("time_scale"), "time_range": list(info["time_range"])}
     field_ = EvolutionField(
         networks["correction"], networks["fitted"], info["fitted_half_size"], info["correction_is_copy"]
     ).eval()
     return SDFModel(field_, normalization, metadata)
-
-
-def at_time(model: SDFModel, t: float) -> SDFModel:
-    """The 3D SDF model of a time-dependent model (an evolution or a morph) at time t (in its time unit)."""
-    info = model.metadata.get(EVOLUTION_TIME_KEY)
-    if info is None:
-        raise ValueError("this model is not time-dependent: it was made by neither 'evolve' nor 'morph'")
-    return SDFModel(TimeSlice(model.network, t / info["time_scale"]), model.normalization, model.metadata)
-
-
-def extinction_time(normalization: Normalization, mean_curvature: float) -> float:
-    """When mean curvature flow at ``mean_curvature`` removes a sphere of the shape's half-size: r^2 / (4 lambda)."""
-    radius = UNIT_HALF_SIZE / normalization.scale
-    return radius**2 / (4.0 * mean_curvature)
 
 
 def evolve(
@@ -365,13 +215,11 @@ def evolve(
                 f"and speed ({SHARPEN_LIMIT} of the extinction time); got t = {start_time:.4g}"
             )
     device = pick_device(config.device)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    rng, generator = seeded(config.seed)
     time_scale = max(-start_time, end_time)
     zoom = room_for_motion(flow, model.normalization, (start_time, end_time))
     normalization = Normalization(model.normalization.center, model.normalization.scale / zoom)
-    unit_flow = _UnitFlow(flow, normalization, time_scale)
+    unit_flow = UnitFlow(flow, normalization, time_scale)
 
     fitted = reexpressed(model, normalization).to(device).eval()
     correction_is_copy = flow.mean_curvature == 0
@@ -409,8 +257,8 @@ def evolve(
     network.eval()
     metadata = {
         **model.metadata,
-        EVOLUTION_TIME_KEY: {
-            "time_scale": time_scale,
+        TIME_KEY: {"time_scale": time_scale, "time_range": [start_time, end_time]},
+        EVOLUTION_KEY: {
             "time_range": [start_time, end_time],
             "zoom": zoom,
             "fitted_half_size": 1.0 / zoom,
@@ -422,32 +270,6 @@ def evolve(
         },
     }
     return SDFModel(network.cpu(), normalization, metadata)
-
-
-class _UnitFlow:
-    """The flow's terms in unit-cube coordinates u = (x - c) s and network time tau = t / T, multiplied by T.
-
-    Lengths scale by s, so a speed by s, lambda by s^2 and a field V_u(u) = s V(x(u)).
-    """
-
-    def __init__(self, flow: Flow, normalization: Normalization, time_scale: float):
-        scale = normalization.scale
-        self.mean_curvature = flow.mean_curvature * scale**2 * time_scale
-        self.normal_speed = flow.normal_speed * scale * time_scale
-        self.fields = flow.fields
-        self.center = normalization.center
-        self.field_factor = scale * time_scale
-        self.scale = scale
-
-    @property
-    def needs_curvature(self) -> bool:
-        return self.mean_curvature != 0.0
-
-    def field_velocity(self, unit_points: torch.Tensor) -> torch.Tensor | None:
-        if not self.fields:
-            return None
-        points = unit_points.detach() / self.scale + unit_points.new_tensor(self.center)
-        return self.field_factor * _field_velocity(self.fields, points)
 
 
 class _SurfaceTracker:
@@ -479,26 +301,9 @@ class _SurfaceTracker:
 
 TRACKING_STEPS = 2
 """Newton steps that carry near-surface space-time samples from g's surface to the surface of f(., tau)."""
-MAX_TRACKING_STEP = 0.2
-"""Longest Newton step (unit cube): where |grad f| is small a full step would throw a point far away."""
 
 
-def towards_zero_set(network: nn.Module, points: torch.Tensor, taus: torch.Tensor, steps: int) -> torch.Tensor:
-    """Points (n, 3) moved by ``steps`` damped Newton steps towards the zero level set of network(x, tau) at times
-    ``taus`` (n, 1) (each step at most `MAX_TRACKING_STEP`); used by the evolution, the morphs' samplers alike."""
-    for _ in range(steps):
-        with torch.enable_grad():
-            inputs = torch.cat([points, taus], dim=-1).requires_grad_(True)
-            values = network(inputs)
-            (gradient,) = torch.autograd.grad(values.sum(), inputs)
-        spatial = gradient[:, :3]
-        step = values.detach().unsqueeze(-1) * spatial / (spatial * spatial).sum(-1, keepdim=True).clamp_min(1e-6)
-        length = step.norm(dim=-1, keepdim=True)
-        points = points - step * (MAX_TRACKING_STEP / length.clamp_min(MAX_TRACKING_STEP))
-    return points.detach()
-
-
-def evolution_loss(network: nn.Module, flow: _UnitFlow, spacetime: torch.Tensor, band: float) -> torch.Tensor:
+def evolution_loss(network: nn.Module, flow: UnitFlow, spacetime: torch.Tensor, band: float) -> torch.Tensor:
     """Mean squared level-set residual at the space-time points (x, tau), each weighted by sech^2(f / band).
 
     Residual (times the time scale T): df/dtau + T (<grad f, V> + v |grad f| - lambda kappa |grad f|), with
@@ -529,80 +334,3 @@ def _kappa_times_gradient_norm(inputs: torch.Tensor, spatial: torch.Tensor, norm
     hessian = torch.stack(rows, dim=1)
     laplacian = hessian.diagonal(dim1=-2, dim2=-1).sum(-1)
     return laplacian - torch.einsum("ni,nij,nj->n", normal, hessian, normal)
-
-
-@dataclass(frozen=True)
-class Frame:
-    """The evolving surface at one time: mesh in input coordinates, faces outward."""
-
-    time: float
-    vertices: np.ndarray
-    faces: np.ndarray
-
-
-def extract_frames(
-    model: SDFModel,
-    times: Sequence[float],
-    resolution: int = 128,
-    *,
-    on_frame: Callable[[int, int, Frame], None] | None = None,
-    should_cancel: Callable[[], bool] | None = None,
-) -> list[Frame]:
-    """Marching-cubes meshes of a time-dependent model at ``times``; ``on_frame(index, total, frame)`` after each.
-
-    A time where the surface has vanished (e.g. after extinction under mean curvature flow) gives an empty mesh.
-    """
-    info = model.metadata.get(EVOLUTION_TIME_KEY)
-    if info is None:
-        raise ValueError("this model is not time-dependent: it was made by neither 'evolve' nor 'morph'")
-    low, high = info["time_range"]
-    outside = [t for t in times if not low - 1e-9 * max(abs(low), abs(high)) <= t <= high + 1e-9 * max(abs(low), abs(high))]
-    if outside:
-        raise ValueError(f"times {outside} are outside the trained range [{low}, {high}]; evolve over a wider range")
-    frames = []
-    for index, t in enumerate(times):
-        if should_cancel is not None and should_cancel():
-            raise Cancelled(f"frame extraction cancelled after {index} of {len(times)} frames")
-        try:
-            vertices, faces = extract_mesh(at_time(model, t), resolution)
-        except EmptySurfaceError:
-            vertices, faces = np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
-        frame = Frame(float(t), vertices, faces)
-        frames.append(frame)
-        if on_frame is not None:
-            on_frame(index, len(times), frame)
-    return frames
-
-
-@dataclass(frozen=True)
-class FrameCurvature:
-    """Curvatures at one frame's vertices (input units, H = kappa / 2, see `engine.conventions`) and their colours."""
-
-    fields: dict[str, np.ndarray]
-    """``mean``, ``gaussian``, ``k1``, ``k2``: (n,) each."""
-    colors: np.ndarray
-    """(n, 4) float32 sRGB."""
-
-
-def frame_curvatures(model: SDFModel, frames: Sequence[Frame], quantity: str) -> tuple[list[FrameCurvature], tuple[float, float]]:
-    """Curvatures of every frame, coloured by ``quantity`` on ONE range for all frames, so a colour means the same
-    value at every time of the animation. Returns the frames' curvatures and that range."""
-    from .colormaps import QUANTITIES, colorize
-    from .geometry import model_curvatures
-
-    if quantity not in QUANTITIES:
-        raise ValueError(f"unknown curvature {quantity!r}; choose one of {', '.join(QUANTITIES)}")
-    fields = []
-    for frame in frames:
-        if len(frame.vertices):
-            values = model_curvatures(at_time(model, frame.time), frame.vertices)
-            fields.append({name: getattr(values, name) for name in CURVATURE_FIELDS})
-        else:
-            fields.append({name: np.zeros(0) for name in CURVATURE_FIELDS})
-    colors, value_range = colorize(np.concatenate([f[quantity] for f in fields]), QUANTITIES[quantity])
-    ends = np.cumsum([len(f[quantity]) for f in fields])[:-1]
-    return [FrameCurvature(f, c) for f, c in zip(fields, np.split(colors, ends))], value_range
-
-
-CURVATURE_FIELDS = ("mean", "gaussian", "k1", "k2")
-"""Per-vertex curvature fields of a frame, in input units; ``mean`` is H = kappa / 2."""

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from skimage import measure
 
-from .model import SDFModel, evaluate
+from .model import SDFModel
+from .networks import evaluate
 
 class EmptySurfaceError(ValueError):
     """The field has no zero level set inside the unit cube (positive or negative everywhere)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Sequence
 
@@ -14,8 +13,10 @@ import torch
 
 from .conventions import Normalization
 from .mesh_io import TriangleMesh, merge_meshes
-from .model import SDFModel, Siren, SirenConfig
+from .model import SDFModel
+from .networks import Siren, SirenConfig
 from .sampling import SamplePool, VolumeSampling
+from .training import Progress, TrainingMonitor, cosine_schedule, pick_device, seeded
 
 
 @dataclass(frozen=True)
@@ -127,60 +128,6 @@ def preset(name: str, **overrides) -> FitConfig:
     return dataclasses.replace(PRESETS[name], **overrides)
 
 
-@dataclass(frozen=True)
-class Progress:
-    """One progress report of a fit."""
-
-    step: int
-    total: int
-    loss: float
-    terms: dict[str, float]
-    elapsed_s: float
-    eta_s: float
-
-
-class Cancelled(Exception):
-    """The caller asked the fit to stop."""
-
-
-class TrainingMonitor:
-    """The cancel check and the progress reports of a training loop (fit, evolution, morph).
-
-    ``on_progress`` gets a `Progress` at most every ``interval_s`` seconds and at the last step; the loss terms are
-    read only then, since each read waits for the device. ``should_cancel`` is asked before every step.
-    """
-
-    def __init__(self, what: str, total: int, on_progress, should_cancel, interval_s: float = 0.5):
-        self.what, self.total = what, total
-        self.on_progress, self.should_cancel, self.interval_s = on_progress, should_cancel, interval_s
-        self.started = self.last_report = time.perf_counter()
-
-    @property
-    def elapsed_s(self) -> float:
-        return time.perf_counter() - self.started
-
-    def before_step(self, step: int) -> None:
-        if self.should_cancel is not None and self.should_cancel():
-            raise Cancelled(f"{self.what} cancelled at step {step - 1} of {self.total}")
-
-    def after_step(self, step: int, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
-        now = time.perf_counter()
-        if self.on_progress is None or (now - self.last_report < self.interval_s and step != self.total):
-            return
-        self.last_report = now
-        elapsed = now - self.started
-        values = {name: term.item() for name, term in terms.items()}
-        self.on_progress(Progress(step, self.total, loss.item(), values, elapsed, elapsed / step * (self.total - step)))
-
-
-def pick_device(choice: str) -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for, but PyTorch sees no CUDA GPU (install a CUDA build of torch)")
-    return torch.device(choice)
-
-
 def fit_sdf(
     meshes: TriangleMesh | Sequence[TriangleMesh],
     config: FitConfig | None = None,
@@ -195,7 +142,7 @@ def fit_sdf(
     - The shape is normalized into the unit cube (``normalization``, by default the one of its bounding box; a
       morph passes one shared by both shapes); the returned model maps input coordinates back and forth.
     - ``on_progress`` is called at most every ``progress_interval_s`` seconds and at the last step.
-    - ``should_cancel`` is checked every step; when it returns True, `Cancelled` is raised.
+    - ``should_cancel`` is checked every step; when it returns True, `engine.training.Cancelled` is raised.
     """
     config = config or PRESETS["fast"]
     mesh = merge_meshes([meshes] if isinstance(meshes, TriangleMesh) else list(meshes))
@@ -205,9 +152,7 @@ def fit_sdf(
         raise ValueError(f"the mesh reaches {outside:.3g} in the given normalization's cube; it must lie within [-1, 1]")
     unit_mesh = TriangleMesh(normalization.to_unit(mesh.vertices), mesh.faces)
     device = pick_device(config.device)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    rng, generator = seeded(config.seed)
 
     pool = SamplePool(
         unit_mesh, config.pool_size, config.pool_size, config.volume_sampling, config.curvature_sampling, rng
@@ -253,16 +198,6 @@ def fit_sdf(
         "device": str(device),
     }
     return SDFModel(network.cpu(), normalization, metadata)
-
-
-def cosine_schedule(optimizer: torch.optim.Optimizer, steps: int, final_factor: float):
-    """The learning rate decays along a cosine from its start to ``final_factor`` times it at step ``steps``."""
-
-    def factor(step: int) -> float:
-        progress = min(step / max(steps, 1), 1.0)
-        return final_factor + (1.0 - final_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def fitting_loss(

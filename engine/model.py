@@ -1,87 +1,28 @@
-"""The SIREN signed-distance network and its model file.
+"""Fitted models and their pickle-free files.
 
-A model file is one ``torch.save`` archive holding only tensors and a JSON string (architecture, normalization,
-fit settings, engine version), read back with ``torch.load(weights_only=True)``: no pickled code runs on load.
+- `SDFModel`: a network in unit-cube coordinates, the `Normalization` back to the input's, and free metadata.
+- A model file is one ``torch.save`` archive holding only tensors and a JSON string (architecture, normalization,
+  fit settings, engine version), read back with ``torch.load(weights_only=True)``: no pickled code runs on load;
+  `save_networks` and `load_networks` keep several SIRENs sharing one normalization (evolutions and morphs).
+- `reexpressed`: a fitted SIREN moved exactly into another normalization's cube.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
+from . import __version__
 from .conventions import Normalization
+from .networks import Siren, SirenConfig, evaluate
 
 MODEL_FORMAT_VERSION = 1
 """Bumped when the file layout changes; `load_model` reads every version up to this one."""
-
-
-@dataclass(frozen=True)
-class SirenConfig:
-    """Architecture of a SIREN: sin(omega * (W x + b)) layers and a linear output."""
-
-    hidden_features: int = 256
-    """Width of every hidden layer."""
-    hidden_layers: int = 3
-    """Number of hidden-to-hidden sine layers (after the first sine layer)."""
-    first_omega: float = 30.0
-    """Frequency factor of the first layer; higher fits finer detail but risks noise."""
-    hidden_omega: float = 30.0
-    """Frequency factor of the hidden layers."""
-    in_features: int = 3
-    """Input size: 3 for an SDF f(x), 4 for a time-dependent f(x, t)."""
-    out_features: int = 1
-    """Output size: 1 for a scalar field (``forward`` gives (n,)), 3 for a vector field such as a warp (n, 3)."""
-
-
-class SineLayer(nn.Module):
-    """sin(omega * (W x + b)) with the SIREN initialization."""
-
-    def __init__(self, in_features: int, out_features: int, omega: float, is_first: bool):
-        super().__init__()
-        self.omega = omega
-        self.linear = nn.Linear(in_features, out_features)
-        bound = 1.0 / in_features if is_first else math.sqrt(6.0 / in_features) / omega
-        with torch.no_grad():
-            self.linear.weight.uniform_(-bound, bound)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sin(self.omega * self.linear(x))
-
-
-class Siren(nn.Module):
-    """A field f: R^in -> R^out. ``forward`` maps (n, in_features) to (n,) for a scalar field (out_features = 1),
-    else to (n, out_features)."""
-
-    def __init__(self, config: SirenConfig):
-        super().__init__()
-        self.config = config
-        width = config.hidden_features
-        layers = [SineLayer(config.in_features, width, config.first_omega, is_first=True)]
-        layers += [SineLayer(width, width, config.hidden_omega, is_first=False) for _ in range(config.hidden_layers)]
-        self.layers = nn.Sequential(*layers)
-        self.output = nn.Linear(width, config.out_features)
-        bound = math.sqrt(6.0 / width) / config.hidden_omega
-        with torch.no_grad():
-            self.output.weight.uniform_(-bound, bound)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.output(self.layers(x))
-        return out.squeeze(-1) if self.config.out_features == 1 else out
-
-    def zero_output(self) -> "Siren":
-        """Zero the output layer, so the network starts as the zero function (a correction or a displacement that
-        changes nothing until training moves it); returns the network."""
-        with torch.no_grad():
-            self.output.weight.zero_()
-            self.output.bias.zero_()
-        return self
 
 
 @dataclass
@@ -107,8 +48,6 @@ class SDFModel:
         return evaluate(self.network, unit, batch_size).numpy() / self.normalization.scale
 
     def save(self, path: str | Path) -> None:
-        from . import __version__
-
         header = {
             "format_version": MODEL_FORMAT_VERSION,
             "engine_version": __version__,
@@ -149,9 +88,7 @@ def _read_archive(path: str | Path) -> tuple[dict, dict]:
 
 
 def save_networks(path: str | Path, networks: dict[str, Siren], normalization: Normalization, metadata: dict) -> None:
-    """Several named SIRENs sharing one normalization in one file (a morph), in the same pickle-free layout."""
-    from . import __version__
-
+    """Several named SIRENs sharing one normalization in one file (an evolution, a morph), pickle-free."""
     header = {
         "format_version": MODEL_FORMAT_VERSION,
         "engine_version": __version__,
@@ -199,14 +136,3 @@ def reexpressed(model: SDFModel, normalization: Normalization) -> Siren:
         network.output.weight.div_(ratio)
         network.output.bias.div_(ratio)
     return network
-
-
-def evaluate(network: nn.Module, points: torch.Tensor, batch_size: int = 65536) -> torch.Tensor:
-    """f at points (n, d) in batches of bounded memory, without gradients; returns (n,) on the CPU."""
-    device = next(network.parameters()).device
-    out = torch.empty(len(points), dtype=torch.float32)
-    with torch.no_grad():
-        for start in range(0, len(points), batch_size):
-            chunk = points[start : start + batch_size].to(device, torch.float32)
-            out[start : start + batch_size] = network(chunk).float().cpu()
-    return out

@@ -160,7 +160,7 @@ def main() -> int:
 
 def run_job(message: dict, channel: Channel, inbox: Inbox) -> dict:
     """Run one job message; returns the message that ends it (result, error or cancelled)."""
-    from .fit import Cancelled
+    from .training import Cancelled
     from .mesh_io import MeshError
 
     job_id, kind = str(message.get("job")), message.get("kind")
@@ -186,8 +186,9 @@ def run_job(message: dict, channel: Channel, inbox: Inbox) -> dict:
 
 
 def run_fit(job: Job) -> tuple[dict, dict]:
-    from .fit import fit_sdf, pick_device, preset
+    from .fit import fit_sdf, preset
     from .mesh_io import check_mesh
+    from .training import pick_device
 
     names = job.param("names", list)
     inputs = _load_inputs(job)
@@ -223,8 +224,8 @@ def run_fit(job: Job) -> tuple[dict, dict]:
 
 
 def run_extract(job: Job) -> tuple[dict, dict]:
-    from .fit import pick_device
     from .model import load_model
+    from .training import pick_device
 
     model = load_model(job.param("model", str))
     vertices, _ = _extract(job, model, job.param("resolution", int), pick_device(job.param("device", str)))
@@ -236,9 +237,9 @@ def run_curvature(job: Job) -> tuple[dict, dict]:
 
     from .colormaps import QUANTITIES, colorize
     from .conventions import CURVATURE_CONVENTION
-    from .fit import pick_device
     from .geometry import model_curvatures
     from .model import load_model
+    from .training import pick_device
 
     quantity, colormap = job.param("quantity", str), job.param("colormap", str)
     if quantity not in QUANTITIES:
@@ -284,7 +285,9 @@ def run_evolve(job: Job) -> tuple[dict, dict]:
 
     import numpy as np
 
-    from .evolution import EvolveConfig, Flow, evolve, extract_frames, frame_curvatures, save_evolution
+    from .evolution import EvolveConfig, evolve, save_evolution
+    from .fields import extract_frames, frame_curvatures
+    from .surface_flows import Flow
     from .model import load_model
 
     flow = Flow.from_dict(job.param("flow", dict))
@@ -344,11 +347,10 @@ def run_evolve(job: Job) -> tuple[dict, dict]:
 def run_morph(job: Job) -> tuple[dict, dict]:
     import numpy as np
 
-    from .evolution import extract_frames
+    from .fields import even_times, extract_frames
     from .fit import preset
     from .mesh_io import check_mesh
-    from .morph import fit_pair, frame_times, morph, morph_config, save_morph
-    from .warp import warp_points
+    from .morph import fit_pair, morph, morph_config, save_morph, warp_points
 
     method = job.param("method", str)
     if method not in protocol.MORPH_METHODS:
@@ -356,7 +358,7 @@ def run_morph(job: Job) -> tuple[dict, dict]:
     names = job.param("names", list)
     if len(names) != 2:
         raise JobError(f"morph job: 'names' must name the source and the target, got {names!r}")
-    times = frame_times(job.param("frames", int))
+    times = even_times(job.param("frames", int))
     inputs = _load_inputs(job)
     meshes = [
         check_mesh(_input(inputs, f"vertices_{i}"), _input(inputs, f"faces_{i}"), name=f"Object '{name}'")

@@ -11,26 +11,15 @@ import torch
 import trimesh
 
 from engine.conventions import Normalization
-from engine.evolution import (
-    MAX_ZOOM,
-    SHARPEN_LIMIT,
-    EvolveConfig,
-    FieldTerm,
-    Flow,
-    at_time,
-    evolve,
-    extinction_time,
-    extract_frames,
-    load_evolution,
-    save_evolution,
-    room_for_motion,
-    time_dependent_copy,
-)
-from engine.fit import Cancelled, fit_sdf, preset
+from engine.evolution import EvolveConfig, evolve, load_evolution, save_evolution, time_dependent_copy
+from engine.fields import at_time, extract_frames
+from engine.fit import fit_sdf, preset
 from engine.geometry import model_curvatures
 from engine.mesh_io import check_mesh
 from engine.metrics import mesh_metrics
-from engine.model import Siren, SirenConfig
+from engine.networks import Siren, SirenConfig
+from engine.surface_flows import MAX_ZOOM, SHARPEN_LIMIT, FieldTerm, Flow, extinction_time, room_for_motion
+from engine.training import Cancelled
 from tests.conftest import run_engine_cli
 
 RADIUS = 0.5

@@ -9,9 +9,11 @@ import trimesh
 
 from engine.conventions import UNIT_HALF_SIZE, Normalization
 from engine.extraction import extract_mesh
-from engine.fit import Cancelled, FitConfig, fit_sdf, preset
+from engine.fit import FitConfig, fit_sdf, preset
 from engine.mesh_io import check_mesh
-from engine.model import SDFModel, Siren, SirenConfig, load_model, reexpressed
+from engine.model import SDFModel, load_model, reexpressed
+from engine.networks import Siren, SirenConfig
+from engine.training import Cancelled
 
 SPHERE_CENTER = np.array([3.0, -2.0, 10.0])
 SPHERE_RADIUS = 2.5

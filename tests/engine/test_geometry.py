@@ -21,7 +21,8 @@ from engine.geometry import (
     model_curvatures,
     project_to_surface,
 )
-from engine.model import SDFModel, Siren, SirenConfig
+from engine.model import SDFModel
+from engine.networks import Siren, SirenConfig
 from engine.ply_io import read_ply_vertex_properties, write_ply
 
 RTOL = 1e-6

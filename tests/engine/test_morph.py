@@ -8,11 +8,24 @@ import pytest
 import torch
 import trimesh
 
-from engine.evolution import at_time, extract_frames
-from engine.fit import Cancelled, fit_sdf, preset
+from engine.fields import at_time, even_times, extract_frames
+from engine.fit import fit_sdf, preset
 from engine.mesh_io import check_mesh
 from engine.metrics import mesh_metrics
-from engine.morph import LevelSetMorphConfig, align_bounds, fit_pair, frame_times, load_morph, morph_levelset, save_morph
+from engine.morph import (
+    METHODS,
+    LevelSetMorphConfig,
+    align_bounds,
+    fit_pair,
+    load_morph,
+    morph,
+    morph_config,
+    morph_levelset,
+    save_morph,
+)
+from engine.networks import SirenConfig
+from engine.protocol import MORPH_METHODS
+from engine.training import Cancelled
 from tests.conftest import run_engine_cli
 
 TINY_FIT = preset("tiny", steps=400)
@@ -71,7 +84,7 @@ def test_a_sphere_becomes_a_torus_through_a_change_of_genus():
     torus = trimesh.creation.torus(major_radius=0.5, minor_radius=0.15)
     model_a, model_b = fit_pair(sphere(0.5), check_mesh(torus.vertices, torus.faces, name="Torus"), TINY_FIT)
     morph = morph_levelset(model_a, model_b, SMALL)
-    frames = extract_frames(morph, frame_times(5), resolution=48)
+    frames = extract_frames(morph, even_times(5), resolution=48)
     genus = [(2 - trimesh.Trimesh(f.vertices, f.faces).euler_number) // 2 for f in frames]
     assert genus[0] == 0 and genus[-1] == 1, genus
     assert all(g in (0, 1) for g in genus), genus
@@ -107,7 +120,34 @@ def test_shapes_fitted_apart_are_refused_and_cancel_stops():
     with pytest.raises(Cancelled):
         morph_levelset(model_a, model_b, SMALL, should_cancel=lambda: True)
     with pytest.raises(ValueError, match="at least 2 frames"):
-        frame_times(1)
+        even_times(1)
+
+
+def test_the_morph_methods_are_one_registry_that_the_protocol_names():
+    """Issue 11: the protocol's literal list (kept free of torch) is the registry's."""
+    assert MORPH_METHODS == tuple(METHODS)
+    for name, method in METHODS.items():
+        config = morph_config(name, steps=7, device="cpu", seed=3)
+        assert isinstance(config, method.config_class) and (config.steps, config.device, config.seed) == (7, "cpu", 3)
+        assert method.config_class.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown morph method 'blend'; choose one of levelset, flow"):
+        morph_config("blend")
+    # The method is looked up before the models are touched.
+    with pytest.raises(ValueError, match="landmarks apply to the flow method only"):
+        morph(None, None, morph_config("levelset"), landmarks=(np.zeros((1, 3)), np.zeros((1, 3))))
+    with pytest.raises(ValueError, match="is no morph config"):
+        morph(None, None, {"steps": 3})
+
+
+def test_bad_level_set_settings_are_refused_with_the_field_named():
+    with pytest.raises(ValueError, match="LevelSetMorphConfig.steps must be at least 1"):
+        LevelSetMorphConfig(steps=0)
+    with pytest.raises(ValueError, match="correction must have in_features=4 and out_features=1"):
+        LevelSetMorphConfig(correction=SirenConfig(in_features=3))
+    with pytest.raises(ValueError, match="near_surface_share must be in"):
+        LevelSetMorphConfig(near_surface_share=1.5)
+    with pytest.raises(ValueError, match="blend_weight"):
+        LevelSetMorphConfig(blend_weight=-1.0)
 
 
 def test_cli_morph_writes_frames_times_and_the_morph(tmp_path):

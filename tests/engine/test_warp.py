@@ -10,14 +10,16 @@ import torch
 import trimesh
 
 from engine.conventions import Normalization
-from engine.evolution import at_time, extract_frames
 from engine.extraction import extract_mesh
-from engine.fit import Cancelled, preset
+from engine.fields import at_time, extract_frames
+from engine.fit import preset
 from engine.mesh_io import check_mesh
 from engine.metrics import mesh_metrics
-from engine.model import SDFModel, Siren, SirenConfig, load_model
+from engine.model import SDFModel, load_model
 from engine.morph import fit_pair, load_morph, save_morph
-from engine.warp import FlowMorph, FlowMorphConfig, inverse_consistency_error, morph_flow, warp_points
+from engine.morph.flow import FlowMorph, FlowMorphConfig, inverse_consistency_error, morph_flow, warp_points
+from engine.networks import Siren, SirenConfig
+from engine.training import Cancelled
 
 RADIUS = 0.5
 CENTER = np.array([1.0, -0.5, 2.0])
