@@ -100,11 +100,17 @@ class EvolveConfig:
 
 
 def time_dependent_copy(network: Siren, extra_width: int = 0) -> Siren:
-    """A SIREN f(x, t) with f(x, t) = network(x) for every t, optionally wider.
+    """A SIREN f(x, t) with f(x, t) = network(x) for every t, optionally wider. Supports SIRENs (network kind
+    ``siren``) only: the copy is made layer by layer.
 
     The time column of the first layer is zero; extra neurons get the SIREN initialization on their inputs and zero
     weights towards the old neurons and the output, so they change nothing until training moves them.
     """
+    if not isinstance(network, Siren):
+        raise ValueError(
+            f"only a SIREN (network kind 'siren') can be copied into a time-dependent network, got a "
+            f"{type(network).__name__}"
+        )
     config = network.config
     if config.in_features != 3:
         raise ValueError(f"the network to copy must take 3D points, it takes {config.in_features} inputs")

@@ -1,9 +1,13 @@
 """Fitted models and their pickle-free files.
 
 - `SDFModel`: a network in unit-cube coordinates, the `Normalization` back to the input's, and free metadata.
-- A model file is one ``torch.save`` archive holding only tensors and a JSON string (architecture, normalization,
-  fit settings, engine version), read back with ``torch.load(weights_only=True)``: no pickled code runs on load;
-  `save_networks` and `load_networks` keep several SIRENs sharing one normalization (evolutions and morphs).
+- A model file is one ``torch.save`` archive holding only tensors and a JSON header, read back with
+  ``torch.load(weights_only=True)``: no pickled code runs on load. The header holds the format and engine versions,
+  the normalization, the metadata and, for each network, its kind (a name in `engine.networks.NETWORK_KINDS`) and
+  architecture: ``"kind"`` beside ``"architecture"`` for one model (`SDFModel.save`, `load_model`);
+  ``"networks": {name: {"kind": ..., "architecture": {...}}}`` for several sharing one normalization
+  (`save_networks`, `load_networks`: evolutions and morphs).
+- Format 1 (engine 0.1.0) names no kind: its networks are SIRENs, and it is still read.
 - `reexpressed`: a fitted SIREN moved exactly into another normalization's cube.
 """
 
@@ -16,13 +20,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from . import __version__
 from .conventions import Normalization
-from .networks import Siren, SirenConfig, evaluate
+from .networks import Siren, build_network, evaluate, network_kind
+from .networks import SirenConfig  # noqa: F401  (re-exported for one release: `from engine.model import SirenConfig`)
 
-MODEL_FORMAT_VERSION = 1
-"""Bumped when the file layout changes; `load_model` reads every version up to this one."""
+MODEL_FORMAT_VERSION = 2
+"""Bumped when the file layout changes; the readers take every version up to this one. 2: each network names its
+kind."""
+
+FORMAT_1_KIND = "siren"
+"""The kind of every network of a format-1 file, which names none."""
 
 
 @dataclass
@@ -33,7 +43,7 @@ class SDFModel:
     returns distances in input units.
     """
 
-    network: Siren
+    network: nn.Module
     normalization: Normalization
     metadata: dict = field(default_factory=dict)
     """Free JSON-serializable facts saved with the model (fit settings, source files, training summary)."""
@@ -51,6 +61,7 @@ class SDFModel:
         header = {
             "format_version": MODEL_FORMAT_VERSION,
             "engine_version": __version__,
+            "kind": network_kind(self.network),
             "architecture": asdict(self.network.config),
             "normalization": self.normalization.to_dict(),
             "metadata": self.metadata,
@@ -64,7 +75,7 @@ def load_model(path: str | Path) -> SDFModel:
     header, state = _read_archive(path)
     if "architecture" not in header:
         raise ValueError(f"{path} holds a morph, not a fitted model; load it with engine.morph.load_morph")
-    network = Siren(SirenConfig(**header["architecture"]))
+    network = build_network(header.get("kind", FORMAT_1_KIND), header["architecture"])
     network.load_state_dict(state)
     network.eval()
     return SDFModel(network, Normalization.from_dict(header["normalization"]), header.get("metadata", {}))
@@ -87,12 +98,15 @@ def _read_archive(path: str | Path) -> tuple[dict, dict]:
     return header, archive["state_dict"]
 
 
-def save_networks(path: str | Path, networks: dict[str, Siren], normalization: Normalization, metadata: dict) -> None:
-    """Several named SIRENs sharing one normalization in one file (an evolution, a morph), pickle-free."""
+def save_networks(path: str | Path, networks: dict[str, nn.Module], normalization: Normalization, metadata: dict) -> None:
+    """Several named networks sharing one normalization in one file (an evolution, a morph), pickle-free."""
     header = {
         "format_version": MODEL_FORMAT_VERSION,
         "engine_version": __version__,
-        "networks": {name: asdict(network.config) for name, network in networks.items()},
+        "networks": {
+            name: {"kind": network_kind(network), "architecture": asdict(network.config)}
+            for name, network in networks.items()
+        },
         "normalization": normalization.to_dict(),
         "metadata": metadata,
     }
@@ -104,14 +118,16 @@ def save_networks(path: str | Path, networks: dict[str, Siren], normalization: N
     torch.save({"header_json": json.dumps(header), "state_dict": states}, Path(path))
 
 
-def load_networks(path: str | Path) -> tuple[dict[str, Siren], Normalization, dict]:
+def load_networks(path: str | Path) -> tuple[dict[str, nn.Module], Normalization, dict]:
     """Read a file written by `save_networks` (no pickle)."""
     header, states = _read_archive(path)
     if "networks" not in header:
         raise ValueError(f"{path} holds a single fitted model, not a set of networks (a morph); load it with load_model")
     networks = {}
-    for name, architecture in header["networks"].items():
-        network = Siren(SirenConfig(**architecture))
+    for name, entry in header["networks"].items():
+        if header["format_version"] == 1:  # the entry is the architecture of a SIREN
+            entry = {"kind": FORMAT_1_KIND, "architecture": entry}
+        network = build_network(entry["kind"], entry["architecture"])
         prefix = f"{name}."
         network.load_state_dict({key[len(prefix) :]: value for key, value in states.items() if key.startswith(prefix)})
         networks[name] = network.eval()
@@ -121,7 +137,12 @@ def load_networks(path: str | Path) -> tuple[dict[str, Siren], Normalization, di
 def reexpressed(model: SDFModel, normalization: Normalization) -> Siren:
     """The model's network in the unit cube of another ``normalization``: an exact change of coordinates (the first
     layer absorbs the scale and shift, the output layer the change of distance unit), so two models fitted apart can
-    share one cube (a morph) or a shape can get room to move (an evolution)."""
+    share one cube (a morph) or a shape can get room to move (an evolution). Supports SIRENs (kind ``siren``)."""
+    if not isinstance(model.network, Siren):
+        raise ValueError(
+            f"only a SIREN (network kind 'siren') can be re-expressed in other coordinates, got a "
+            f"{type(model.network).__name__}"
+        )
     if model.network.config.in_features != 3:
         raise ValueError("only a 3D SDF network can be re-expressed in other coordinates")
     own = model.normalization

@@ -1,7 +1,9 @@
-"""The networks the engine trains.
+"""The networks the engine trains, and the one registry of network kinds that model files name.
 
-- `Siren`: sin(omega (W x + b)) layers and a linear output, configured by `SirenConfig`, with an explicit pass for
-  its value, gradient and Hessian (`siren_derivatives`).
+- `Siren` (kind ``"siren"``): sin(omega (W x + b)) layers and a linear output, configured by `SirenConfig`, with
+  an explicit pass for its value, gradient and Hessian (`siren_derivatives`).
+- `NETWORK_KINDS` maps the kind written in a model file's header to its class and config class; `network_kind`
+  and `build_network` go between the two. A new architecture joins by adding one entry here.
 - `evaluate`: a network's values at many points in batches of bounded memory.
 """
 
@@ -122,6 +124,41 @@ def siren_derivatives(network: Siren, points: torch.Tensor) -> tuple[torch.Tenso
     for column, (i, j) in enumerate(_UPPER_TRIANGLE):
         hessian[:, i, j] = hessian[:, j, i] = upper[:, column]
     return value, adjoint, hessian
+
+
+@dataclass(frozen=True)
+class NetworkKind:
+    """A kind of network a model file can hold: built as ``network_class(config_class(**architecture))``, its
+    architecture saved as the fields of its ``config`` attribute."""
+
+    network_class: type[nn.Module]
+    config_class: type
+
+
+NETWORK_KINDS: dict[str, NetworkKind] = {"siren": NetworkKind(Siren, SirenConfig)}
+"""Network kinds by the name a model file's header gives them."""
+
+
+def network_kind(network: nn.Module) -> str:
+    """The registered kind of ``network`` (its exact class: a subclass may hold other weights)."""
+    for name, kind in NETWORK_KINDS.items():
+        if type(network) is kind.network_class:
+            return name
+    raise ValueError(
+        f"a {type(network).__name__} is no registered network kind (known: {', '.join(NETWORK_KINDS)}); "
+        "register it in engine.networks.NETWORK_KINDS to save it"
+    )
+
+
+def build_network(kind: str, config: dict) -> nn.Module:
+    """A fresh network of ``kind`` with the architecture ``config`` (as saved in a model file's header)."""
+    if kind not in NETWORK_KINDS:
+        raise ValueError(
+            f"unknown network kind {kind!r} (this engine knows {', '.join(NETWORK_KINDS)}): the file was written by "
+            "a newer engine; update the engine to read it"
+        )
+    entry = NETWORK_KINDS[kind]
+    return entry.network_class(entry.config_class(**config))
 
 
 def evaluate(network: nn.Module, points: torch.Tensor, batch_size: int = 65536) -> torch.Tensor:

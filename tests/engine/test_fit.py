@@ -11,7 +11,7 @@ from engine.conventions import UNIT_HALF_SIZE, Normalization
 from engine.extraction import extract_mesh
 from engine.fit import FitConfig, fit_sdf, preset
 from engine.mesh_io import check_mesh
-from engine.model import SDFModel, load_model, reexpressed
+from engine.model import MODEL_FORMAT_VERSION, SDFModel, load_model, reexpressed
 from engine.networks import Siren, SirenConfig
 from engine.training import Cancelled
 
@@ -82,7 +82,8 @@ def test_a_newer_model_format_is_refused_with_a_clear_error(fitted_sphere, tmp_p
     path = tmp_path / "future.pt"
     fitted_sphere.save(path)
     archive = torch.load(path, weights_only=True)
-    archive["header_json"] = archive["header_json"].replace('"format_version": 1', '"format_version": 99')
+    current = f'"format_version": {MODEL_FORMAT_VERSION}'
+    archive["header_json"] = archive["header_json"].replace(current, '"format_version": 99')
     torch.save(archive, path)
     with pytest.raises(ValueError, match="update the engine"):
         load_model(path)
