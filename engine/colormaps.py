@@ -26,6 +26,20 @@ QUANTITIES: dict[str, QuantityKind] = {
 }
 """Names of the fields of `engine.geometry.Curvatures` that can be coloured, and the kind of map each takes."""
 
+FORCED_KINDS: dict[str, QuantityKind] = {"diverging": "signed", "sequential": "magnitude"}
+"""Colour maps that force a kind of map whatever the quantity."""
+COLORMAPS = ("auto", *FORCED_KINDS)
+"""Colour map choices: ``auto`` takes the quantity's own kind (`QUANTITIES`)."""
+
+
+def map_kind(quantity: str, colormap: str = "auto") -> QuantityKind:
+    """The kind of map that colours ``quantity`` (a name of `QUANTITIES`) under ``colormap`` (of `COLORMAPS`)."""
+    if quantity not in QUANTITIES:
+        raise ValueError(f"unknown curvature quantity {quantity!r}; choose one of {', '.join(QUANTITIES)}")
+    if colormap not in COLORMAPS:
+        raise ValueError(f"unknown colour map {colormap!r}; choose one of {', '.join(COLORMAPS)}")
+    return FORCED_KINDS.get(colormap, QUANTITIES[quantity])
+
 NAN_COLOR = (0.5, 0.5, 0.5, 1.0)
 """Neutral grey for values that are NaN or infinite (e.g. where grad f = 0)."""
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .colormaps import QUANTITIES, colorize
+from .colormaps import colorize, map_kind
 from .extraction import EmptySurfaceError, extract_mesh
 from .geometry import model_curvatures
 from .model import SDFModel
@@ -143,18 +143,22 @@ class FrameCurvature:
     """(n, 4) float32 sRGB."""
 
 
-def frame_curvatures(model: SDFModel, frames: Sequence[Frame], quantity: str) -> tuple[list[FrameCurvature], tuple[float, float]]:
-    """Curvatures of every frame, coloured by ``quantity`` on ONE range for all frames, so a colour means the same
-    value at every time of the animation. Returns the frames' curvatures and that range."""
-    if quantity not in QUANTITIES:
-        raise ValueError(f"unknown curvature {quantity!r}; choose one of {', '.join(QUANTITIES)}")
-    fields = []
+def frame_curvatures(
+    model: SDFModel, frames: Sequence[Frame], quantity: str, colormap: str = "auto"
+) -> tuple[list[FrameCurvature], tuple[float, float]]:
+    """Curvatures of every frame, coloured by ``quantity`` (a name of `engine.colormaps.QUANTITIES`, with
+    ``colormap`` of `engine.colormaps.COLORMAPS`) on ONE range for all frames, so a colour means the same value at
+    every time of the animation. Returns the frames' curvatures and that range."""
+    kind = map_kind(quantity, colormap)
+    fields, shown = [], []
     for frame in frames:
         if len(frame.vertices):
             values = model_curvatures(at_time(model, frame.time), frame.vertices)
             fields.append({name: getattr(values, name) for name in CURVATURE_FIELDS})
+            shown.append(getattr(values, quantity))
         else:
             fields.append({name: np.zeros(0) for name in CURVATURE_FIELDS})
-    colors, value_range = colorize(np.concatenate([f[quantity] for f in fields]), QUANTITIES[quantity])
-    ends = np.cumsum([len(f[quantity]) for f in fields])[:-1]
+            shown.append(np.zeros(0))
+    colors, value_range = colorize(np.concatenate(shown), kind)
+    ends = np.cumsum([len(values) for values in shown])[:-1]
     return [FrameCurvature(f, c) for f, c in zip(fields, np.split(colors, ends))], value_range
