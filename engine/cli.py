@@ -1,119 +1,127 @@
-"""Command line: ``python -m engine fit MESH [MESH...] -o OUTDIR``, ``curvature``, ``evolve``, ``morph``.
+"""Command line: ``python -m engine fit MESH [MESH...] -o OUTDIR``, ``extract``, ``curvature``, ``evolve``, ``morph``.
 
-The names of commands, options and output files are a stable interface: scripts depend on them.
+Each command runs the job spec of its kind (`engine.jobs`), as the worker does: the options are the spec's fields
+(help texts, defaults and choices come from there), files become the job's input arrays, and the job's outputs are
+written as PLY and JSON files. The names of commands, options and output files are a stable interface: scripts
+depend on them.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
 import time
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from .fit import PRESETS, preset
-from .mesh_io import MeshError, load_mesh, merge_meshes
-from .protocol import CURVATURE_FIELDS
-from .training import Cancelled, Progress
+import numpy as np
 
-MODEL_FILENAME = "model.pt"
+from .jobs import JOBS, JobContext, JobOutput, JobParamError, field_docs
+from .protocol import CURVATURE_FIELDS, TRAINING_STAGES
+
 MESH_FILENAME = "mesh.ply"
 METRICS_FILENAME = "metrics.json"
-EVOLUTION_MODEL_FILENAME = "evolution.pt"
 TIMES_FILENAME = "times.json"
-MORPH_FILENAME = "morph.pt"
 FRAME_FILENAME = "frame_{:04d}.ply"
-"""Per-vertex fields of the curvature PLY, in input units; ``mean`` is H = kappa / 2."""
+SOURCE_FRAME_FILENAME = "source_{:04d}.ply"
+
+
+@dataclass(frozen=True)
+class Option:
+    """A command-line option that sets one field of the job spec."""
+
+    field: str
+    flags: tuple[str, ...]
+    extra: dict = field(default_factory=dict)
+    """argparse settings beyond those read off the field (its type, default, choices, help)."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its job kind, the arguments that set fields one to one, and how the other fields and the
+    input arrays come from the arguments (``derive(args) -> (params, inputs)``)."""
+
+    kind: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    options: tuple[Option, ...]
+    derived: tuple[str, ...]
+    """Fields set by ``derive`` rather than by an option of their own (e.g. ``names`` from the mesh files)."""
+    derive: Callable[[argparse.Namespace], tuple[dict, dict]]
+    write: Callable[[argparse.Namespace, JobOutput], str]
+    output_dir: Callable[[argparse.Namespace], Path]
+
+
+def _choices(name: str) -> dict:
+    """Choices that live in a registry rather than in the field's type."""
+    if name == "preset":
+        from .fit import PRESETS
+
+        return {"choices": sorted(PRESETS)}
+    if name in ("quantity", "curvature"):
+        from .colormaps import QUANTITIES
+
+        return {"choices": list(QUANTITIES)}
+    return {}
+
+
+def add_options(parser: argparse.ArgumentParser, kind: str, options: tuple[Option, ...]) -> None:
+    """The spec's fields as options: type, default, choices and help from the spec."""
+    spec = JOBS[kind]
+    docs, hints = field_docs(spec), typing.get_type_hints(spec)
+    defaults = {f.name: f.default for f in dataclasses.fields(spec)}
+    for option in options:
+        hint, default = hints[option.field], defaults[option.field]
+        settings = {"dest": option.field, "default": default, "help": docs[option.field]}
+        if hint is bool:
+            settings["action"] = "store_true" if default is False else argparse.BooleanOptionalAction
+        else:
+            optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+            base = next(arg for arg in typing.get_args(hint) if arg is not type(None)) if optional else hint
+            if typing.get_origin(base) is typing.Literal:
+                settings["choices"] = list(typing.get_args(base))
+            else:
+                settings["type"] = typing.get_args(base)[0] if typing.get_origin(base) is tuple else base
+            settings.update(_choices(option.field))
+            if default is not None:
+                settings["help"] += f" (default: {default})"
+        settings.update(option.extra)
+        parser.add_argument(*option.flags, **settings)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .mesh_io import MeshError
+    from .training import Cancelled
+
     parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    fit = commands.add_parser("fit", help="fit a neural SDF to meshes, extract it and measure it")
-    fit.add_argument("meshes", nargs="+", type=Path, help="PLY/OBJ/STL/OFF/GLB files, fitted together as one shape")
-    fit.add_argument("-o", "--output", type=Path, required=True, help="folder for mesh.ply, model.pt, metrics.json")
-    fit.add_argument("--preset", choices=sorted(PRESETS), default="fast", help="starting settings (default: fast)")
-    fit.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
-    fit.add_argument("--resolution", type=int, default=256, help="marching-cubes grid points per axis (default 256)")
-    fit.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train")
-    fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    fit.add_argument("--curvature-sampling", action="store_true", help="draw surface samples by curvature bands")
-    fit.set_defaults(run=run_fit)
-
-    curvature = commands.add_parser(
-        "curvature", help="colour a mesh by the curvature of a fitted model (writes mean, gaussian, k1, k2 fields)"
-    )
-    curvature.add_argument("model", type=Path, help="a model file written by 'fit'")
-    curvature.add_argument("--at", type=Path, help="colour this mesh's vertices (default: the model's own surface)")
-    curvature.add_argument("-o", "--output", type=Path, required=True, help="the PLY file to write")
-    curvature.add_argument("--quantity", choices=CURVATURE_FIELDS, default="mean", help="what the colours show")
-    curvature.add_argument(
-        "--project", action="store_true", help="evaluate at the --at vertices moved onto the model's surface"
-    )
-    curvature.add_argument("--range", nargs=2, type=float, metavar=("LOW", "HIGH"), help="colour range override")
-    curvature.add_argument("--resolution", type=int, default=256, help="grid size when extracting (default 256)")
-    curvature.set_defaults(run=run_curvature)
-
-    evolve = commands.add_parser(
-        "evolve", help="evolve a fitted model's surface (mean curvature flow, offset, vector fields) and mesh it over time"
-    )
-    evolve.add_argument("model", type=Path, help="a model file written by 'fit'")
-    evolve.add_argument("--flow", choices=("mcf", "offset", "field"), required=True, help="what moves the surface")
-    evolve.add_argument(
-        "--speed",
-        type=float,
-        help="mcf: lambda in length^2 per time (a sphere's radius follows sqrt(r0^2 - 4 lambda t)); "
-        "offset: outward speed in length per time (negative erodes)",
-    )
-    evolve.add_argument(
-        "--fields",
-        type=Path,
-        help="field: a JSON list of vector fields, e.g. "
-        '[{"kind": "source", "center": [0, 0, 0], "strength": 0.1, "radius": 0.3}] (kinds: source, twist, rotation)',
-    )
-    evolve.add_argument(
-        "--times", required=True, help="comma-separated times to mesh, e.g. 0,0.01,0.02 (negative sharpens under mcf)"
-    )
-    evolve.add_argument("-o", "--output", type=Path, required=True, help="folder for frame_NNNN.ply, times.json, evolution.pt")
-    evolve.add_argument("--steps", type=int, help="training steps (default: EvolveConfig's)")
-    evolve.add_argument("--resolution", type=int, default=128, help="marching-cubes grid per frame (default 128)")
-    evolve.add_argument("--curvature", choices=CURVATURE_FIELDS, help="also colour each frame by this curvature")
-    evolve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train")
-    evolve.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    evolve.set_defaults(run=run_evolve)
-
-    morph = commands.add_parser(
-        "morph", help="morph one mesh into another and mesh the in-between shapes (in the source's coordinates)"
-    )
-    morph.add_argument("source", type=Path, help="the mesh at t = 0")
-    morph.add_argument("target", type=Path, help="the mesh at t = 1")
-    morph.add_argument("-o", "--output", type=Path, required=True, help="folder for frame_NNNN.ply, times.json, morph.pt")
-    morph.add_argument("--method", choices=("levelset", "flow"), default="levelset", help="how (default levelset)")
-    morph.add_argument("--frames", type=int, default=9, help="frames from t = 0 to 1, both included (default 9)")
-    morph.add_argument(
-        "--landmarks",
-        type=Path,
-        help='flow: a JSON list of point pairs [[[x, y, z] on source, [x, y, z] on target], ...] to pull together',
-    )
-    morph.add_argument(
-        "--align",
-        choices=("bounds", "none"),
-        default="bounds",
-        help="bounds (default): first move and scale the target onto the source's bounding box; none: as they are",
-    )
-    morph.add_argument("--preset", choices=sorted(PRESETS), default="fast", help="fit settings of both shapes")
-    morph.add_argument("--fit-steps", type=int, help="fit steps of each shape (default: the preset's)")
-    morph.add_argument("--steps", type=int, help="morph training steps (default: the method's)")
-    morph.add_argument("--resolution", type=int, default=128, help="marching-cubes grid per frame (default 128)")
-    morph.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train")
-    morph.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    morph.set_defaults(run=run_morph)
-
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, command in COMMANDS.items():
+        subparser = subparsers.add_parser(name, help=command.help, description=command.help)
+        command.arguments(subparser)
+        add_options(subparser, command.kind, command.options)
+        subparser.set_defaults(command=command)
     args = parser.parse_args(argv)
+    command = args.command
     try:
-        return args.run(args)
+        params, inputs = command.derive(args)
+        params.update({option.field: getattr(args, option.field) for option in command.options})
+        spec = JOBS[command.kind].from_params(params)
+        output_dir = command.output_dir(args)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        context = JobContext(output_dir=output_dir, report=ProgressPrinter(), input_name=lambda name: Path(name).name)
+        print(command.write(args, spec.run(inputs, context)))
+        return 0
+    except JobParamError as error:
+        flags = {option.field: option.flags[0] for option in command.options}
+        shown = f"{flags[error.param]} {error.problem}" if error.param in flags else str(error)
+        print(f"error: {shown}", file=sys.stderr)
+        return 2
     except (MeshError, ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -122,226 +130,166 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def run_fit(args: argparse.Namespace) -> int:
-    from .extraction import extract_mesh
-    from .fit import fit_sdf
-    from .metrics import mesh_metrics
+class ProgressPrinter:
+    """Progress on stderr: a bar for training stages, a line for each frame and for the other stages."""
+
+    WIDTH = 30
+    WORDS = {"extract": "extracting the surface ...", "measure": "measuring against the input ...",
+             "curvature": "evaluating curvature ..."}  # fmt: skip
+
+    def __init__(self):
+        self.stage_started = time.perf_counter()
+
+    def __call__(self, stage: str, step: int, total: int, loss: float | None, eta: float | None) -> None:
+        if step == 0:
+            self.stage_started = time.perf_counter()
+            if stage in self.WORDS:
+                print(self.WORDS[stage], file=sys.stderr, flush=True)
+            return
+        if stage == "frames":
+            print(f"frame {step}/{total}", file=sys.stderr, flush=True)
+        elif stage in TRAINING_STAGES:
+            filled = int(self.WIDTH * step / total)
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            elapsed = time.perf_counter() - self.stage_started
+            loss_text = f" loss {loss:.4g}" if loss is not None else ""
+            eta = elapsed / step * (total - step) if eta is None else eta
+            line = f"\rtraining [{bar}] {step}/{total}{loss_text} elapsed {elapsed:.0f}s eta {eta:.0f}s"
+            print(line, end="\n" if step == total else "", file=sys.stderr, flush=True)
+
+
+def _mesh_inputs(paths: list[Path]) -> dict:
+    from .mesh_io import load_mesh
+
+    inputs = {}
+    for index, path in enumerate(paths):
+        mesh = load_mesh(path)
+        inputs[f"vertices_{index}"], inputs[f"faces_{index}"] = mesh.vertices, mesh.faces
+    return inputs
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _frames(output: JobOutput) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    arrays = output.arrays
+    return [(float(t), arrays[f"vertices_{i}"], arrays[f"faces_{i}"]) for i, t in enumerate(arrays["times"])]
+
+
+# fit
+
+
+def _fit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("meshes", nargs="+", type=Path, help="PLY/OBJ/STL/OFF/GLB files, fitted together as one shape")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="folder for mesh.ply, model.pt, metrics.json")
+
+
+def _fit_derive(args) -> tuple[dict, dict]:
+    return {"names": [str(path) for path in args.meshes]}, _mesh_inputs(args.meshes)
+
+
+def _fit_write(args, output: JobOutput) -> str:
     from .ply_io import write_ply
 
-    overrides = {"device": args.device, "seed": args.seed}
-    if args.steps is not None:
-        if args.steps < 1:
-            raise ValueError(f"--steps must be at least 1, got {args.steps}")
-        overrides["steps"] = args.steps
-    if args.curvature_sampling:
-        overrides["curvature_sampling"] = True
-    config = preset(args.preset, **overrides)
-    meshes = [load_mesh(path) for path in args.meshes]
-    args.output.mkdir(parents=True, exist_ok=True)
-
-    started = time.perf_counter()
-    model = fit_sdf(meshes, config, on_progress=print_progress)
-    train_seconds = time.perf_counter() - started
-    model.metadata["sources"] = [str(path) for path in args.meshes]
-    model.save(args.output / MODEL_FILENAME)
-
-    print(f"extracting the surface at {args.resolution}^3 ...", file=sys.stderr)
-    started = time.perf_counter()
-    vertices, faces = extract_mesh(model, args.resolution)
-    extract_seconds = time.perf_counter() - started
-    write_ply(args.output / MESH_FILENAME, vertices, faces)
-
-    print("measuring against the input ...", file=sys.stderr)
-    reference = merge_meshes(meshes)
-    metrics = mesh_metrics(vertices, faces, reference.vertices, reference.faces)
-    report = {
-        "metrics": metrics.to_dict(),
-        "metrics_normalization": "ground truth scaled so its largest bounding-box side is 1",
-        "train_seconds": round(train_seconds, 2),
-        "extract_seconds": round(extract_seconds, 2),
-        "steps": config.steps,
-        "preset": args.preset,
-        "resolution": args.resolution,
-        "input_faces": int(len(reference.faces)),
-        "output_vertices": int(len(vertices)),
-        "output_faces": int(len(faces)),
-        "device": model.metadata["device"],
-    }
-    (args.output / METRICS_FILENAME).write_text(json.dumps(report, indent=2) + "\n")
-    summary = ", ".join(f"{name} {value:.4g}" for name, value in metrics.to_dict().items())
-    print(f"wrote {args.output}/{{{MESH_FILENAME},{MODEL_FILENAME},{METRICS_FILENAME}}}: {summary}")
-    return 0
+    write_ply(args.output / MESH_FILENAME, output.arrays["vertices"], output.arrays["faces"])
+    _write_json(args.output / METRICS_FILENAME, output.summary)
+    measured = output.summary.get("metrics", {})
+    summary = ", ".join(f"{name} {value:.4g}" for name, value in measured.items())
+    return f"wrote {args.output}/{{{MESH_FILENAME},{output.files['model']},{METRICS_FILENAME}}}" + (
+        f": {summary}" if summary else ""
+    )
 
 
-def run_curvature(args: argparse.Namespace) -> int:
-    from .colormaps import QUANTITIES, colorize
-    from .conventions import CURVATURE_CONVENTION
-    from .extraction import extract_mesh
-    from .geometry import model_curvatures
-    from .model import load_model
+# extract
+
+
+def _model_arguments(output_help: str) -> Callable[[argparse.ArgumentParser], None]:
+    def arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("model", type=Path, help="a model file written by 'fit'")
+        parser.add_argument("-o", "--output", type=Path, required=True, help=output_help)
+
+    return arguments
+
+
+def _extract_write(args, output: JobOutput) -> str:
     from .ply_io import write_ply
 
-    model = load_model(args.model)
-    if args.at is not None:
-        mesh = load_mesh(args.at)
-        vertices, faces = mesh.vertices, mesh.faces
-    else:
-        if args.project:
-            raise ValueError("--project applies to the vertices of --at MESH; the model's own surface is already on it")
-        vertices, faces = extract_mesh(model, args.resolution)
-    values = model_curvatures(model, vertices, project=args.project)
-    fields = {name: getattr(values, name) for name in CURVATURE_FIELDS}
-    colors, (low, high) = colorize(fields[args.quantity], QUANTITIES[args.quantity], value_range=args.range)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
+    write_ply(args.output, output.arrays["vertices"], output.arrays["faces"])
+    return f"wrote {args.output}: {len(output.arrays['faces'])} faces"
+
+
+# curvature
+
+
+def _curvature_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_arguments("the PLY file to write")(parser)
+    parser.add_argument("--at", type=Path, help="colour this mesh's vertices (default: the model's own surface)")
+
+
+def _curvature_derive(args) -> tuple[dict, dict]:
+    if args.at is None:
+        return {"model": str(args.model)}, {}
+    from .mesh_io import load_mesh
+
+    args.at_mesh = load_mesh(args.at)
+    return {"model": str(args.model)}, {"points": args.at_mesh.vertices}
+
+
+def _curvature_write(args, output: JobOutput) -> str:
+    from .ply_io import write_ply
+
+    arrays, summary = output.arrays, output.summary
+    vertices, faces = (arrays["vertices"], arrays["faces"]) if args.at is None else (args.at_mesh.vertices, args.at_mesh.faces)
+    low, high = summary["range"]
+    shown = f"colours show {summary['quantity']} over"
     write_ply(
         args.output,
         vertices,
         faces,
-        colors=colors,
-        vertex_properties=fields,
-        comments=[CURVATURE_CONVENTION, f"colours show {args.quantity} over [{low:.6g}, {high:.6g}]"],
+        colors=arrays["colors"],
+        vertex_properties={name: arrays[name] for name in CURVATURE_FIELDS},
+        comments=[summary["convention"], f"{shown} [{low:.6g}, {high:.6g}]"],
     )
-    print(f"wrote {args.output}: {len(vertices)} vertices, colours show {args.quantity} over [{low:.4g}, {high:.4g}]")
-    return 0
+    return f"wrote {args.output}: {len(vertices)} vertices, {shown} [{low:.4g}, {high:.4g}]"
 
 
-def run_evolve(args: argparse.Namespace) -> int:
-    import dataclasses
+# evolve
 
-    from .conventions import CURVATURE_CONVENTION
-    from .evolution import EvolveConfig, evolve, save_evolution
-    from .fields import extract_frames, frame_curvatures
-    from .surface_flows import FieldTerm, Flow
-    from .model import load_model
-    from .ply_io import write_ply
 
-    times = _parse_times(args.times)
+def _evolve_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_arguments("folder for frame_NNNN.ply, times.json, evolution.pt")(parser)
+    parser.add_argument("--flow", choices=("mcf", "offset", "field"), required=True, help="what moves the surface")
+    parser.add_argument(
+        "--speed",
+        type=float,
+        help="mcf: lambda in length^2 per time (a sphere's radius follows sqrt(r0^2 - 4 lambda t)); "
+        "offset: outward speed in length per time (negative erodes)",
+    )
+    parser.add_argument(
+        "--fields",
+        type=Path,
+        help="field: a JSON list of vector fields, e.g. "
+        '[{"kind": "source", "center": [0, 0, 0], "strength": 0.1, "radius": 0.3}] (kinds: source, twist, rotation)',
+    )
+    parser.add_argument(
+        "--times", required=True, help="comma-separated times to mesh, e.g. 0,0.01,0.02 (negative sharpens under mcf)"
+    )
+
+
+def _evolve_derive(args) -> tuple[dict, dict]:
     if args.flow == "field":
         if args.fields is None or args.speed is not None:
             raise ValueError("--flow field takes --fields FILE (a JSON list of vector fields) and no --speed")
         entries = json.loads(args.fields.read_text())
         if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
             raise ValueError(f"{args.fields} must hold a JSON list of vector-field objects")
-        flow = Flow(fields=tuple(FieldTerm.from_dict(entry) for entry in entries))
+        flow = {"fields": entries}
     else:
         if args.speed is None or args.fields is not None:
             raise ValueError(f"--flow {args.flow} takes --speed and no --fields")
-        flow = Flow(mean_curvature=args.speed) if args.flow == "mcf" else Flow(normal_speed=args.speed)
-    config = EvolveConfig(device=args.device, seed=args.seed)
-    if args.steps is not None:
-        config = dataclasses.replace(config, steps=args.steps)
-    model = load_model(args.model)
-    args.output.mkdir(parents=True, exist_ok=True)
-
-    started = time.perf_counter()
-    evolved = evolve(model, flow, (min(0.0, *times), max(0.0, *times)), config, on_progress=print_progress)
-    train_seconds = time.perf_counter() - started
-    save_evolution(evolved, args.output / EVOLUTION_MODEL_FILENAME)
-
-    frame_seconds = []
-    last = time.perf_counter()
-
-    def timed(index: int, total: int, frame) -> None:
-        nonlocal last
-        now = time.perf_counter()
-        frame_seconds.append(round(now - last, 3))
-        last = now
-        print(f"frame {index + 1}/{total}: t = {frame.time:.6g}, {len(frame.faces)} faces", file=sys.stderr, flush=True)
-
-    frames = extract_frames(evolved, times, args.resolution, on_frame=timed)
-    curvature_seconds, value_range = None, None
-    if args.curvature:
-        started = time.perf_counter()
-        curvatures, value_range = frame_curvatures(evolved, frames, args.curvature)
-        curvature_seconds = round(time.perf_counter() - started, 2)
-    for index, frame in enumerate(frames):
-        comments = [f"t = {frame.time!r}"]
-        extra = {}
-        if args.curvature:
-            comments.append(CURVATURE_CONVENTION)
-            extra = {"colors": curvatures[index].colors, "vertex_properties": curvatures[index].fields}
-        write_ply(args.output / FRAME_FILENAME.format(index), frame.vertices, frame.faces, comments=comments, **extra)
-    report = {
-        "times": times,
-        "frames": [FRAME_FILENAME.format(i) for i in range(len(times))],
-        "flow": flow.to_dict(),
-        "model": EVOLUTION_MODEL_FILENAME,
-        "train_seconds": round(train_seconds, 2),
-        "frame_seconds": frame_seconds,
-        "resolution": args.resolution,
-        "curvature": args.curvature,
-        "curvature_range": value_range,
-        "curvature_seconds": curvature_seconds,
-    }
-    (args.output / TIMES_FILENAME).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {len(times)} frames, {TIMES_FILENAME} and {EVOLUTION_MODEL_FILENAME} to {args.output}")
-    return 0
-
-
-def run_morph(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from .fields import even_times, extract_frames
-    from .morph import align_bounds, fit_pair, morph, morph_config, save_morph
-    from .ply_io import write_ply
-
-    times = even_times(args.frames)
-    landmarks = None
-    if args.landmarks is not None:
-        if args.method != "flow":
-            raise ValueError("--landmarks applies to --method flow")
-        pairs = np.asarray(json.loads(args.landmarks.read_text()), dtype=np.float64)
-        if pairs.ndim != 3 or pairs.shape[1:] != (2, 3):
-            raise ValueError(f"{args.landmarks} must hold a JSON list of [[x, y, z], [x, y, z]] pairs, got shape {pairs.shape}")
-        landmarks = (pairs[:, 0], pairs[:, 1])
-    fit_overrides = {"device": args.device, "seed": args.seed}
-    if args.fit_steps is not None:
-        fit_overrides["steps"] = args.fit_steps
-    fit_config = preset(args.preset, **fit_overrides)
-    source, target = load_mesh(args.source), load_mesh(args.target)
-    alignment = None
-    if args.align == "bounds":
-        target, scale, offset = align_bounds(target, source)
-        alignment = {"scale": scale, "offset": offset.tolist()}
-        if landmarks is not None:
-            landmarks = (landmarks[0], landmarks[1] * scale + offset)
-    args.output.mkdir(parents=True, exist_ok=True)
-
-    started = time.perf_counter()
-    model_a, model_b = fit_pair(source, target, fit_config, on_progress=lambda _index, p: print_progress(p))
-    fit_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    config = morph_config(args.method, steps=args.steps, device=args.device, seed=args.seed)
-    morphed = morph(model_a, model_b, config, landmarks=landmarks, on_progress=print_progress)
-    morph_seconds = time.perf_counter() - started
-    save_morph(morphed, args.output / MORPH_FILENAME)
-
-    frame_seconds = []
-    last = time.perf_counter()
-
-    def write_frame(index: int, total: int, frame) -> None:
-        nonlocal last
-        write_ply(args.output / FRAME_FILENAME.format(index), frame.vertices, frame.faces, comments=[f"t = {frame.time!r}"])
-        now = time.perf_counter()
-        frame_seconds.append(round(now - last, 3))
-        last = now
-        print(f"frame {index + 1}/{total}: t = {frame.time:.4g}, {len(frame.faces)} faces", file=sys.stderr, flush=True)
-
-    extract_frames(morphed, times, args.resolution, on_frame=write_frame)
-    report = {
-        "times": times,
-        "frames": [FRAME_FILENAME.format(i) for i in range(len(times))],
-        "method": args.method,
-        "target_alignment": alignment,
-        "model": MORPH_FILENAME,
-        "fit_seconds": round(fit_seconds, 2),
-        "train_seconds": round(morph_seconds, 2),
-        "frame_seconds": frame_seconds,
-        "resolution": args.resolution,
-    }
-    (args.output / TIMES_FILENAME).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {len(times)} frames, {TIMES_FILENAME} and {MORPH_FILENAME} to {args.output}")
-    return 0
+        flow = {"mean_curvature": args.speed} if args.flow == "mcf" else {"normal_speed": args.speed}
+    return {"model": str(args.model), "flow": flow, "times": _parse_times(args.times)}, {}
 
 
 def _parse_times(text: str) -> list[float]:
@@ -354,13 +302,133 @@ def _parse_times(text: str) -> list[float]:
     return times
 
 
-def print_progress(progress: Progress) -> None:
-    width = 30
-    filled = int(width * progress.step / progress.total)
-    bar = "#" * filled + "-" * (width - filled)
-    line = (
-        f"\rtraining [{bar}] {progress.step}/{progress.total} loss {progress.loss:.4g} "
-        f"elapsed {progress.elapsed_s:.0f}s eta {progress.eta_s:.0f}s"
+def _evolve_write(args, output: JobOutput) -> str:
+    from .conventions import CURVATURE_CONVENTION
+    from .ply_io import write_ply
+
+    arrays, summary = output.arrays, output.summary
+    colored = summary["curvature"] is not None
+    names = []
+    for index, (t, vertices, faces) in enumerate(_frames(output)):
+        extra, comments = {}, [f"t = {t!r}"]
+        if colored:
+            comments.append(CURVATURE_CONVENTION)
+            fields = {name: arrays[f"{name}_{index}"] for name in CURVATURE_FIELDS}
+            extra = {"colors": arrays[f"colors_{index}"], "vertex_properties": fields}
+        names.append(FRAME_FILENAME.format(index))
+        write_ply(args.output / names[-1], vertices, faces, comments=comments, **extra)
+    _write_json(args.output / TIMES_FILENAME, {**summary, "frames": names, "model": output.files["model"]})
+    return f"wrote {len(names)} frames, {TIMES_FILENAME} and {output.files['model']} to {args.output}"
+
+
+# morph
+
+
+def _morph_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", type=Path, help="the mesh at t = 0")
+    parser.add_argument("target", type=Path, help="the mesh at t = 1")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="folder for frame_NNNN.ply, times.json, morph.pt")
+    parser.add_argument(
+        "--landmarks",
+        type=Path,
+        help="flow: a JSON list of point pairs [[[x, y, z] on source, [x, y, z] on target], ...] to pull together",
     )
-    end = "\n" if progress.step == progress.total else ""
-    print(line, end=end, file=sys.stderr, flush=True)
+
+
+def _morph_derive(args) -> tuple[dict, dict]:
+    inputs = {}
+    if args.landmarks is not None:
+        if args.method != "flow":
+            raise ValueError("--landmarks applies to --method flow")
+        pairs = np.asarray(json.loads(args.landmarks.read_text()), dtype=np.float64)
+        if pairs.ndim != 3 or pairs.shape[1:] != (2, 3):
+            raise ValueError(f"{args.landmarks} must hold a JSON list of [[x, y, z], [x, y, z]] pairs, got shape {pairs.shape}")
+        inputs = {"landmarks_source": pairs[:, 0], "landmarks_target": pairs[:, 1]}
+    inputs.update(_mesh_inputs([args.source, args.target]))
+    return {"names": [str(args.source), str(args.target)]}, inputs
+
+
+def _morph_write(args, output: JobOutput) -> str:
+    from .ply_io import write_ply
+
+    names = []
+    for index, (t, vertices, faces) in enumerate(_frames(output)):
+        names.append(FRAME_FILENAME.format(index))
+        write_ply(args.output / names[-1], vertices, faces, comments=[f"t = {t!r}"])
+    report = {**output.summary, "frames": names, "model": output.files["model"]}
+    if "source_positions" in output.arrays:
+        from .mesh_io import load_mesh
+
+        faces = load_mesh(args.source).faces
+        report["source_frames"] = []
+        for index, (t, positions) in enumerate(zip(output.arrays["times"], output.arrays["source_positions"])):
+            report["source_frames"].append(SOURCE_FRAME_FILENAME.format(index))
+            write_ply(args.output / report["source_frames"][-1], positions, faces, comments=[f"t = {float(t)!r}"])
+    _write_json(args.output / TIMES_FILENAME, report)
+    return f"wrote {len(names)} frames, {TIMES_FILENAME} and {output.files['model']} to {args.output}"
+
+
+DEVICE = Option("device", ("--device",))
+SEED = Option("seed", ("--seed",))
+RESOLUTION = Option("resolution", ("--resolution",))
+
+COMMANDS: dict[str, Command] = {
+    "fit": Command(
+        "fit",
+        "fit a neural SDF to meshes, extract it and measure it",
+        _fit_arguments,
+        (Option("preset", ("--preset",)), Option("steps", ("--steps",)), RESOLUTION, DEVICE, SEED,
+         Option("curvature_sampling", ("--curvature-sampling",)), Option("metrics", ("--metrics",))),
+        ("names",),
+        _fit_derive,
+        _fit_write,
+        lambda args: args.output,
+    ),
+    "extract": Command(
+        "extract",
+        "extract a fitted model's surface again (marching cubes), without training",
+        _model_arguments("the PLY file to write"),
+        (RESOLUTION, DEVICE),
+        ("model",),
+        lambda args: ({"model": str(args.model)}, {}),
+        _extract_write,
+        lambda args: args.output.parent,
+    ),
+    "curvature": Command(
+        "curvature",
+        "colour a mesh by the curvature of a fitted model (writes mean, gaussian, k1, k2 fields)",
+        _curvature_arguments,
+        (Option("quantity", ("--quantity",)), Option("colormap", ("--colormap",)),
+         Option("range", ("--range",), {"nargs": 2, "metavar": ("LOW", "HIGH")}),
+         Option("project", ("--project",)), RESOLUTION, DEVICE),
+        ("model",),
+        _curvature_derive,
+        _curvature_write,
+        lambda args: args.output.parent,
+    ),
+    "evolve": Command(
+        "evolve",
+        "evolve a fitted model's surface (mean curvature flow, offset, vector fields) and mesh it over time",
+        _evolve_arguments,
+        (Option("steps", ("--steps",)), RESOLUTION, Option("curvature", ("--curvature",)),
+         Option("colormap", ("--colormap",)), DEVICE, SEED),
+        ("model", "flow", "times"),
+        _evolve_derive,
+        _evolve_write,
+        lambda args: args.output,
+    ),
+    "morph": Command(
+        "morph",
+        "morph one mesh into another and mesh the in-between shapes (in the source's coordinates)",
+        _morph_arguments,
+        (Option("method", ("--method",)), Option("frames", ("--frames",)), Option("align", ("--align",)),
+         Option("preset", ("--preset",)), Option("fit_steps", ("--fit-steps",)), Option("steps", ("--steps",)),
+         RESOLUTION, DEVICE, SEED, Option("warp_source", ("--warp-source",))),
+        ("names",),
+        _morph_derive,
+        _morph_write,
+        lambda args: args.output,
+    ),
+}
+"""Every subcommand by name; each runs the job of its kind (the test checks that options and derived fields
+together are exactly the spec's fields)."""

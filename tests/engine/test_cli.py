@@ -4,9 +4,10 @@ import json
 
 import numpy as np
 
-from engine.cli import MESH_FILENAME, METRICS_FILENAME, MODEL_FILENAME
+from engine.cli import MESH_FILENAME, METRICS_FILENAME
 from engine.mesh_io import load_mesh
 from engine.model import load_model
+from engine.protocol import MODEL_FILENAME
 from tests.conftest import BUNDLED_MESH, run_engine_cli
 
 

@@ -208,7 +208,8 @@ def test_morph_job_fits_both_shapes_and_gives_frames(worker, tmp_path, method):
     arrays = {"vertices_0": small.vertices, "faces_0": small.faces, "vertices_1": large.vertices, "faces_1": large.faces}
     np.savez(tmp_path / protocol.INPUTS_FILENAME, **arrays)
     params = {"method": method, "names": ["Small", "Large"], "frames": 3, "preset": "tiny", "fit_steps": 100,
-              "steps": 10, "resolution": 24, "device": "cpu", "seed": 0, "warp_source": method == "flow"}  # fmt: skip
+              "steps": 10, "resolution": 24, "device": "cpu", "seed": 0, "warp_source": method == "flow",
+              "align": "none"}  # fmt: skip
     worker.send(job("morph", "morph", tmp_path, **params))
     end, progress = worker.until_end_of_job("morph")
     assert end["type"] == "result", end

@@ -1,0 +1,123 @@
+"""The ``fit`` and ``extract`` jobs: a SIREN SDF fitted to meshes, and a fitted model's surface."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import protocol
+from .base import Device, JobContext, JobOutput, JobSpec, check_at_least, extract_surface, input_meshes
+
+MIN_RESOLUTION = 8
+"""The smallest marching-cubes grid (`engine.extraction.extract_mesh` refuses smaller)."""
+
+
+@dataclass(frozen=True)
+class FitJob(JobSpec):
+    """Fit one SDF to the union of the input meshes ``vertices_<i>`` / ``faces_<i>``, extract its zero level set
+    and (optionally) measure it against the input. Outputs ``vertices`` (n, 3) float32 and ``faces`` (m, 3) int32
+    in the input's coordinates; file ``model.pt``."""
+
+    kind = "fit"
+    stages = ("fit", "extract", "measure")
+
+    names: tuple[str, ...]
+    """What each input mesh is called (messages and the model's metadata): one per mesh."""
+    preset: str = "fast"
+    """Starting settings: a name of engine.fit.PRESETS."""
+    steps: int | None = None
+    """Optimizer steps (default: the preset's)."""
+    resolution: int = 256
+    """Marching-cubes grid points per axis."""
+    device: Device = "auto"
+    """Where to train: auto takes CUDA when PyTorch sees a GPU."""
+    seed: int = 0
+    """Seed of every random draw."""
+    curvature_sampling: bool = False
+    """Draw surface samples by curvature bands (i3d) instead of by area."""
+    metrics: bool = True
+    """Measure the surface against the input (Chamfer-L1, normal consistency, F-score, IoU, Hausdorff)."""
+
+    def check(self) -> None:
+        from ..fit import PRESETS
+
+        if self.preset not in PRESETS:
+            self.fail("preset", f"must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if not self.names:
+            self.fail("names", "must name at least one input mesh")
+        check_at_least(self, "steps", 1)
+        check_at_least(self, "resolution", MIN_RESOLUTION)
+
+    def fit_config(self):
+        """The `engine.fit.FitConfig` of these settings."""
+        from ..fit import preset
+
+        overrides = {"device": self.device, "seed": self.seed, "curvature_sampling": self.curvature_sampling}
+        if self.steps is not None:
+            overrides["steps"] = self.steps
+        return preset(self.preset, **overrides)
+
+    def run(self, inputs: dict[str, np.ndarray], context: JobContext) -> JobOutput:
+        from ..fit import fit_sdf
+        from ..mesh_io import merge_meshes
+
+        meshes = input_meshes(inputs, self.names, context)
+        config = self.fit_config()
+        context.report("fit", 0, config.steps, None, None)
+        model = fit_sdf(
+            meshes, config, on_progress=context.training_progress("fit"), should_cancel=context.should_cancel
+        )
+        model.metadata["sources"] = list(self.names)
+        context.raise_if_cancelled("after training, before extraction")
+        vertices, faces, extract_seconds = extract_surface(model, self.resolution, self.device, context)
+        reference = merge_meshes(meshes)
+        summary = {
+            "train_seconds": round(model.metadata["train_seconds"], 2),
+            "extract_seconds": round(extract_seconds, 2),
+            "loss": model.metadata["best_validation_loss"],
+            "device": model.metadata["device"],
+            "steps": config.steps,
+            "preset": self.preset,
+            "resolution": self.resolution,
+            "input_faces": int(len(reference.faces)),
+            "output_vertices": int(len(vertices)),
+            "output_faces": int(len(faces)),
+        }
+        if self.metrics:
+            from ..metrics import mesh_metrics
+
+            context.raise_if_cancelled("before measuring the surface")
+            context.report("measure", 0, 1, None, None)
+            measured = mesh_metrics(vertices, faces, reference.vertices, reference.faces)
+            context.report("measure", 1, 1, None, None)
+            summary["metrics"] = measured.to_dict()
+            summary["metrics_normalization"] = "ground truth scaled so its largest bounding-box side is 1"
+        model.save(context.output_dir / protocol.MODEL_FILENAME)
+        return JobOutput({"vertices": vertices, "faces": faces}, {"model": protocol.MODEL_FILENAME}, summary)
+
+
+@dataclass(frozen=True)
+class ExtractJob(JobSpec):
+    """Extract a fitted model's zero level set again, without training. Outputs as for ``fit``."""
+
+    kind = "extract"
+    stages = ("extract",)
+
+    model: str
+    """Path of a model file written by a fit."""
+    resolution: int = 256
+    """Marching-cubes grid points per axis."""
+    device: Device = "auto"
+    """Where to evaluate the network."""
+
+    def check(self) -> None:
+        check_at_least(self, "resolution", MIN_RESOLUTION)
+
+    def run(self, inputs: dict[str, np.ndarray], context: JobContext) -> JobOutput:
+        from ..model import load_model
+
+        model = load_model(self.model)
+        vertices, faces, seconds = extract_surface(model, self.resolution, self.device, context)
+        summary = {"vertices": int(len(vertices)), "faces": int(len(faces)), "extract_seconds": round(seconds, 2)}
+        return JobOutput({"vertices": vertices, "faces": faces}, {}, summary)

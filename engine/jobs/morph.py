@@ -1,0 +1,121 @@
+"""The ``morph`` job: two meshes fitted in one cube, a morph trained between them and meshed at evenly spaced
+times."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from .base import Device, JobContext, JobOutput, JobSpec, check_at_least, frame_arrays, input_array, input_meshes
+from .fit import MIN_RESOLUTION, FitJob
+
+
+@dataclass(frozen=True)
+class MorphJob(JobSpec):
+    """Morph the source ``vertices_0`` / ``faces_0`` (t = 0) into the target ``vertices_1`` / ``faces_1`` (t = 1),
+    optionally guided by ``landmarks_source`` / ``landmarks_target`` (k, 3) point pairs (flow only). Outputs per
+    frame i ``vertices_<i>``, ``faces_<i>`` and ``times``; with ``warp_source`` also ``source_positions`` (frames,
+    n, 3) float32, the source's own vertices at each time (same topology). File ``morph.pt``. Coordinates are the
+    source's (the target is moved onto it with ``align`` "bounds")."""
+
+    kind = "morph"
+    stages = ("fit", "morph", "frames")
+
+    names: tuple[str, str]
+    """What the source and the target are called (messages and the fits' metadata)."""
+    method: Literal["levelset", "flow"] = "levelset"
+    """levelset: blend the two distance fields (exact ends, topology may change); flow: carry the source along a
+    learned warp (keeps its topology)."""
+    frames: int = 9
+    """Frames from t = 0 to 1, both included."""
+    align: Literal["bounds", "none"] = "bounds"
+    """bounds: first move and scale the target onto the source's bounding box; none: take both as they are."""
+    preset: str = "fast"
+    """Fit settings of both shapes: a name of engine.fit.PRESETS."""
+    fit_steps: int | None = None
+    """Fit steps of each shape (default: the preset's)."""
+    steps: int | None = None
+    """Morph training steps (default: the method's)."""
+    resolution: int = 128
+    """Marching-cubes grid points per axis of each frame."""
+    device: Device = "auto"
+    """Where to train."""
+    seed: int = 0
+    """Seed of every random draw."""
+    warp_source: bool = False
+    """flow: also move the source mesh's own vertices along the morph (shape keys)."""
+
+    def check(self) -> None:
+        from ..fit import PRESETS
+
+        if self.preset not in PRESETS:
+            self.fail("preset", f"must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.warp_source and self.method != "flow":
+            self.fail("warp_source", "needs the flow method (a level-set morph does not move the source's vertices)")
+        check_at_least(self, "frames", 2)
+        check_at_least(self, "fit_steps", 1)
+        check_at_least(self, "steps", 1)
+        check_at_least(self, "resolution", MIN_RESOLUTION)
+
+    def run(self, inputs: dict[str, np.ndarray], context: JobContext) -> JobOutput:
+        from .. import protocol
+        from ..fields import even_times
+        from ..morph import METHODS, align_bounds, fit_pair, morph, morph_config, save_morph, warp_points
+
+        times = even_times(self.frames)
+        source, target = input_meshes(inputs, self.names, context)
+        landmarks = None
+        if "landmarks_source" in inputs or "landmarks_target" in inputs:
+            if not METHODS[self.method].takes_landmarks:
+                raise ValueError(f"landmarks guide the flow method only, not {self.method}")
+            landmarks = (input_array(inputs, "landmarks_source"), input_array(inputs, "landmarks_target"))
+        alignment = None
+        if self.align == "bounds":
+            target, scale, offset = align_bounds(target, source)
+            alignment = {"scale": scale, "offset": offset.tolist()}
+            if landmarks is not None:
+                landmarks = (landmarks[0], np.asarray(landmarks[1], dtype=np.float64) * scale + offset)
+        fit_config = FitJob(
+            names=self.names, preset=self.preset, steps=self.fit_steps, device=self.device, seed=self.seed
+        ).fit_config()
+
+        context.report("fit", 0, 2 * fit_config.steps, None, None)
+        model_a, model_b = fit_pair(
+            source,
+            target,
+            fit_config,
+            on_progress=lambda index, p: context.report("fit", index * p.total + p.step, 2 * p.total, p.loss, None),
+            should_cancel=context.should_cancel,
+        )
+        for model, name in zip((model_a, model_b), self.names):
+            model.metadata["sources"] = [name]
+        config = morph_config(self.method, steps=self.steps, device=self.device, seed=self.seed)
+        context.report("morph", 0, config.steps, None, None)
+        morphed = morph(
+            model_a,
+            model_b,
+            config,
+            landmarks=landmarks,
+            on_progress=context.training_progress("morph"),
+            should_cancel=context.should_cancel,
+        )
+        arrays, _, frame_seconds = frame_arrays(morphed, tuple(times), self.resolution, context)
+        if self.warp_source:
+            positions = [warp_points(morphed, source.vertices, t) for t in times]
+            arrays["source_positions"] = np.stack(positions).astype(np.float32)
+        save_morph(morphed, context.output_dir / protocol.MORPH_MODEL_FILENAME)
+        facts = morphed.metadata["morph"]
+        summary = {
+            "method": self.method,
+            "times": times,
+            "target_alignment": alignment,
+            "fit_seconds": round(model_a.metadata["train_seconds"] + model_b.metadata["train_seconds"], 2),
+            "train_seconds": round(facts["train_seconds"], 2),
+            "frame_seconds": frame_seconds,
+            "device": facts["device"],
+            "steps": config.steps,
+            "resolution": self.resolution,
+        }
+        return JobOutput(arrays, {"model": protocol.MORPH_MODEL_FILENAME}, summary)
