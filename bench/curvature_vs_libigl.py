@@ -18,11 +18,9 @@ import igl
 import numpy as np
 from scipy.stats import spearmanr
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from engine.geometry import model_curvatures  # noqa: E402
-from engine.mesh_io import load_mesh  # noqa: E402
-from engine.model import load_model  # noqa: E402
+from engine.geometry import model_curvatures
+from engine.mesh_io import load_mesh
+from engine.model import load_model
 
 
 def discrete_curvatures(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

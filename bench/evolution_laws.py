@@ -21,14 +21,12 @@ import numpy as np
 import torch
 import trimesh
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from engine.evolution import EvolveConfig, evolve  # noqa: E402
-from engine.fields import at_time, extract_frames, frame_curvatures  # noqa: E402
-from engine.fit import fit_sdf, preset  # noqa: E402
-from engine.mesh_io import check_mesh  # noqa: E402
-from engine.model import load_model  # noqa: E402
-from engine.surface_flows import Flow  # noqa: E402
+from engine.evolution import EvolveConfig, evolve
+from engine.fields import at_time, extract_frames, frame_curvatures
+from engine.fit import fit_sdf, preset
+from engine.mesh_io import check_mesh
+from engine.model import load_model
+from engine.surface_flows import Flow
 
 RADIUS = 0.5
 

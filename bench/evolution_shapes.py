@@ -21,13 +21,11 @@ import numpy as np
 import torch
 import trimesh
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from engine.conventions import UNIT_HALF_SIZE  # noqa: E402
-from engine.evolution import EvolveConfig, evolve  # noqa: E402
-from engine.fields import extract_frames  # noqa: E402
-from engine.model import load_model  # noqa: E402
-from engine.surface_flows import SHARPEN_LIMIT, Flow  # noqa: E402
+from engine.conventions import UNIT_HALF_SIZE
+from engine.evolution import EvolveConfig, evolve
+from engine.fields import extract_frames
+from engine.model import load_model
+from engine.surface_flows import SHARPEN_LIMIT, Flow
 
 
 def main() -> int:

@@ -17,12 +17,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from engine.extraction import extract_mesh  # noqa: E402
-from engine.fit import PRESETS, FitConfig, fit_sdf, preset  # noqa: E402
-from engine.mesh_io import load_mesh  # noqa: E402
-from engine.metrics import mesh_metrics  # noqa: E402
+from engine.extraction import extract_mesh
+from engine.fit import PRESETS, FitConfig, fit_sdf, preset
+from engine.mesh_io import load_mesh
+from engine.metrics import mesh_metrics
 
 COLUMNS = ("mesh", "faces", "preset", "steps", "train_s", "extract_s", "chamfer_l1", "nc", "f@1%", "iou", "hausdorff")
 

@@ -20,14 +20,12 @@ from pathlib import Path
 import torch
 import trimesh
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from engine.fields import even_times, extract_frames  # noqa: E402
-from engine.fit import preset  # noqa: E402
-from engine.mesh_io import check_mesh, load_mesh  # noqa: E402
-from engine.metrics import mesh_metrics  # noqa: E402
-from engine.model import load_model  # noqa: E402
-from engine.morph import align_bounds, fit_pair, morph, morph_config  # noqa: E402
+from engine.fields import even_times, extract_frames
+from engine.fit import preset
+from engine.mesh_io import check_mesh, load_mesh
+from engine.metrics import mesh_metrics
+from engine.model import load_model
+from engine.morph import align_bounds, fit_pair, morph, morph_config
 
 
 def load(name: str):
