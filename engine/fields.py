@@ -144,14 +144,23 @@ class FrameCurvature:
 
 
 def frame_curvatures(
-    model: SDFModel, frames: Sequence[Frame], quantity: str, colormap: str = "auto"
+    model: SDFModel,
+    frames: Sequence[Frame],
+    quantity: str,
+    colormap: str = "auto",
+    *,
+    on_frame: Callable[[int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
 ) -> tuple[list[FrameCurvature], tuple[float, float]]:
     """Curvatures of every frame, coloured by ``quantity`` (a name of `engine.colormaps.QUANTITIES`, with
     ``colormap`` of `engine.colormaps.COLORMAPS`) on ONE range for all frames, so a colour means the same value at
-    every time of the animation. Returns the frames' curvatures and that range."""
+    every time of the animation. Returns the frames' curvatures and that range; ``on_frame(done, total)`` after
+    each frame."""
     kind = map_kind(quantity, colormap)
     fields, shown = [], []
-    for frame in frames:
+    for index, frame in enumerate(frames):
+        if should_cancel is not None and should_cancel():
+            raise Cancelled(f"curvature colours cancelled after {index} of {len(frames)} frames")
         if len(frame.vertices):
             values = model_curvatures(at_time(model, frame.time), frame.vertices)
             fields.append({name: getattr(values, name) for name in CURVATURE_FIELDS})
@@ -159,6 +168,8 @@ def frame_curvatures(
         else:
             fields.append({name: np.zeros(0) for name in CURVATURE_FIELDS})
             shown.append(np.zeros(0))
+        if on_frame is not None:
+            on_frame(index + 1, len(frames))
     colors, value_range = colorize(np.concatenate(shown), kind)
     ends = np.cumsum([len(values) for values in shown])[:-1]
     return [FrameCurvature(f, c) for f, c in zip(fields, np.split(colors, ends))], value_range

@@ -21,8 +21,8 @@ JOB_STAGE_SPANS = {
 }
 """The part of a job's progress bar each of its stages fills, by job kind, in the order the engine reports them
 (`engine.jobs.JOBS[kind].stages`; a kind not listed: each stage all of it). Two stages fill none of it: a fit's
-``measure`` (the add-on asks for no metrics, so it never runs) and an evolution's ``curvature`` (a short pass over
-the frames already meshed, with the bar full)."""
+``measure`` (the add-on asks for no metrics, so it never runs) and an evolution's ``curvature`` (the colours of the
+frames already meshed: the bar stays full while the text says so, frame by frame with its ETA)."""
 
 
 def format_duration(seconds: float) -> str:

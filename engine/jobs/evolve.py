@@ -100,10 +100,16 @@ class EvolveJob(JobSpec):
         }
         if self.curvature is not None:
             context.raise_if_cancelled("before the curvature colours")
-            context.report("curvature", 0, 1, None, None)
+            context.report("curvature", 0, len(frames), None, None)
             started = time.perf_counter()
-            curvatures, value_range = frame_curvatures(evolved, frames, self.curvature, self.colormap)
-            context.report("curvature", 1, 1, None, None)
+
+            def report(done: int, total: int) -> None:
+                elapsed = time.perf_counter() - started
+                context.report("curvature", done, total, None, elapsed / done * (total - done))
+
+            curvatures, value_range = frame_curvatures(
+                evolved, frames, self.curvature, self.colormap, on_frame=report, should_cancel=context.should_cancel
+            )
             summary["curvature_range"] = list(value_range)
             summary["curvature_seconds"] = round(time.perf_counter() - started, 2)
             for index, values in enumerate(curvatures):
