@@ -92,6 +92,8 @@ def _triangulate(faces, name: str) -> np.ndarray:
 def load_mesh(path: str | Path) -> TriangleMesh:
     """Read a PLY/OBJ/STL/OFF/GLB file (every mesh in a scene file is merged, with its scene transform)."""
     path = Path(path)
+    if path.is_dir():
+        raise MeshError(f"{path} is a folder, not a mesh file: give the path of a PLY/OBJ/STL/OFF/GLB file")
     if not path.is_file():
         raise MeshError(f"mesh file {path} does not exist")
     if path.suffix.lower() not in SUPPORTED_SUFFIXES:

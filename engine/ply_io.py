@@ -1,6 +1,7 @@
 """PLY files carrying per-vertex fields (curvatures) and colours beside the mesh.
 
-Written as binary little-endian PLY: float32 x y z, then one float32 property per named field (``mean``,
+Written as binary little-endian PLY: float32 x y z (float64 where float32 would move the vertices, see
+`coordinate_type`), then one float32 property per named field (``mean``,
 ``gaussian``, ...), then uchar red green blue alpha when colours are given, and triangles as
 ``property list uchar int vertex_indices``. Blender's PLY importer and trimesh read the mesh and colours;
 Blender also keeps the extra float properties as attributes.
@@ -22,6 +23,27 @@ _PLY_TYPES = {
 }  # fmt: skip
 _PROPERTY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _RESERVED = ("x", "y", "z", "red", "green", "blue", "alpha")
+
+
+FLOAT32_RELATIVE_ERROR = 1e-6
+"""Coordinates are written as float32 while rounding them moves no vertex by more than this share of the mesh's
+extent; else as float64 (a mesh far from the origin, e.g. in survey coordinates, would snap to a coarse grid)."""
+
+
+def coordinate_type(vertices: np.ndarray) -> str:
+    """``"float"`` or ``"double"``: the PLY type that keeps the vertices (n, 3) as precise as they are."""
+    vertices = np.asanyarray(vertices, dtype=np.float64)
+    if len(vertices) == 0:
+        return "float"
+    extent = float(np.ptp(vertices, axis=0).max())
+    rounding = float(np.abs(vertices.astype(np.float32).astype(np.float64) - vertices).max())
+    return "float" if rounding <= FLOAT32_RELATIVE_ERROR * extent else "double"
+
+
+def as_written(vertices: np.ndarray) -> np.ndarray:
+    """The vertices (float64) as `write_ply` stores them, to measure what a file holds."""
+    vertices = np.asanyarray(vertices, dtype=np.float64)
+    return vertices.astype(np.float32).astype(np.float64) if coordinate_type(vertices) == "float" else vertices
 
 
 def write_ply(
@@ -56,7 +78,10 @@ def write_ply(
         if "\n" in comment or "\r" in comment:
             raise ValueError(f"a PLY comment must be one line, got {comment!r}")
 
-    fields: list[tuple[str, str, np.ndarray]] = [(axis, "float", vertices[:, i]) for i, axis in enumerate("xyz")]
+    if not np.isfinite(vertices).all():
+        raise ValueError("vertices hold NaN or infinite coordinates; nothing was written")
+    position = coordinate_type(vertices)
+    fields: list[tuple[str, str, np.ndarray]] = [(axis, position, vertices[:, i]) for i, axis in enumerate("xyz")]
     for name, values in (vertex_properties or {}).items():
         if not _PROPERTY_NAME.match(name) or name in _RESERVED:
             raise ValueError(f"vertex property name {name!r} must be an identifier other than {', '.join(_RESERVED)}")

@@ -36,6 +36,10 @@ Add-on to worker:
 - ``{"type": "cancel", "job": ID}``: stop that job (running or queued) as soon as possible.
 - End of input: the worker cancels what it is doing and exits.
 
+Coordinates (vertices, positions) come back as float64, as the engine computed them, so that a mesh far from the
+origin keeps its precision until the add-on moves it into its object's frame; colours and curvature fields are
+float32.
+
 Version 2 (from 1): jobs take the params of the `engine.jobs` specs; missing params take their defaults (a morph
 without ``align`` is aligned by bounding boxes, as on the command line), unknown ones are refused. New: fit's
 ``curvature_sampling`` and ``metrics`` (stage ``measure``), curvature's ``resolution`` (no points: the model's own

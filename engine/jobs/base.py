@@ -80,6 +80,7 @@ class JobSpec:
         return {name: _to_json(value) for name, value in dataclasses.asdict(self).items()}
 
     def __post_init__(self):
+        check_common(self)
         self.check()
 
     def check(self) -> None:
@@ -200,16 +201,12 @@ def input_meshes(inputs: dict[str, np.ndarray], names: tuple[str, ...], context:
     """The checked meshes ``vertices_<i>`` / ``faces_<i>``, one per name."""
     from ..mesh_io import check_mesh
 
-    return [
-        check_mesh(
-            input_array(inputs, f"vertices_{index}"), input_array(inputs, f"faces_{index}"), name=context.input_name(name)
-        )
-        for index, name in enumerate(names)
-    ]
+    arrays = [(input_array(inputs, f"vertices_{i}"), input_array(inputs, f"faces_{i}")) for i in range(len(names))]
+    return [check_mesh(*mesh, name=context.input_name(name)) for mesh, name in zip(arrays, names)]
 
 
 def extract_surface(model, resolution: int, device: str, context: JobContext) -> tuple[np.ndarray, np.ndarray, float]:
-    """The model's zero level set (input coordinates, float32 vertices and int32 faces) and the seconds it took,
+    """The model's zero level set (input coordinates, float64 vertices and int32 faces) and the seconds it took,
     reported as the ``extract`` stage."""
     from ..extraction import extract_mesh
     from ..training import pick_device
@@ -220,11 +217,11 @@ def extract_surface(model, resolution: int, device: str, context: JobContext) ->
     vertices, faces = extract_mesh(model, resolution)
     model.network.cpu()
     context.report("extract", 1, 1, None, None)
-    return vertices.astype(np.float32), faces.astype(np.int32), time.perf_counter() - started
+    return vertices.astype(np.float64), faces.astype(np.int32), time.perf_counter() - started
 
 
 def frame_arrays(model, times: tuple[float, ...], resolution: int, context: JobContext) -> tuple[dict, list, list]:
-    """The meshes of a time-dependent model at ``times`` as ``vertices_<i>`` (float32), ``faces_<i>`` (int32) and
+    """The meshes of a time-dependent model at ``times`` as ``vertices_<i>`` (float64), ``faces_<i>`` (int32) and
     ``times``, reported as the ``frames`` stage; also the frames themselves and the seconds each took."""
     from ..fields import extract_frames
 
@@ -234,7 +231,7 @@ def frame_arrays(model, times: tuple[float, ...], resolution: int, context: JobC
 
     def keep(index: int, total: int, frame) -> None:
         nonlocal last
-        arrays[f"vertices_{index}"] = frame.vertices.astype(np.float32)
+        arrays[f"vertices_{index}"] = frame.vertices.astype(np.float64)
         arrays[f"faces_{index}"] = frame.faces.astype(np.int32)
         now = time.perf_counter()
         seconds.append(round(now - last, 3))
@@ -251,7 +248,36 @@ Device = Literal["auto", "cpu", "cuda"]
 Colormap = Literal["auto", "diverging", "sequential"]
 
 
-def check_at_least(spec: JobSpec, name: str, low: int) -> None:
+MIN_RESOLUTION = 8
+"""The smallest marching-cubes grid (`engine.extraction.extract_mesh` refuses smaller)."""
+MAX_RESOLUTION = 1024
+"""Marching-cubes grid points per axis at most: the grid is one float32 array, 4.3 GB at 1024^3."""
+MAX_STEPS = 1_000_000
+"""Training steps at most: a million steps of the fast preset take about two days on a GPU."""
+MAX_FRAMES = 1000
+"""Frames (or evolution times) at most: every frame's mesh comes back in one result."""
+MAX_SEED = 2**32 - 1
+"""Seeds are what numpy's and torch's generators both take: 0 to 2^32 - 1."""
+
+
+def check_at_least(spec: JobSpec, name: str, low: int, high: int | None = None, why: str = "") -> None:
+    """``spec.<name>`` (unless None) in [low, high]; the message gives the limit and ``why``."""
     value = getattr(spec, name)
     if value is not None and value < low:
         spec.fail(name, f"must be at least {low}, got {value}")
+    if value is not None and high is not None and value > high:
+        spec.fail(name, f"must be at most {high}, got {value}" + (f" ({why})" if why else ""))
+
+
+def check_common(spec: JobSpec) -> None:
+    """The bounds of the fields many kinds share (resolution, steps, seed, names), where the spec has them."""
+    fields = {f.name for f in dataclasses.fields(spec)}
+    if "resolution" in fields:
+        check_at_least(spec, "resolution", MIN_RESOLUTION, MAX_RESOLUTION, "a 1024^3 grid of floats takes 4.3 GB")
+    for name in ("steps", "fit_steps"):
+        if name in fields:
+            check_at_least(spec, name, 1, MAX_STEPS, "a million steps of the fast preset take days")
+    if "seed" in fields:
+        check_at_least(spec, "seed", 0, MAX_SEED, "numpy's and torch's generators take 0 to 2^32 - 1")
+    if "names" in fields and not all(name.strip() for name in spec.names):
+        spec.fail("names", f"must not be empty, got {list(spec.names)}")

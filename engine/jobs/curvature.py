@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Colormap, Device, JobContext, JobOutput, JobSpec, check_at_least, extract_surface, input_array
-from .fit import MIN_RESOLUTION
+from .base import Colormap, Device, JobContext, JobOutput, JobSpec, extract_surface, input_array
 
 CHUNK = 32768
 """Points per curvature evaluation between progress reports and cancel checks."""
@@ -46,7 +45,6 @@ class CurvatureJob(JobSpec):
             self.fail("quantity", f"must be one of {', '.join(QUANTITIES)}, got {self.quantity!r}")
         if self.range is not None and not self.range[0] < self.range[1]:
             self.fail("range", f"must be [low, high] with low < high, got {list(self.range)}")
-        check_at_least(self, "resolution", MIN_RESOLUTION)
 
     def run(self, inputs: dict[str, np.ndarray], context: JobContext) -> JobOutput:
         from ..colormaps import colorize, map_kind

@@ -9,14 +9,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Colormap, Device, JobContext, JobOutput, JobSpec, check_at_least, frame_arrays
-from .fit import MIN_RESOLUTION
+from .base import MAX_FRAMES, Colormap, Device, JobContext, JobOutput, JobSpec, frame_arrays
 
 
 @dataclass(frozen=True)
 class EvolveJob(JobSpec):
     """Train f(x, t) = g(x) + t c(x, t) from the fitted model g under ``flow`` and mesh it at ``times``. No inputs.
-    Outputs per frame i ``vertices_<i>`` (n, 3) float32 and ``faces_<i>`` (m, 3) int32 (empty where the surface has
+    Outputs per frame i ``vertices_<i>`` (n, 3) float64 and ``faces_<i>`` (m, 3) int32 (empty where the surface has
     vanished), ``times``; with ``curvature`` also ``colors_<i>`` (n, 4) float32 sRGB on one range shared by every
     frame and the fields ``mean_<i>``, ``gaussian_<i>``, ``k1_<i>``, ``k2_<i>`` (n,) float32. File
     ``evolution.pt``."""
@@ -54,10 +53,11 @@ class EvolveJob(JobSpec):
             self.fail("flow", f"is not a flow: {error}")
         if not self.times:
             self.fail("times", "must list at least one time")
+        if len(self.times) > MAX_FRAMES:
+            count = len(self.times)
+            self.fail("times", f"must list at most {MAX_FRAMES} times (each is a frame of one result), got {count}")
         if self.curvature is not None and self.curvature not in QUANTITIES:
             self.fail("curvature", f"must be one of {', '.join(QUANTITIES)} or null, got {self.curvature!r}")
-        check_at_least(self, "steps", 1)
-        check_at_least(self, "resolution", MIN_RESOLUTION)
 
     def evolve_config(self):
         """The `engine.evolution.EvolveConfig` of these settings."""

@@ -7,16 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import protocol
-from .base import Device, JobContext, JobOutput, JobSpec, check_at_least, extract_surface, input_meshes
-
-MIN_RESOLUTION = 8
-"""The smallest marching-cubes grid (`engine.extraction.extract_mesh` refuses smaller)."""
-
+from .base import Device, JobContext, JobOutput, JobSpec, extract_surface, input_meshes
 
 @dataclass(frozen=True)
 class FitJob(JobSpec):
     """Fit one SDF to the union of the input meshes ``vertices_<i>`` / ``faces_<i>``, extract its zero level set
-    and (optionally) measure it against the input. Outputs ``vertices`` (n, 3) float32 and ``faces`` (m, 3) int32
+    and (optionally) measure it against the input. Outputs ``vertices`` (n, 3) float64 and ``faces`` (m, 3) int32
     in the input's coordinates; file ``model.pt``."""
 
     kind = "fit"
@@ -46,8 +42,6 @@ class FitJob(JobSpec):
             self.fail("preset", f"must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if not self.names:
             self.fail("names", "must name at least one input mesh")
-        check_at_least(self, "steps", 1)
-        check_at_least(self, "resolution", MIN_RESOLUTION)
 
     def fit_config(self):
         """The `engine.fit.FitConfig` of these settings."""
@@ -86,10 +80,12 @@ class FitJob(JobSpec):
         }
         if self.metrics:
             from ..metrics import mesh_metrics
+            from ..ply_io import as_written
 
             context.raise_if_cancelled("before measuring the surface")
             context.report("measure", 0, 1, None, None)
-            measured = mesh_metrics(vertices, faces, reference.vertices, reference.faces)
+            # Measured as a PLY file holds them: float32 coordinates where they keep the mesh's precision.
+            measured = mesh_metrics(as_written(vertices), faces, reference.vertices, reference.faces)
             context.report("measure", 1, 1, None, None)
             summary["metrics"] = measured.to_dict()
             summary["metrics_normalization"] = "ground truth scaled so its largest bounding-box side is 1"
@@ -110,9 +106,6 @@ class ExtractJob(JobSpec):
     """Marching-cubes grid points per axis."""
     device: Device = "auto"
     """Where to evaluate the network."""
-
-    def check(self) -> None:
-        check_at_least(self, "resolution", MIN_RESOLUTION)
 
     def run(self, inputs: dict[str, np.ndarray], context: JobContext) -> JobOutput:
         from ..model import load_model

@@ -8,8 +8,9 @@ from typing import Literal
 
 import numpy as np
 
-from .base import Device, JobContext, JobOutput, JobSpec, check_at_least, frame_arrays, input_array, input_meshes
-from .fit import MIN_RESOLUTION, FitJob
+from .base import MAX_FRAMES, Device, JobContext, JobOutput, JobSpec, check_at_least, frame_arrays, input_array
+from .base import input_meshes
+from .fit import FitJob
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class MorphJob(JobSpec):
     """Morph the source ``vertices_0`` / ``faces_0`` (t = 0) into the target ``vertices_1`` / ``faces_1`` (t = 1),
     optionally guided by ``landmarks_source`` / ``landmarks_target`` (k, 3) point pairs (flow only). Outputs per
     frame i ``vertices_<i>``, ``faces_<i>`` and ``times``; with ``warp_source`` also ``source_positions`` (frames,
-    n, 3) float32, the source's own vertices at each time (same topology). File ``morph.pt``. Coordinates are the
+    n, 3) float64, the source's own vertices at each time (same topology). File ``morph.pt``. Coordinates are the
     source's (the target is moved onto it with ``align`` "bounds")."""
 
     kind = "morph"
@@ -54,10 +55,7 @@ class MorphJob(JobSpec):
             self.fail("preset", f"must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if self.warp_source and self.method != "flow":
             self.fail("warp_source", "needs the flow method (a level-set morph does not move the source's vertices)")
-        check_at_least(self, "frames", 2)
-        check_at_least(self, "fit_steps", 1)
-        check_at_least(self, "steps", 1)
-        check_at_least(self, "resolution", MIN_RESOLUTION)
+        check_at_least(self, "frames", 2, MAX_FRAMES, "every frame comes back in one result")
 
     def run(self, inputs: dict[str, np.ndarray], context: JobContext) -> JobOutput:
         from .. import protocol
@@ -104,7 +102,7 @@ class MorphJob(JobSpec):
         arrays, _, frame_seconds = frame_arrays(morphed, tuple(times), self.resolution, context)
         if self.warp_source:
             positions = [warp_points(morphed, source.vertices, t) for t in times]
-            arrays["source_positions"] = np.stack(positions).astype(np.float32)
+            arrays["source_positions"] = np.stack(positions)
         save_morph(morphed, context.output_dir / protocol.MORPH_MODEL_FILENAME)
         facts = morphed.metadata["morph"]
         summary = {

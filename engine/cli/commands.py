@@ -1,29 +1,19 @@
-"""Command line: ``python -m engine fit MESH [MESH...] -o OUTDIR``, ``extract``, ``curvature``, ``evolve``, ``morph``.
-
-Each command runs the job spec of its kind (`engine.jobs`), as the worker does: the options are the spec's fields
-(help texts, defaults and choices come from there), files become the job's input arrays, and the job's outputs are
-written as PLY and JSON files. The names of commands, options and output files are a stable interface: scripts
-depend on them.
-"""
+"""The subcommands: for each, its job kind, the arguments that set the job's fields, how the other fields and the
+input arrays come from the arguments, and how the job's outputs are written (PLY and JSON files)."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
-import sys
-import time
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .jobs import JOBS, JobContext, JobOutput, JobParamError, field_docs
-from .protocol import CURVATURE_FIELDS, TRAINING_STAGES
+from ..jobs import JobOutput
+from ..protocol import CURVATURE_FIELDS
 
 MESH_FILENAME = "mesh.ply"
 METRICS_FILENAME = "metrics.json"
@@ -53,119 +43,37 @@ class Command:
     options: tuple[Option, ...]
     derived: tuple[str, ...]
     """Fields set by ``derive`` rather than by an option of their own (e.g. ``names`` from the mesh files)."""
-    derive: Callable[[argparse.Namespace], tuple[dict, dict]]
-    write: Callable[[argparse.Namespace, JobOutput], str]
-    output_dir: Callable[[argparse.Namespace], Path]
-
-
-def _choices(name: str) -> dict:
-    """Choices that live in a registry rather than in the field's type."""
-    if name == "preset":
-        from .fit import PRESETS
-
-        return {"choices": sorted(PRESETS)}
-    if name in ("quantity", "curvature"):
-        from .colormaps import QUANTITIES
-
-        return {"choices": list(QUANTITIES)}
-    return {}
-
-
-def add_options(parser: argparse.ArgumentParser, kind: str, options: tuple[Option, ...]) -> None:
-    """The spec's fields as options: type, default, choices and help from the spec."""
-    spec = JOBS[kind]
-    docs, hints = field_docs(spec), typing.get_type_hints(spec)
-    defaults = {f.name: f.default for f in dataclasses.fields(spec)}
-    for option in options:
-        hint, default = hints[option.field], defaults[option.field]
-        settings = {"dest": option.field, "default": default, "help": docs[option.field]}
-        if hint is bool:
-            settings["action"] = "store_true" if default is False else argparse.BooleanOptionalAction
-        else:
-            optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
-            base = next(arg for arg in typing.get_args(hint) if arg is not type(None)) if optional else hint
-            if typing.get_origin(base) is typing.Literal:
-                settings["choices"] = list(typing.get_args(base))
-            else:
-                settings["type"] = typing.get_args(base)[0] if typing.get_origin(base) is tuple else base
-            settings.update(_choices(option.field))
-            if default is not None:
-                settings["help"] += f" (default: {default})"
-        settings.update(option.extra)
-        parser.add_argument(*option.flags, **settings)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .mesh_io import MeshError
-    from .training import Cancelled
-
-    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__.splitlines()[0])
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for name, command in COMMANDS.items():
-        subparser = subparsers.add_parser(name, help=command.help, description=command.help)
-        command.arguments(subparser)
-        add_options(subparser, command.kind, command.options)
-        subparser.set_defaults(command=command)
-    args = parser.parse_args(argv)
-    command = args.command
-    try:
-        params, inputs = command.derive(args)
-        params.update({option.field: getattr(args, option.field) for option in command.options})
-        spec = JOBS[command.kind].from_params(params)
-        output_dir = command.output_dir(args)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        context = JobContext(output_dir=output_dir, report=ProgressPrinter(), input_name=lambda name: Path(name).name)
-        print(command.write(args, spec.run(inputs, context)))
-        return 0
-    except JobParamError as error:
-        flags = {option.field: option.flags[0] for option in command.options}
-        shown = f"{flags[error.param]} {error.problem}" if error.param in flags else str(error)
-        print(f"error: {shown}", file=sys.stderr)
-        return 2
-    except (MeshError, ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (Cancelled, KeyboardInterrupt):
-        print("\ncancelled", file=sys.stderr)
-        return 130
-
-
-class ProgressPrinter:
-    """Progress on stderr: a bar for training stages, a line for each frame and for the other stages."""
-
-    WIDTH = 30
-    WORDS = {"extract": "extracting the surface ...", "measure": "measuring against the input ...",
-             "curvature": "evaluating curvature ..."}  # fmt: skip
-
-    def __init__(self):
-        self.stage_started = time.perf_counter()
-
-    def __call__(self, stage: str, step: int, total: int, loss: float | None, eta: float | None) -> None:
-        if step == 0:
-            self.stage_started = time.perf_counter()
-            if stage in self.WORDS:
-                print(self.WORDS[stage], file=sys.stderr, flush=True)
-            return
-        if stage == "frames":
-            print(f"frame {step}/{total}", file=sys.stderr, flush=True)
-        elif stage in TRAINING_STAGES:
-            filled = int(self.WIDTH * step / total)
-            bar = "#" * filled + "-" * (self.WIDTH - filled)
-            elapsed = time.perf_counter() - self.stage_started
-            loss_text = f" loss {loss:.4g}" if loss is not None else ""
-            eta = elapsed / step * (total - step) if eta is None else eta
-            line = f"\rtraining [{bar}] {step}/{total}{loss_text} elapsed {elapsed:.0f}s eta {eta:.0f}s"
-            print(line, end="\n" if step == total else "", file=sys.stderr, flush=True)
+    derive: Callable[[argparse.Namespace], dict]
+    """The derived fields' params (reading at most small JSON files)."""
+    read_inputs: Callable[[argparse.Namespace], dict]
+    """The job's input arrays, read from the input files once every argument is checked."""
+    write: Callable[[argparse.Namespace, JobOutput, Path], str]
+    """Writes the job's outputs into the staging folder it is given (beside its model file); returns the summary."""
+    writes_folder: bool
+    """``-o`` names a folder (fit, evolve, morph) rather than one file (extract, curvature)."""
 
 
 def _mesh_inputs(paths: list[Path]) -> dict:
-    from .mesh_io import load_mesh
+    from ..mesh_io import load_mesh
 
     inputs = {}
     for index, path in enumerate(paths):
         mesh = load_mesh(path)
         inputs[f"vertices_{index}"], inputs[f"faces_{index}"] = mesh.vertices, mesh.faces
     return inputs
+
+
+def _read_json(path: Path, what: str):
+    """A JSON input file's contents; errors name the file (and the line of a syntax error)."""
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not {what}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        where = f"{error.msg} at line {error.lineno}, column {error.colno}"
+        raise ValueError(f"{path} is not valid JSON ({where})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text file of {what}") from None
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -177,6 +85,10 @@ def _frames(output: JobOutput) -> list[tuple[float, np.ndarray, np.ndarray]]:
     return [(float(t), arrays[f"vertices_{i}"], arrays[f"faces_{i}"]) for i, t in enumerate(arrays["times"])]
 
 
+def _no_inputs(args) -> dict:
+    return {}
+
+
 # fit
 
 
@@ -185,15 +97,11 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for mesh.ply, model.pt, metrics.json")
 
 
-def _fit_derive(args) -> tuple[dict, dict]:
-    return {"names": [str(path) for path in args.meshes]}, _mesh_inputs(args.meshes)
+def _fit_write(args, output: JobOutput, folder: Path) -> str:
+    from ..ply_io import write_ply
 
-
-def _fit_write(args, output: JobOutput) -> str:
-    from .ply_io import write_ply
-
-    write_ply(args.output / MESH_FILENAME, output.arrays["vertices"], output.arrays["faces"])
-    _write_json(args.output / METRICS_FILENAME, output.summary)
+    write_ply(folder / MESH_FILENAME, output.arrays["vertices"], output.arrays["faces"])
+    _write_json(folder / METRICS_FILENAME, output.summary)
     measured = output.summary.get("metrics", {})
     summary = ", ".join(f"{name} {value:.4g}" for name, value in measured.items())
     return f"wrote {args.output}/{{{MESH_FILENAME},{output.files['model']},{METRICS_FILENAME}}}" + (
@@ -212,10 +120,14 @@ def _model_arguments(output_help: str) -> Callable[[argparse.ArgumentParser], No
     return arguments
 
 
-def _extract_write(args, output: JobOutput) -> str:
-    from .ply_io import write_ply
+def _model_param(args) -> dict:
+    return {"model": str(args.model)}
 
-    write_ply(args.output, output.arrays["vertices"], output.arrays["faces"])
+
+def _extract_write(args, output: JobOutput, folder: Path) -> str:
+    from ..ply_io import write_ply
+
+    write_ply(folder / args.output.name, output.arrays["vertices"], output.arrays["faces"])
     return f"wrote {args.output}: {len(output.arrays['faces'])} faces"
 
 
@@ -227,24 +139,25 @@ def _curvature_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--at", type=Path, help="colour this mesh's vertices (default: the model's own surface)")
 
 
-def _curvature_derive(args) -> tuple[dict, dict]:
+def _curvature_inputs(args) -> dict:
     if args.at is None:
-        return {"model": str(args.model)}, {}
-    from .mesh_io import load_mesh
+        return {}
+    from ..mesh_io import load_mesh
 
     args.at_mesh = load_mesh(args.at)
-    return {"model": str(args.model)}, {"points": args.at_mesh.vertices}
+    return {"points": args.at_mesh.vertices}
 
 
-def _curvature_write(args, output: JobOutput) -> str:
-    from .ply_io import write_ply
+def _curvature_write(args, output: JobOutput, folder: Path) -> str:
+    from ..ply_io import write_ply
 
     arrays, summary = output.arrays, output.summary
-    vertices, faces = (arrays["vertices"], arrays["faces"]) if args.at is None else (args.at_mesh.vertices, args.at_mesh.faces)
+    at = getattr(args, "at_mesh", None)
+    vertices, faces = (arrays["vertices"], arrays["faces"]) if at is None else (at.vertices, at.faces)
     low, high = summary["range"]
     shown = f"colours show {summary['quantity']} over"
     write_ply(
-        args.output,
+        folder / args.output.name,
         vertices,
         faces,
         colors=arrays["colors"],
@@ -277,19 +190,33 @@ def _evolve_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _evolve_derive(args) -> tuple[dict, dict]:
+def _evolve_derive(args) -> dict:
     if args.flow == "field":
         if args.fields is None or args.speed is not None:
             raise ValueError("--flow field takes --fields FILE (a JSON list of vector fields) and no --speed")
-        entries = json.loads(args.fields.read_text())
-        if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
-            raise ValueError(f"{args.fields} must hold a JSON list of vector-field objects")
-        flow = {"fields": entries}
+        flow = {"fields": _vector_fields(args.fields)}
     else:
         if args.speed is None or args.fields is not None:
             raise ValueError(f"--flow {args.flow} takes --speed and no --fields")
         flow = {"mean_curvature": args.speed} if args.flow == "mcf" else {"normal_speed": args.speed}
-    return {"model": str(args.model), "flow": flow, "times": _parse_times(args.times)}, {}
+    return {"model": str(args.model), "flow": flow, "times": _parse_times(args.times)}
+
+
+def _vector_fields(path: Path) -> list[dict]:
+    """The vector fields of a --fields file, each checked; errors name the file and the entry."""
+    from ..surface_flows import FieldTerm
+
+    entries = _read_json(path, "vector fields")
+    if not isinstance(entries, list):
+        raise ValueError(f"{path} must hold a JSON list of vector-field objects, got a {type(entries).__name__}")
+    for number, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}, field {number}: must be an object like {{\"kind\": \"source\", ...}}")
+        try:
+            FieldTerm.from_dict(entry)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}, field {number}: {error}") from None
+    return entries
 
 
 def _parse_times(text: str) -> list[float]:
@@ -302,9 +229,9 @@ def _parse_times(text: str) -> list[float]:
     return times
 
 
-def _evolve_write(args, output: JobOutput) -> str:
-    from .conventions import CURVATURE_CONVENTION
-    from .ply_io import write_ply
+def _evolve_write(args, output: JobOutput, folder: Path) -> str:
+    from ..conventions import CURVATURE_CONVENTION
+    from ..ply_io import write_ply
 
     arrays, summary = output.arrays, output.summary
     colored = summary["curvature"] is not None
@@ -316,8 +243,8 @@ def _evolve_write(args, output: JobOutput) -> str:
             fields = {name: arrays[f"{name}_{index}"] for name in CURVATURE_FIELDS}
             extra = {"colors": arrays[f"colors_{index}"], "vertex_properties": fields}
         names.append(FRAME_FILENAME.format(index))
-        write_ply(args.output / names[-1], vertices, faces, comments=comments, **extra)
-    _write_json(args.output / TIMES_FILENAME, {**summary, "frames": names, "model": output.files["model"]})
+        write_ply(folder / names[-1], vertices, faces, comments=comments, **extra)
+    _write_json(folder / TIMES_FILENAME, {**summary, "frames": names, "model": output.files["model"]})
     return f"wrote {len(names)} frames, {TIMES_FILENAME} and {output.files['model']} to {args.output}"
 
 
@@ -327,7 +254,9 @@ def _evolve_write(args, output: JobOutput) -> str:
 def _morph_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", type=Path, help="the mesh at t = 0")
     parser.add_argument("target", type=Path, help="the mesh at t = 1")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="folder for frame_NNNN.ply, times.json, morph.pt")
+    parser.add_argument(
+        "-o", "--output", type=Path, required=True, help="folder for frame_NNNN.ply, times.json, morph.pt"
+    )
     parser.add_argument(
         "--landmarks",
         type=Path,
@@ -335,36 +264,56 @@ def _morph_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _morph_derive(args) -> tuple[dict, dict]:
-    inputs = {}
+def _morph_derive(args) -> dict:
     if args.landmarks is not None:
         if args.method != "flow":
             raise ValueError("--landmarks applies to --method flow")
-        pairs = np.asarray(json.loads(args.landmarks.read_text()), dtype=np.float64)
-        if pairs.ndim != 3 or pairs.shape[1:] != (2, 3):
-            raise ValueError(f"{args.landmarks} must hold a JSON list of [[x, y, z], [x, y, z]] pairs, got shape {pairs.shape}")
-        inputs = {"landmarks_source": pairs[:, 0], "landmarks_target": pairs[:, 1]}
-    inputs.update(_mesh_inputs([args.source, args.target]))
-    return {"names": [str(args.source), str(args.target)]}, inputs
+        args.landmark_pairs = _landmark_pairs(args.landmarks)
+    return {"names": [str(args.source), str(args.target)]}
 
 
-def _morph_write(args, output: JobOutput) -> str:
-    from .ply_io import write_ply
+def _landmark_pairs(path: Path) -> np.ndarray:
+    """The (k, 2, 3) point pairs of a --landmarks file; errors name the file and the pair."""
+    pairs = _read_json(path, "landmarks")
+    if not isinstance(pairs, list):
+        kind = type(pairs).__name__
+        raise ValueError(f"{path} must hold a JSON list of [[x, y, z], [x, y, z]] pairs, got a {kind}")
+    for number, pair in enumerate(pairs, start=1):
+        points = np.asarray(pair, dtype=object)
+        numbers = points.shape == (2, 3) and all(type(v) in (int, float) for v in points.flat)
+        if not numbers:
+            expected = "[[x, y, z] on the source, [x, y, z] on the target]"
+            raise ValueError(f"{path}, pair {number}: must be {expected}, got {pair!r}")
+        if not np.isfinite(points.astype(np.float64)).all():
+            raise ValueError(f"{path}, pair {number}: the coordinates must be finite, got {pair!r}")
+    return np.asarray(pairs, dtype=np.float64).reshape(-1, 2, 3)
+
+
+def _morph_inputs(args) -> dict:
+    inputs = _mesh_inputs([args.source, args.target])
+    if args.landmarks is not None:
+        pairs = args.landmark_pairs
+        inputs["landmarks_source"], inputs["landmarks_target"] = pairs[:, 0], pairs[:, 1]
+    return inputs
+
+
+def _morph_write(args, output: JobOutput, folder: Path) -> str:
+    from ..ply_io import write_ply
 
     names = []
     for index, (t, vertices, faces) in enumerate(_frames(output)):
         names.append(FRAME_FILENAME.format(index))
-        write_ply(args.output / names[-1], vertices, faces, comments=[f"t = {t!r}"])
+        write_ply(folder / names[-1], vertices, faces, comments=[f"t = {t!r}"])
     report = {**output.summary, "frames": names, "model": output.files["model"]}
     if "source_positions" in output.arrays:
-        from .mesh_io import load_mesh
+        from ..mesh_io import load_mesh
 
         faces = load_mesh(args.source).faces
         report["source_frames"] = []
         for index, (t, positions) in enumerate(zip(output.arrays["times"], output.arrays["source_positions"])):
             report["source_frames"].append(SOURCE_FRAME_FILENAME.format(index))
-            write_ply(args.output / report["source_frames"][-1], positions, faces, comments=[f"t = {float(t)!r}"])
-    _write_json(args.output / TIMES_FILENAME, report)
+            write_ply(folder / report["source_frames"][-1], positions, faces, comments=[f"t = {float(t)!r}"])
+    _write_json(folder / TIMES_FILENAME, report)
     return f"wrote {len(names)} frames, {TIMES_FILENAME} and {output.files['model']} to {args.output}"
 
 
@@ -380,9 +329,10 @@ COMMANDS: dict[str, Command] = {
         (Option("preset", ("--preset",)), Option("steps", ("--steps",)), RESOLUTION, DEVICE, SEED,
          Option("curvature_sampling", ("--curvature-sampling",)), Option("metrics", ("--metrics",))),
         ("names",),
-        _fit_derive,
+        lambda args: {"names": [str(path) for path in args.meshes]},
+        lambda args: _mesh_inputs(args.meshes),
         _fit_write,
-        lambda args: args.output,
+        writes_folder=True,
     ),
     "extract": Command(
         "extract",
@@ -390,9 +340,10 @@ COMMANDS: dict[str, Command] = {
         _model_arguments("the PLY file to write"),
         (RESOLUTION, DEVICE),
         ("model",),
-        lambda args: ({"model": str(args.model)}, {}),
+        _model_param,
+        _no_inputs,
         _extract_write,
-        lambda args: args.output.parent,
+        writes_folder=False,
     ),
     "curvature": Command(
         "curvature",
@@ -402,9 +353,10 @@ COMMANDS: dict[str, Command] = {
          Option("range", ("--range",), {"nargs": 2, "metavar": ("LOW", "HIGH")}),
          Option("project", ("--project",)), RESOLUTION, DEVICE),
         ("model",),
-        _curvature_derive,
+        _model_param,
+        _curvature_inputs,
         _curvature_write,
-        lambda args: args.output.parent,
+        writes_folder=False,
     ),
     "evolve": Command(
         "evolve",
@@ -414,8 +366,9 @@ COMMANDS: dict[str, Command] = {
          Option("colormap", ("--colormap",)), DEVICE, SEED),
         ("model", "flow", "times"),
         _evolve_derive,
+        _no_inputs,
         _evolve_write,
-        lambda args: args.output,
+        writes_folder=True,
     ),
     "morph": Command(
         "morph",
@@ -426,8 +379,9 @@ COMMANDS: dict[str, Command] = {
          RESOLUTION, DEVICE, SEED, Option("warp_source", ("--warp-source",))),
         ("names",),
         _morph_derive,
+        _morph_inputs,
         _morph_write,
-        lambda args: args.output,
+        writes_folder=True,
     ),
 }
 """Every subcommand by name; each runs the job of its kind (the test checks that options and derived fields

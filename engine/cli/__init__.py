@@ -1,0 +1,186 @@
+"""Command line: ``python -m engine fit MESH [MESH...] -o OUTDIR``, ``extract``, ``curvature``, ``evolve``, ``morph``.
+
+Each command runs the job spec of its kind (`engine.jobs`), as the worker does: the options are the spec's fields
+(help texts, defaults and choices come from there), files become the job's input arrays, and the job's outputs are
+written as PLY and JSON files. The names of commands, options and output files are a stable interface: scripts
+depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+import time
+import types
+import typing
+from pathlib import Path
+
+from ..jobs import JOBS, JobContext, JobParamError, field_docs
+from ..protocol import TRAINING_STAGES
+from .commands import (
+    COMMANDS,
+    FRAME_FILENAME,
+    MESH_FILENAME,
+    METRICS_FILENAME,
+    SOURCE_FRAME_FILENAME,
+    TIMES_FILENAME,
+    Option,
+)
+
+
+def _choices(name: str) -> dict:
+    """Choices that live in a registry rather than in the field's type."""
+    if name == "preset":
+        from ..fit import PRESETS
+
+        return {"choices": sorted(PRESETS)}
+    if name in ("quantity", "curvature"):
+        from ..colormaps import QUANTITIES
+
+        return {"choices": list(QUANTITIES)}
+    return {}
+
+
+def add_options(parser: argparse.ArgumentParser, kind: str, options: tuple[Option, ...]) -> None:
+    """The spec's fields as options: type, default, choices and help from the spec."""
+    spec = JOBS[kind]
+    docs, hints = field_docs(spec), typing.get_type_hints(spec)
+    defaults = {f.name: f.default for f in dataclasses.fields(spec)}
+    for option in options:
+        hint, default = hints[option.field], defaults[option.field]
+        settings = {"dest": option.field, "default": default, "help": docs[option.field]}
+        if hint is bool:
+            settings["action"] = "store_true" if default is False else argparse.BooleanOptionalAction
+        else:
+            optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+            base = next(arg for arg in typing.get_args(hint) if arg is not type(None)) if optional else hint
+            if typing.get_origin(base) is typing.Literal:
+                settings["choices"] = list(typing.get_args(base))
+            else:
+                settings["type"] = typing.get_args(base)[0] if typing.get_origin(base) is tuple else base
+            settings.update(_choices(option.field))
+            if default is not None:
+                settings["help"] += f" (default: {default})"
+        settings.update(option.extra)
+        parser.add_argument(*option.flags, **settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..mesh_io import MeshError
+    from ..training import Cancelled
+
+    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, command in COMMANDS.items():
+        subparser = subparsers.add_parser(name, help=command.help, description=command.help)
+        command.arguments(subparser)
+        add_options(subparser, command.kind, command.options)
+        subparser.set_defaults(command=command)
+    args = parser.parse_args(_negative_times_joined(sys.argv[1:] if argv is None else argv))
+    command = args.command
+    try:
+        params = command.derive(args)
+        params.update({option.field: getattr(args, option.field) for option in command.options})
+        spec = JOBS[command.kind].from_params(params)
+        staging = _staging_folder(args.output, command.writes_folder)
+        try:
+            inputs = command.read_inputs(args)
+            context = JobContext(output_dir=staging, report=ProgressPrinter(), input_name=lambda name: Path(name).name)
+            summary = command.write(args, spec.run(inputs, context), staging)
+            _publish(staging, args.output, command.writes_folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        print(summary)
+        return 0
+    except JobParamError as error:
+        flags = {option.field: option.flags[0] for option in command.options}
+        shown = f"{flags[error.param]} {error.problem}" if error.param in flags else str(error)
+        print(f"error: {shown}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        shown = f"{error.strerror}: {error.filename}" if error.filename and error.strerror else str(error)
+        print(f"error: {shown}", file=sys.stderr)
+        return 2
+    except (MeshError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (Cancelled, KeyboardInterrupt):
+        print("\ncancelled", file=sys.stderr)
+        return 130
+
+
+def _negative_times_joined(argv: list[str]) -> list[str]:
+    """``--times -0.5,0`` as ``--times=-0.5,0``: argparse takes a value that starts with '-' and is not one number
+    for an option."""
+    joined, index = [], 0
+    while index < len(argv):
+        if argv[index] == "--times" and index + 1 < len(argv) and argv[index + 1].startswith("-"):
+            joined.append(f"--times={argv[index + 1]}")
+            index += 2
+        else:
+            joined.append(argv[index])
+            index += 1
+    return joined
+
+
+def _staging_folder(destination: Path, is_folder: bool) -> Path:
+    """A fresh folder beside ``destination`` where the job writes; checked before any work, so that an unusable
+    ``-o`` fails at once and a failed or interrupted run leaves what was there untouched."""
+    if is_folder and destination.exists() and not destination.is_dir():
+        raise ValueError(f"-o {destination} is a file; give a folder for the outputs")
+    if not is_folder and destination.is_dir():
+        raise ValueError(f"-o {destination} is a folder; give the path of the file to write")
+    parent = destination.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=parent))
+
+
+def _publish(staging: Path, destination: Path, is_folder: bool) -> None:
+    """Move the finished outputs into place: a new folder as a whole, else file by file with the JSON report last
+    (it lists the files of this run); a single-file output by one rename."""
+    if not is_folder:
+        os.replace(staging / destination.name, destination)
+        return
+    if not destination.exists():
+        os.replace(staging, destination)
+        return
+    for path in sorted(staging.iterdir(), key=lambda path: (path.suffix == ".json", path.name)):
+        os.replace(path, destination / path.name)
+
+
+class ProgressPrinter:
+    """Progress on stderr: a bar for training stages, a line for each frame and for the other stages."""
+
+    WIDTH = 30
+    WORDS = {"extract": "extracting the surface ...", "measure": "measuring against the input ...",
+             "curvature": "evaluating curvature ..."}  # fmt: skip
+
+    def __init__(self):
+        self.stage_started = time.perf_counter()
+
+    def __call__(self, stage: str, step: int, total: int, loss: float | None, eta: float | None) -> None:
+        if step == 0:
+            self.stage_started = time.perf_counter()
+            if stage in self.WORDS:
+                print(self.WORDS[stage], file=sys.stderr, flush=True)
+            return
+        if stage == "frames":
+            print(f"frame {step}/{total}", file=sys.stderr, flush=True)
+        elif stage in TRAINING_STAGES:
+            filled = int(self.WIDTH * step / total)
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            elapsed = time.perf_counter() - self.stage_started
+            loss_text = f" loss {loss:.4g}" if loss is not None else ""
+            eta = elapsed / step * (total - step) if eta is None else eta
+            line = f"\rtraining [{bar}] {step}/{total}{loss_text} elapsed {elapsed:.0f}s eta {eta:.0f}s"
+            print(line, end="\n" if step == total else "", file=sys.stderr, flush=True)
+
+
+
+
+__all__ = ["COMMANDS", "FRAME_FILENAME", "MESH_FILENAME", "METRICS_FILENAME", "SOURCE_FRAME_FILENAME", "TIMES_FILENAME",
+           "main"]  # fmt: skip
