@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,16 @@ class Normalization:
     center: tuple[float, float, float]
     scale: float
 
+    def __post_init__(self):
+        center = tuple(self.center)
+        if len(center) != 3 or not all(math.isfinite(float(c)) for c in center):
+            raise ValueError(f"a normalization's center must be 3 finite numbers, got {self.center}")
+        if not (math.isfinite(float(self.scale)) and self.scale > 0.0):
+            raise ValueError(
+                f"a normalization's scale must be a positive finite number, got {self.scale}: every output would be "
+                "infinite or mirrored"
+            )
+
     @classmethod
     def fit_bounds(cls, points: np.ndarray) -> "Normalization":
         """The transform that puts the bounding box of ``points`` (n, 3) centred in the cube of half-size 0.9."""
@@ -36,7 +47,9 @@ class Normalization:
             raise ValueError(f"points must be a non-empty (n, 3) array, got shape {points.shape}")
         low, high = points.min(axis=0), points.max(axis=0)
         half_extent = float((high - low).max()) / 2.0
-        if not np.isfinite(half_extent) or half_extent <= 0.0:
+        if not np.isfinite(low).all() or not np.isfinite(high).all():
+            raise ValueError("the points hold NaN or infinite coordinates")
+        if not np.isfinite(half_extent) or half_extent <= 0.0 or not np.isfinite(UNIT_HALF_SIZE / half_extent):
             raise ValueError("the points span no volume: all of them coincide, so there is no shape to fit")
         center = (low + high) / 2.0
         return cls(center=tuple(float(c) for c in center), scale=UNIT_HALF_SIZE / half_extent)

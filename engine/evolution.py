@@ -27,10 +27,10 @@ from torch import nn
 
 from .conventions import Normalization
 from .extraction import extract_mesh
-from .fields import TIME_KEY, TimeSlice, towards_zero_set
+from .fields import TIME_KEY, TimeSlice, time_axis_problem, towards_zero_set
 from .fields import at_time, extract_frames, frame_curvatures  # noqa: F401  (re-exported, see above)
 from .mesh_io import TriangleMesh
-from .model import SDFModel, load_networks, reexpressed, save_networks
+from .model import SDFModel, read_model_file, reexpressed, save_networks
 from .networks import Siren, SirenConfig
 from .sampling import SurfaceSampler
 from .surface_flows import MAX_ZOOM, SHARPEN_LIMIT, Flow, UnitFlow, extinction_time, room_for_motion
@@ -145,6 +145,9 @@ class EvolutionField(nn.Module):
       point c(x) of its cube and rises at unit slope.
     """
 
+    NETWORK_SHAPES = {"correction": (4, 1), "fitted": (3, 1)}
+    """The networks of an evolution file: name -> (inputs, outputs)."""
+
     def __init__(self, correction: Siren, fitted: Siren, fitted_half_size: float, correction_is_copy: bool):
         super().__init__()
         self.correction, self.fitted = correction, fitted
@@ -176,20 +179,29 @@ def save_evolution(model: SDFModel, path) -> None:
 
 
 def load_evolution(path) -> SDFModel:
-    """Read a file written by `save_evolution` (also by engine 0.1.0, whose time axis sat among the evolution's
-    facts: it moves to `TIME_KEY`)."""
-    networks, normalization, metadata = load_networks(path)
-    info = metadata.get(EVOLUTION_KEY)
-    if info is None or "fitted_half_size" not in info:
-        raise ValueError(f"{path} is not an evolution file; write one with 'python -m engine evolve'")
+    """Read a file written by `save_evolution`, checked before any network is built (`engine.model.read_model_file`;
+    a file of another kind is named as what it is); files of engine 0.1.0, whose time axis sat among the evolution's
+    facts, have it moved to `TIME_KEY`."""
+    model_file = read_model_file(path, "evolution")
+    metadata = model_file.header["metadata"]
+    info = metadata[EVOLUTION_KEY]
+    if not isinstance(info, dict) or "fitted_half_size" not in info:
+        raise model_file.refusal("its evolution facts lack fitted_half_size")
     if "correction_is_copy" not in info:
         raise ValueError(f"{path} was written by an older version of the engine; evolve (bake) it again")
-    if TIME_KEY not in metadata:  # engine 0.1.0 kept the time axis here, under the evolution's own key
-        metadata[TIME_KEY] = {"time_scale": info.pop("time_scale"), "time_range": list(info["time_range"])}
-    field_ = EvolutionField(
-        networks["correction"], networks["fitted"], info["fitted_half_size"], info["correction_is_copy"]
-    ).eval()
-    return SDFModel(field_, normalization, metadata)
+    half_size, is_copy = info["fitted_half_size"], info["correction_is_copy"]
+    if not isinstance(half_size, (int, float)) or isinstance(half_size, bool) or not 1.0 / MAX_ZOOM <= half_size <= 1.0:
+        raise model_file.refusal(f"its fitted_half_size must be a number in [{1 / MAX_ZOOM}, 1], got {half_size!r}")
+    if not isinstance(is_copy, bool):
+        raise model_file.refusal(f"its correction_is_copy must be true or false, got {is_copy!r}")
+    if TIME_KEY not in metadata and "time_scale" in info:  # engine 0.1.0 kept the time axis here, under its own key
+        metadata[TIME_KEY] = {"time_scale": info.pop("time_scale"), "time_range": info.get("time_range")}
+    problem = time_axis_problem(metadata)
+    if problem:
+        raise model_file.refusal(problem)
+    networks = model_file.networks(EvolutionField.NETWORK_SHAPES)
+    field_ = EvolutionField(networks["correction"], networks["fitted"], half_size, is_copy).eval()
+    return SDFModel(field_, model_file.normalization(), metadata)
 
 
 def evolve(

@@ -9,6 +9,7 @@ frames' curvature colours, and damped Newton steps towards a moving zero set.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -29,6 +30,22 @@ TIME_KEY = "time"
 FORMAT_1_TIME_KEY = "evolution"
 """Where files of engine 0.1.0 (model format 1) kept ``time_scale`` and ``time_range``, for evolutions and morphs
 alike; their loaders move them to `TIME_KEY`."""
+
+
+def time_axis_problem(metadata: dict) -> str | None:
+    """What is wrong with a time-dependent model's time axis (``metadata[TIME_KEY]``, e.g. as read from a file), or
+    None: it must be {"time_scale": T, "time_range": [t0, t1]} with T positive and finite and t0 <= 0 <= t1
+    finite."""
+    info = metadata.get(TIME_KEY)
+    if not isinstance(info, dict) or set(info) != {"time_scale", "time_range"}:
+        return "its time axis must hold a time_scale and a time_range and nothing else"
+    scale, time_range = info["time_scale"], info["time_range"]
+    numbers = [scale, *time_range] if isinstance(time_range, list) and len(time_range) == 2 else []
+    if not numbers or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+        return f"its time axis must be a finite time_scale and a range of 2 finite times, got {info}"
+    if not (scale > 0 and time_range[0] <= 0.0 <= time_range[1]):
+        return f"its time axis needs a positive time_scale and a range that contains t = 0, got {info}"
+    return None
 
 
 class TimeSlice(nn.Module):

@@ -4,13 +4,18 @@
   an explicit pass for its value, gradient and Hessian (`siren_derivatives`).
 - `NETWORK_KINDS` maps the kind written in a model file's header to its class and config class; `network_kind`
   and `build_network` go between the two. A new architecture joins by adding one entry here.
+- A model file is untrusted input: `network_from_state` checks its architecture (JSON types, limits such as
+  `MAX_HIDDEN_FEATURES`) and its tensors' names, shapes and values against each other BEFORE building anything, so
+  a small file cannot make the engine allocate more than the weights it holds.
 - `evaluate`: a network's values at many points in batches of bounded memory.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -69,6 +74,18 @@ class Siren(nn.Module):
         out = self.output(self.layers(x))
         return out.squeeze(-1) if self.config.out_features == 1 else out
 
+    @staticmethod
+    def state_shapes(config: SirenConfig) -> dict[str, tuple[int, ...]]:
+        """The names and shapes of the tensors of a SIREN's ``state_dict`` with architecture ``config``."""
+        width = config.hidden_features
+        shapes = {}
+        for index in range(config.hidden_layers + 1):
+            shapes[f"layers.{index}.linear.weight"] = (width, config.in_features if index == 0 else width)
+            shapes[f"layers.{index}.linear.bias"] = (width,)
+        shapes["output.weight"] = (config.out_features, width)
+        shapes["output.bias"] = (config.out_features,)
+        return shapes
+
     def zero_output(self) -> "Siren":
         """Zero the output layer, so the network starts as the zero function (a correction or a displacement that
         changes nothing until training moves it); returns the network."""
@@ -126,6 +143,65 @@ def siren_derivatives(network: Siren, points: torch.Tensor) -> tuple[torch.Tenso
     return value, adjoint, hessian
 
 
+MAX_HIDDEN_FEATURES = 2048
+"""Widest hidden layer a model file may hold: 8 times the widest the engine trains (256, the fit presets; an
+evolution adds a few); one such layer already holds 4M weights (16 MB)."""
+MAX_HIDDEN_LAYERS = 32
+"""Most hidden layers a model file may hold: ten times the most the engine trains (3)."""
+MAX_OMEGA = 1000.0
+"""Largest SIREN frequency factor a model file may hold (the engine trains with 8 to 30): above it the field is
+noise at any grid resolution."""
+IN_FEATURES = (3, 4)
+"""Input sizes of the engine's networks: a point (an SDF, a fit) or a point and a time (an evolution, a morph)."""
+OUT_FEATURES = (1, 3)
+"""Output sizes of the engine's networks: a scalar field (an SDF) or a 3-vector (a flow morph's warp)."""
+
+
+SIREN_FIELDS_ADDED_LATER = {"out_features": 1}
+"""Fields of `SirenConfig` that files written before them lack, with the value those files mean (out_features came
+with the flow morph's vector warp, issue 6); every other field is required."""
+
+
+def checked_siren_config(architecture) -> SirenConfig:
+    """The `SirenConfig` of a model file's architecture (a JSON object), every field present, of its JSON type and
+    within the limits above; a ValueError says what does not fit."""
+    if not isinstance(architecture, dict):
+        raise ValueError(f"its architecture must be a JSON object, got {type(architecture).__name__}")
+    names = [f.name for f in dataclasses.fields(SirenConfig)]
+    architecture = {**SIREN_FIELDS_ADDED_LATER, **architecture}
+    missing, unknown = [n for n in names if n not in architecture], sorted(set(architecture) - set(names))
+    if missing or unknown:
+        parts = [f"lacks {', '.join(missing)}" if missing else "", f"has unknown {', '.join(unknown)}" if unknown else ""]
+        raise ValueError(f"its architecture {' and '.join(p for p in parts if p)}")
+    for name in ("hidden_features", "hidden_layers", "in_features", "out_features"):
+        value = architecture[name]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"its architecture's {name} must be an integer, got {value!r}")
+    for name in ("first_omega", "hidden_omega"):
+        value = architecture[name]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ValueError(f"its architecture's {name} must be a finite number, got {value!r}")
+        if not 0.0 < value <= MAX_OMEGA:
+            raise ValueError(
+                f"its architecture's {name} is {value}, outside (0, {MAX_OMEGA:g}] (the engine trains with 8 to 30; "
+                "higher turns the field into noise)"
+            )
+    limits = {
+        "hidden_features": (1, MAX_HIDDEN_FEATURES, "8 times the widest network the engine trains"),
+        "hidden_layers": (0, MAX_HIDDEN_LAYERS, "10 times the deepest network the engine trains"),
+    }
+    for name, (low, high, why) in limits.items():
+        if not low <= architecture[name] <= high:
+            raise ValueError(f"its architecture's {name} is {architecture[name]}, outside [{low}, {high}] ({why})")
+    if architecture["in_features"] not in IN_FEATURES or architecture["out_features"] not in OUT_FEATURES:
+        raise ValueError(
+            f"its network takes {architecture['in_features']} inputs and gives {architecture['out_features']} "
+            "outputs; the engine's networks take 3 (a point) or 4 (a point and a time) and give 1 (a distance) or "
+            "3 (a warp)"
+        )
+    return SirenConfig(**{name: architecture[name] for name in names})
+
+
 @dataclass(frozen=True)
 class NetworkKind:
     """A kind of network a model file can hold: built as ``network_class(config_class(**architecture))``, its
@@ -133,9 +209,15 @@ class NetworkKind:
 
     network_class: type[nn.Module]
     config_class: type
+    checked_config: Callable[[object], object]
+    """The config of a model file's architecture (JSON), checked against the kind's limits (ValueError)."""
+    state_shapes: Callable[[object], dict[str, tuple[int, ...]]]
+    """The names and shapes of the ``state_dict`` of a network of a config."""
 
 
-NETWORK_KINDS: dict[str, NetworkKind] = {"siren": NetworkKind(Siren, SirenConfig)}
+NETWORK_KINDS: dict[str, NetworkKind] = {
+    "siren": NetworkKind(Siren, SirenConfig, checked_siren_config, Siren.state_shapes),
+}
 """Network kinds by the name a model file's header gives them."""
 
 
@@ -150,15 +232,51 @@ def network_kind(network: nn.Module) -> str:
     )
 
 
-def build_network(kind: str, config: dict) -> nn.Module:
-    """A fresh network of ``kind`` with the architecture ``config`` (as saved in a model file's header)."""
-    if kind not in NETWORK_KINDS:
+def _registered(kind) -> NetworkKind:
+    if not isinstance(kind, str) or kind not in NETWORK_KINDS:
         raise ValueError(
             f"unknown network kind {kind!r} (this engine knows {', '.join(NETWORK_KINDS)}): the file was written by "
             "a newer engine; update the engine to read it"
         )
-    entry = NETWORK_KINDS[kind]
+    return NETWORK_KINDS[kind]
+
+
+def build_network(kind: str, config: dict) -> nn.Module:
+    """A fresh network of ``kind`` with the architecture ``config`` (as saved in a model file's header)."""
+    entry = _registered(kind)
     return entry.network_class(entry.config_class(**config))
+
+
+def checked_config(kind, architecture):
+    """The config of a network of ``kind`` (a name of `NETWORK_KINDS`) with a model file's ``architecture``,
+    checked (JSON types, limits); builds nothing. A ValueError says what does not fit."""
+    return _registered(kind).checked_config(architecture)
+
+
+def network_from_state(kind: str, config, state: dict) -> nn.Module:
+    """A network of ``kind`` and ``config`` (from `checked_config`) holding the tensors ``state``: their names,
+    shapes, dtypes and values (finite) are checked against the config before the network is built, so it is never
+    larger than the weights given. A ValueError says what does not fit."""
+    expected = _registered(kind).state_shapes(config)
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise ValueError("its weights must be a set of named tensors")
+    missing, unknown = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unknown:
+        what = [f"lack {', '.join(missing[:3])}" if missing else "", f"hold unknown {', '.join(unknown[:3])}" if unknown else ""]
+        raise ValueError(f"its weights {' and '.join(w for w in what if w)} for its architecture")
+    for name, shape in expected.items():
+        tensor = state[name]
+        if tuple(tensor.shape) != shape:
+            raise ValueError(
+                f"its tensor {name} has shape {tuple(tensor.shape)}, but its architecture needs {shape}"
+            )
+        if not tensor.is_floating_point():
+            raise ValueError(f"its tensor {name} holds {tensor.dtype} values, not floating-point weights")
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"its tensor {name} holds NaN or infinite weights")
+    network = _registered(kind).network_class(config)
+    network.load_state_dict(state)
+    return network
 
 
 def evaluate(network: nn.Module, points: torch.Tensor, batch_size: int = 65536) -> torch.Tensor:

@@ -145,16 +145,19 @@ def run_job(message: dict, channel: Channel, inbox: Inbox) -> dict:
     try:
         job = Job.from_message(message)
         spec = JOBS[job.kind].from_params(job.params)
+        root = _checked_job_dir(job.dir)
         context = JobContext(
-            output_dir=job.dir,
+            output_dir=root,
             report=lambda stage, step, total, loss, eta: channel.send(
                 protocol.progress(job_id, stage, step, total, loss, eta)
             ),
             should_cancel=lambda: inbox.is_cancelled(job_id),
             input_name=lambda name: f"Object '{name}'",
         )
-        output = spec.run(_load_inputs(job.dir), context)
-        _save_outputs(job.dir, output.arrays)
+        output = spec.run(_load_inputs(root), context)
+        for name in output.files.values():
+            _inside(root, name)
+        _save_outputs(root, output.arrays)
         return protocol.result(job_id, output.files, output.summary)
     except Cancelled as stop:
         return protocol.cancelled(job_id, str(stop))
@@ -187,7 +190,36 @@ def _load_inputs(directory: Path) -> dict:
 def _save_outputs(directory: Path, arrays: dict) -> None:
     import numpy as np
 
-    np.savez(directory / protocol.OUTPUTS_FILENAME, **arrays)
+    from .model import replaced_whole
+
+    with replaced_whole(_inside(directory, protocol.OUTPUTS_FILENAME)) as temporary:
+        np.savez(temporary, **arrays)
+
+
+JOB_OUTPUT_NAMES = (
+    protocol.OUTPUTS_FILENAME, protocol.MODEL_FILENAME, protocol.EVOLUTION_MODEL_FILENAME, protocol.MORPH_MODEL_FILENAME
+)
+"""The files a job writes into its folder."""
+
+
+def _checked_job_dir(directory: Path) -> Path:
+    """The job folder, resolved, once no file a job writes there is a link (which a write could go through)."""
+    root = directory.resolve()
+    for name in JOB_OUTPUT_NAMES:
+        _inside(root, name)
+    return root
+
+
+def _inside(root: Path, name: str) -> Path:
+    """``root / name``, refused (JobError) when it is a link or resolves outside the job folder ``root``: the worker
+    writes only inside the folder the add-on made."""
+    path = root / name
+    if path.is_symlink() or not path.resolve().is_relative_to(root):
+        raise JobError(
+            f"the job folder {root} holds {name} as a link or a path that leads outside it; the engine writes only "
+            "inside the job folder, so it stops here (remove the link, or let the add-on make a fresh job folder)"
+        )
+    return path
 
 
 def _claim_stdout():

@@ -18,8 +18,8 @@ from typing import Callable, Literal
 import numpy as np
 from torch import nn
 
-from ..fields import FORMAT_1_TIME_KEY, TIME_KEY
-from ..model import SDFModel, load_networks, save_networks
+from ..fields import FORMAT_1_TIME_KEY, TIME_KEY, time_axis_problem
+from ..model import SDFModel, read_model_file, save_networks
 from ..training import Progress
 from .common import MORPH_KEY, align_bounds, fit_pair, frozen_networks, morph_metadata, shared_normalization
 from .flow import FlowMorph, FlowMorphConfig, FlowMorphWeights, flow_loss, inverse_consistency_error, morph_flow
@@ -40,7 +40,8 @@ class MorphMethod:
     """One morph method: the field it trains, its config and its training function."""
 
     network_class: type[nn.Module]
-    """An nn.Module of (x, t) with ``networks()`` (its named networks, as saved) and ``from_networks(dict)``."""
+    """An nn.Module of (x, t) with ``networks()`` (its named networks, as saved), ``from_networks(dict)`` and
+    ``NETWORK_SHAPES`` (name -> (inputs, outputs) of each network a file of it holds)."""
     config_class: type
     """Its config dataclass: keyword ``device`` and ``seed``, a ``steps`` field, ``to_dict`` and ``from_dict``."""
     train: Callable[..., SDFModel]
@@ -95,12 +96,20 @@ def save_morph(model: SDFModel, path: str | Path) -> None:
 
 
 def load_morph(path: str | Path) -> SDFModel:
-    """A morph saved by `save_morph` (no pickle), ready for `engine.fields.extract_frames`; files of engine 0.1.0
+    """A morph saved by `save_morph` (no pickle), ready for `engine.fields.extract_frames`, checked before any network
+    is built (`engine.model.read_model_file`; a file of another kind is named as what it is); files of engine 0.1.0
     get their time axis moved to `TIME_KEY`."""
-    networks, normalization, metadata = load_networks(path)
-    method = metadata.get(MORPH_KEY, {}).get("method")
-    if method not in METHODS:
-        raise ValueError(f"{path} is not a morph file (method {method!r}); write one with 'python -m engine morph'")
+    model_file = read_model_file(path, "morph")
+    metadata = model_file.header["metadata"]
+    info = metadata[MORPH_KEY]
+    method = info.get("method") if isinstance(info, dict) else None
+    if not isinstance(method, str) or method not in METHODS:
+        raise model_file.refusal(f"its morph method is {method!r}, not one of {', '.join(METHODS)}")
     if TIME_KEY not in metadata and FORMAT_1_TIME_KEY in metadata:
         metadata[TIME_KEY] = metadata.pop(FORMAT_1_TIME_KEY)
-    return SDFModel(METHODS[method].network_class.from_networks(networks).eval(), normalization, metadata)
+    problem = time_axis_problem(metadata)
+    if problem:
+        raise model_file.refusal(problem)
+    network_class = METHODS[method].network_class
+    networks = model_file.networks(network_class.NETWORK_SHAPES)
+    return SDFModel(network_class.from_networks(networks).eval(), model_file.normalization(), metadata)

@@ -70,6 +70,9 @@ class FlowMorph(nn.Module):
     - ``warp``: w, a SIREN with in_features = 4 and out_features = 3.
     """
 
+    NETWORK_SHAPES = {"source": (3, 1), "warp": (4, 3)}
+    """The networks of a flow morph file: name -> (inputs, outputs)."""
+
     def __init__(self, source: Siren, warp: Siren):
         super().__init__()
         if source.config.in_features != 3 or source.config.out_features != 1:

@@ -34,6 +34,9 @@ SURFACE_BAND = 0.02
 class LevelSetMorph(nn.Module):
     """f(x, t) = (1 - t) g_a(x) + t g_b(x) + t (1 - t) h(x, t) on points (n, 4) = (x, t), in the shared cube."""
 
+    NETWORK_SHAPES = {"source": (3, 1), "target": (3, 1), "correction": (4, 1)}
+    """The networks of a level-set morph file: name -> (inputs, outputs)."""
+
     def __init__(self, source: Siren, target: Siren, correction: Siren):
         super().__init__()
         self.source, self.target, self.correction = source, target, correction

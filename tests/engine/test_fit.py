@@ -72,7 +72,7 @@ def test_a_model_reexpressed_in_another_cube_gives_the_same_distances(fitted_sph
 def test_model_files_are_read_without_pickle(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"header_json": "{}", "state_dict": {}, "payload": Siren}, path)  # a class needs pickle to load
-    with pytest.raises(ValueError, match="is not a neural SDF model file"):
+    with pytest.raises(ValueError, match="is not a model file written by this engine"):
         load_model(path)
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "missing.pt")
