@@ -7,7 +7,7 @@ import types
 
 import bpy
 
-from . import preferences
+from . import model_store, preferences
 from .core.errors import EngineError
 from .core.text import overall_fraction, progress_text
 from .core.worker_client import EngineSession, JobRequest, JobResult, SessionState
@@ -67,7 +67,11 @@ def _redraw_sidebars(context: bpy.types.Context) -> None:
 
 class EngineJobOperator:
     """Mixin for operators that run engine jobs. A subclass says what to run (`requests`, reading the scene) and
-    writes the results (`apply`, returning the report); `apply` checks every array before it changes anything."""
+    writes the results (`apply`, returning the report); `apply` checks every array before it changes anything. Every
+    folder the jobs need (the jobs folder, and the models folder when ``makes_model``) is checked before they start."""
+
+    makes_model = False
+    """Whether `apply` keeps a model file (`model_store.keep_model`)."""
 
     def requests(self, context: bpy.types.Context) -> list[JobRequest]:
         raise NotImplementedError
@@ -109,6 +113,8 @@ class EngineJobOperator:
         prefs = preferences.get(context)
         self._timer = None
         try:
+            if self.makes_model:
+                model_store.check_models_dir(context)
             self.session = EngineSession(
                 preferences.worker_launch(prefs),
                 self.requests(context),

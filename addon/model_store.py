@@ -10,29 +10,46 @@ from bpy.app.handlers import persistent
 
 from . import preferences
 from .core.errors import EngineError
+from .core.folders import CHOOSE_CACHE, SAVE_ELSEWHERE, check_folder_can_be_made, make_folder
 from .core.model_files import blend_relative, gather_models, model_filename, models_dir_beside
 from .properties import model_holders, stored_file
 
 MODELS_DIRNAME = "models"
+LOG_PREFIX = "Neural SDF: "
+
+
+def models_dir(context: bpy.types.Context) -> Path:
+    """Where a new model goes: beside the saved .blend, else the cache's models folder."""
+    if bpy.data.filepath:
+        return models_dir_beside(Path(bpy.data.filepath))
+    return preferences.cache_dir(preferences.get(context)) / MODELS_DIRNAME
+
+
+def check_models_dir(context: bpy.types.Context) -> None:
+    """Before a job that makes a model: raise `EngineError` if the model could not be kept afterwards. The cache's
+    models folder is made now; the folder beside a .blend only when a model goes into it."""
+    if bpy.data.filepath:
+        check_folder_can_be_made(models_dir(context), "models folder beside the .blend", SAVE_ELSEWHERE)
+    else:
+        make_folder(models_dir(context), "models folder in the cache", CHOOSE_CACHE)
 
 
 def keep_model(context: bpy.types.Context, job_file: Path, object_name: str) -> str:
     """Move a model out of its job directory to where the .blend keeps it; returns the path to store."""
-    filename = model_filename(object_name)
-    if bpy.data.filepath:
-        blend = Path(bpy.data.filepath)
-        target = models_dir_beside(blend) / filename
+    target = models_dir(context) / model_filename(object_name)
+    saved = bool(bpy.data.filepath)
+    if saved:
+        make_folder(target.parent, "models folder beside the .blend", SAVE_ELSEWHERE)
     else:
-        target = preferences.cache_dir(preferences.get(context)) / MODELS_DIRNAME / filename
+        make_folder(target.parent, "models folder in the cache", CHOOSE_CACHE)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(job_file, target)
     except OSError as error:
         raise EngineError(
             f"The model could not be stored in {target.parent} ({error.strerror or error}): save the .blend in a "
             "writable folder, or choose another cache folder in the add-on preferences"
         ) from error
-    return blend_relative(target, blend) if bpy.data.filepath else str(target)
+    return blend_relative(target, Path(bpy.data.filepath)) if saved else str(target)
 
 
 _paths_before_save: dict[tuple[str, int], str] = {}

@@ -63,9 +63,10 @@ def get(context: bpy.types.Context) -> NeuralSDFPreferences:
 
 
 def cache_dir(prefs: NeuralSDFPreferences) -> Path:
+    """The cache folder (not made here: each folder in it is made where it is needed, see `core.folders`)."""
     if prefs.cache_dir:
         return Path(bpy.path.abspath(prefs.cache_dir))
-    return Path(bpy.utils.extension_path_user(__package__, create=True))
+    return Path(bpy.utils.extension_path_user(__package__, create=False))
 
 
 def python(prefs: NeuralSDFPreferences) -> str:

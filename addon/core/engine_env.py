@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import EngineError
+from .folders import CHOOSE_CACHE, make_folder, reason
 from .worker_client import SessionState, describe_exit
 
 ADDON_DIR = Path(__file__).resolve().parent.parent
@@ -145,21 +146,30 @@ class CommandSequence:
 
 class EnvironmentSetup:
     """Set up engine: a new virtual environment is built beside the current one and swapped in only when complete,
-    so a failed or cancelled setup leaves the previous environment as it was."""
+    so a failed or cancelled setup leaves the previous environment as it was. The folder that holds it is made (or
+    found unusable, as an `EngineError`) before anything runs."""
 
     def __init__(self, base_python: str, venv_dir: Path, requirements: Path):
         if not requirements.is_file():
             raise EngineError(f"The engine's requirements file {requirements} is missing: reinstall the extension")
+        make_folder(venv_dir.parent, "cache folder")
         self.venv_dir = venv_dir
         self.partial_dir = venv_dir.with_name(venv_dir.name + "-partial")
         shutil.rmtree(self.partial_dir, ignore_errors=True)
         self.commands = CommandSequence(setup_commands(base_python, self.partial_dir, requirements))
 
     def finish(self) -> None:
-        """Swap the new environment in if every command succeeded; otherwise delete it."""
+        """Swap the new environment in if every command succeeded; otherwise delete it. Raises `EngineError` when
+        the swap fails (the new environment is then left in its ``-partial`` folder)."""
         self.commands.close()
         if self.commands.state is SessionState.SUCCEEDED:
             shutil.rmtree(self.venv_dir, ignore_errors=True)
-            self.partial_dir.rename(self.venv_dir)
+            try:
+                self.partial_dir.rename(self.venv_dir)
+            except OSError as error:
+                raise EngineError(
+                    f"The new engine environment could not be moved to {self.venv_dir} ({reason(error)}): "
+                    f"remove that folder by hand, or {CHOOSE_CACHE}"
+                ) from error
         else:
             shutil.rmtree(self.partial_dir, ignore_errors=True)

@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import EngineError
+from .folders import CHOOSE_CACHE, make_folder, reason
 from .job_files import INPUTS_FILENAME, read_npz, write_npz
 
 PROTOCOL_VERSION = 2
@@ -143,15 +144,22 @@ class EngineSession:
         return self.process.pid if self.process is not None else None
 
     def start(self) -> None:
-        """Write the jobs' inputs and start the worker; raises `EngineError` when it cannot be started."""
-        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        """Write the jobs' inputs and start the worker; raises `EngineError` when it cannot be started (the jobs
+        folder cannot be written, the Python cannot be run)."""
+        make_folder(self.jobs_dir, "jobs folder")
         remove_stale_job_dirs(self.jobs_dir)
-        self.directory = Path(tempfile.mkdtemp(prefix="job-", dir=self.jobs_dir))
         try:
+            self.directory = Path(tempfile.mkdtemp(prefix="job-", dir=self.jobs_dir))
             for index, request in enumerate(self.requests):
                 job_dir = self._job_dir(index)
                 job_dir.mkdir()
                 write_npz(job_dir / INPUTS_FILENAME, request.inputs)
+        except OSError as error:
+            self.close()
+            raise EngineError(
+                f"The job files could not be written in {self.jobs_dir} ({reason(error)}): {CHOOSE_CACHE}"
+            ) from error
+        try:
             self.process = subprocess.Popen(
                 self.launch.command(),
                 cwd=self.directory,

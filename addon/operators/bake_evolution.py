@@ -23,6 +23,7 @@ class NEURALSDF_OT_bake_evolution(EngineJobOperator, bpy.types.Operator):
     bl_idname = "neural_sdf.bake_evolution"
     bl_label = "Bake Surface Evolution"
     bl_options = {"REGISTER", "UNDO"}
+    makes_model = True
 
     @classmethod
     def poll(cls, context):

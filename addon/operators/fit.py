@@ -16,6 +16,7 @@ class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
     bl_idname = "neural_sdf.fit"
     bl_label = "Fit Neural SDF"
     bl_options = {"REGISTER", "UNDO"}
+    makes_model = True
 
     @classmethod
     def poll(cls, context):

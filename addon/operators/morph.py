@@ -26,6 +26,7 @@ class NEURALSDF_OT_morph(EngineJobOperator, bpy.types.Operator):
     bl_idname = "neural_sdf.morph"
     bl_label = "Morph"
     bl_options = {"REGISTER", "UNDO"}
+    makes_model = True
 
     @classmethod
     def poll(cls, context):

@@ -56,7 +56,11 @@ class NEURALSDF_OT_setup_engine(bpy.types.Operator):
         if self._timer is not None:
             context.window_manager.event_timer_remove(self._timer)
         engine_jobs.clear_progress(context)
-        self.setup.finish()
+        try:
+            self.setup.finish()
+        except EngineError as error:
+            self.report({"ERROR"}, f"Set up engine: {error}")
+            return {"CANCELLED"}
         if commands.state is SessionState.SUCCEEDED:
             self.report({"INFO"}, f"The engine environment is ready in {self.setup.venv_dir}: press Check Engine")
             return {"FINISHED"}
