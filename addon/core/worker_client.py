@@ -4,7 +4,8 @@ An `EngineSession` starts one worker process, runs a list of jobs on it in order
 handshake), and is polled from Blender's main thread: threads read the worker's stdout and stderr into queues, so
 `EngineSession.poll` never blocks. The session notices a worker that exits (crashed, killed) or falls silent (no
 heartbeat for ``hang_timeout_s``), kills the worker when a cancel is not honoured within `CANCEL_GRACE_S`, and
-deletes its job directory on `close`.
+deletes its job directory on `close`. Job directories carry a marker file (`JOB_DIR_MARKER`): stale-job cleanup
+removes only directories with it, never one the add-on did not make.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import queue
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -38,7 +40,12 @@ CANCEL_GRACE_S = 3.0
 """How long a cancelled worker gets to stop by itself before it is killed."""
 STDERR_TAIL_LINES = 20
 STALE_JOB_DIR_AGE_S = 24 * 3600.0
-"""Job directories older than this are left over from a Blender that died mid-job, and are deleted."""
+"""Job directories older than this are left over from a Blender that died mid-job, and are deleted (only those
+marked by `JOB_DIR_MARKER`)."""
+JOB_DIR_MARKER = ".neural_sdf_job"
+"""A file the session writes into each job directory it makes, right after making it; its content is
+`JOB_DIR_MARKER_TEXT`."""
+JOB_DIR_MARKER_TEXT = "A job folder of the Neural SDF add-on: deleted when its job ends, or a day later.\n"
 LOG_PREFIX = "[neural_sdf engine] "
 TRAINING_STAGES = ("fit", "evolve", "morph")
 """Progress stages that train a network: their steps are optimizer steps, prepared by sampling before step 1
@@ -150,6 +157,7 @@ class EngineSession:
         remove_stale_job_dirs(self.jobs_dir)
         try:
             self.directory = Path(tempfile.mkdtemp(prefix="job-", dir=self.jobs_dir))
+            (self.directory / JOB_DIR_MARKER).write_text(JOB_DIR_MARKER_TEXT, encoding="utf-8")
             for index, request in enumerate(self.requests):
                 job_dir = self._job_dir(index)
                 job_dir.mkdir()
@@ -397,13 +405,29 @@ class EngineSession:
 
 
 def remove_stale_job_dirs(jobs_dir: Path) -> None:
+    """Delete the job directories a Blender that died mid-job left behind: ``job-*`` directories (not links)
+    carrying the add-on's marker, older than `STALE_JOB_DIR_AGE_S`. Anything else in ``jobs_dir`` is left alone."""
     cutoff = time.time() - STALE_JOB_DIR_AGE_S
     for directory in jobs_dir.glob("job-*"):
         try:
-            if directory.stat().st_mtime < cutoff:
+            info = directory.lstat()
+            if stat.S_ISDIR(info.st_mode) and info.st_mtime < cutoff and is_marked_job_dir(directory):
                 shutil.rmtree(directory, ignore_errors=True)
         except OSError:
             pass  # removed meanwhile by another Blender
+
+
+def is_marked_job_dir(directory: Path) -> bool:
+    """Whether ``directory`` holds the marker a session writes into each job directory it makes (a regular file,
+    not a link, with the marker's exact text)."""
+    marker = directory / JOB_DIR_MARKER
+    try:
+        if not stat.S_ISREG(marker.lstat().st_mode):
+            return False
+        with marker.open("rb") as file:
+            return file.read(len(JOB_DIR_MARKER_TEXT) + 1) == JOB_DIR_MARKER_TEXT.encode("utf-8")
+    except OSError:
+        return False
 
 
 def describe_exit(code: int) -> str:

@@ -207,6 +207,7 @@ def test_a_python_that_does_not_exist_is_an_engine_error(tmp_path):
 def test_stale_job_directories_are_removed_at_the_next_start(fake_engine, tmp_path):
     stale = tmp_path / "jobs" / "job-left-by-a-crash"
     stale.mkdir(parents=True)
+    (stale / worker_client.JOB_DIR_MARKER).write_text(worker_client.JOB_DIR_MARKER_TEXT)
     old = time.time() - worker_client.STALE_JOB_DIR_AGE_S - 60
     os.utime(stale, (old, old))
     session = session_for(fake_engine("hello()\nsys.stdin.read()"), tmp_path, requests=[])
