@@ -7,7 +7,7 @@ from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from .core.engine_env import VENV_DIRNAME, choose_python, engine_root
 from .core.items import DEVICE_ITEMS
-from .core.worker_client import WorkerLaunch
+from .core.worker_client import MIN_HANG_TIMEOUT_S, WorkerLaunch
 
 JOBS_DIRNAME = "jobs"
 
@@ -32,8 +32,11 @@ class NeuralSDFPreferences(bpy.types.AddonPreferences):
         ),
     )  # fmt: skip
     hang_timeout: FloatProperty(
-        name="Hang Timeout", unit='TIME_ABSOLUTE', min=2.0, soft_max=600.0, default=60.0,
-        description="Stop the engine when it has sent nothing (not even its heartbeat) for this long",
+        name="Hang Timeout", unit='TIME_ABSOLUTE', min=MIN_HANG_TIMEOUT_S, soft_max=600.0, default=60.0,
+        description=(
+            "Stop the engine when it has sent nothing (not even its heartbeat) for this long; at least "
+            f"{MIN_HANG_TIMEOUT_S:.0f} s, as a healthy engine can be silent for seconds while it prepares a large mesh"
+        ),
     )  # fmt: skip
     engine_report: StringProperty(name="Engine", description="What the last Check engine found")
 

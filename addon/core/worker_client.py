@@ -3,9 +3,9 @@
 An `EngineSession` starts one worker process, runs a list of jobs on it in order (none: it only checks the
 handshake), and is polled from Blender's main thread: threads read the worker's stdout and stderr into queues, so
 `EngineSession.poll` never blocks. The session notices a worker that exits (crashed, killed) or falls silent (no
-heartbeat for ``hang_timeout_s``), kills the worker when a cancel is not honoured within `CANCEL_GRACE_S`, and
-deletes its job directory on `close`. Job directories carry a marker file (`JOB_DIR_MARKER`): stale-job cleanup
-removes only directories with it, never one the add-on did not make.
+heartbeat for ``hang_timeout_s``, never less than `MIN_HANG_TIMEOUT_S`), kills the worker when a cancel is not
+honoured within `CANCEL_GRACE_S`, and deletes its job directory on `close`. Job directories carry a marker file
+(`JOB_DIR_MARKER`): stale-job cleanup removes only directories with it, never one the add-on did not make.
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ JOB_DIR_MARKER = ".neural_sdf_job"
 """A file the session writes into each job directory it makes, right after making it; its content is
 `JOB_DIR_MARKER_TEXT`."""
 JOB_DIR_MARKER_TEXT = "A job folder of the Neural SDF add-on: deleted when its job ends, or a day later.\n"
+MIN_HANG_TIMEOUT_S = 30.0
+"""The shortest hang timeout a session uses, whatever the preferences hold (an old .blend or preferences file may
+hold 2 s, the lower limit of earlier releases). A healthy worker sends a heartbeat every second, yet one was seen
+silent for 8.8 s while it prepared the samples of a 1.3M-face mesh (a C call holding Python's lock); 30 s is well
+above that and still stops a truly hung worker soon."""
 LOG_PREFIX = "[neural_sdf engine] "
 TRAINING_STAGES = ("fit", "evolve", "morph")
 """Progress stages that train a network: their steps are optimizer steps, prepared by sampling before step 1
@@ -120,7 +125,7 @@ class EngineSession:
         self.launch = launch
         self.requests = list(requests)
         self.jobs_dir = Path(jobs_dir)
-        self.hang_timeout_s = hang_timeout_s
+        self.hang_timeout_s = max(float(hang_timeout_s), MIN_HANG_TIMEOUT_S)
         self.state = SessionState.STARTING
         self.hello: dict | None = None
         self.progress: Progress | None = None

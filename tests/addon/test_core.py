@@ -155,7 +155,8 @@ def test_a_killed_worker_is_reported_as_killed(fake_engine, tmp_path):
     assert session.state is SessionState.FAILED and "killed by SIGKILL" in session.message
 
 
-def test_a_silent_worker_is_stopped_as_hung(fake_engine, tmp_path):
+def test_a_silent_worker_is_stopped_as_hung(fake_engine, tmp_path, monkeypatch):
+    monkeypatch.setattr(worker_client, "MIN_HANG_TIMEOUT_S", 1.0)  # the real floor (30 s) is tested in the matrix
     session = session_for(fake_engine("hello()\ntime.sleep(60)"), tmp_path, hang_timeout_s=1.0)
     session.start()
     started = time.monotonic()
@@ -489,13 +490,16 @@ def test_model_files_are_gathered_beside_the_blend(tmp_path):
     blend = tmp_path / "project" / "scene.blend"
     beside = model_files.models_dir_beside(blend)
     assert beside == tmp_path / "project" / "scene_neural_sdf"
-    cached = tmp_path / "cache" / name
-    cached.parent.mkdir()
-    cached.write_bytes(b"weights")
-    gathered = model_files.gather_models([cached, cached, tmp_path / "missing.pt"], beside)
-    assert gathered == {cached: beside / name} and (beside / name).read_bytes() == b"weights"
+    cached = tmp_path / "cache" / "models" / name
+    cached.parent.mkdir(parents=True)
+    weights = (REPO / "tests" / "data" / "legacy_v1_model.pt").read_bytes()
+    cached.write_bytes(weights)
+    allowed = [cached.parent, beside]
+    gathered = model_files.gather_models([cached, cached, tmp_path / "missing.pt"], beside, allowed)
+    assert gathered.moved == {cached: beside / name} and (beside / name).read_bytes() == weights
+    assert not gathered.refused and not list(beside.glob(".*"))  # no partial copy left
     assert model_files.blend_relative(beside / name, blend) == f"//scene_neural_sdf/{name}"
-    assert model_files.gather_models([beside / name], beside) == {beside / name: beside / name}
+    assert model_files.gather_models([beside / name], beside, allowed).moved == {beside / name: beside / name}
 
 
 # The engine's environment.
