@@ -303,14 +303,14 @@ class EngineSession:
 
     def _read_result(self, message: dict) -> JobResult:
         job_dir = self._job_dir(self.job_index)
-        # Only names inside the job directory are accepted, whatever the message says.
-        outputs = read_npz(job_dir / Path(str(message.get("outputs"))).name)
-        files = {name: job_dir / Path(str(path)).name for name, path in (message.get("files") or {}).items()}
-        missing = [str(path) for path in files.values() if not path.is_file()]
-        if missing:
+        outputs = read_npz(job_file(job_dir, message.get("outputs"), "outputs"))
+        reported = message.get("files") or {}
+        if not isinstance(reported, dict):
             raise EngineError(
-                f"The engine reported files that do not exist ({', '.join(missing)}); see the system console"
+                f"The engine reported its files as {type(reported).__name__}, not a mapping: reinstall the extension "
+                "so that the add-on and the engine come from one release"
             )
+        files = {str(role): job_file(job_dir, name, str(role)) for role, name in reported.items()}
         return JobResult(self.requests[self.job_index], outputs, files, message.get("summary") or {})
 
     def _worker_exited(self) -> None:
@@ -407,6 +407,27 @@ class EngineSession:
         for line in self.process.stderr:
             self._stderr_tail.append(line.rstrip())
             sys.stderr.write(LOG_PREFIX + line)
+
+
+def job_file(job_dir: Path, name, role: str) -> Path:
+    """The file a result message names for ``role``, checked: a plain file name (no folder, no ``..``, not absolute)
+    of a regular file in ``job_dir``, not a link; raises `EngineError` otherwise. The worker only ever names files it
+    wrote into the job directory, so anything else is refused, never followed."""
+    text = str(name) if isinstance(name, str) else repr(name)
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        raise EngineError(
+            f"The engine reported its {role} file as {text}, which is not a file name inside the job folder: "
+            "it was refused. Reinstall the extension so that the add-on and the engine come from one release"
+        )
+    path = job_dir / name
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        mode = None
+    if mode is None or not stat.S_ISREG(mode):
+        what = "does not exist" if mode is None else "is a link or not a regular file, and was refused"
+        raise EngineError(f"The engine's {role} file {path} {what}; see the system console")
+    return path
 
 
 def remove_stale_job_dirs(jobs_dir: Path) -> None:
