@@ -1,6 +1,7 @@
 """Model files and the .blend: a new model goes beside the saved .blend (or into the cache folder until the first
 save), and every save gathers the models of the file beside it with relative paths (see `core.model_files`); a Save
-a Copy gives the copy its own models and leaves the open file's paths as they were."""
+a Copy gives the copy its own models and leaves the open file's paths as they were. A save copies only model files
+the add-on wrote, from those two folders: any other path an object holds is kept as it is, and said once."""
 
 import shutil
 from pathlib import Path
@@ -71,11 +72,54 @@ def gather_models_beside_blend(filepath: str, *_unused) -> None:
         for index, holder in enumerate(model_holders(obj))
         if holder.model_path
     }
-    gathered = gather_models([source for _, source in sources.values()], models_dir_beside(blend))
+    target_dir = models_dir_beside(blend)
+    gathered = gather_models([source for _, source in sources.values()], target_dir, _allowed_dirs(target_dir))
     for key, (holder, source) in sources.items():
-        if source in gathered:
+        if source in gathered.moved:
             _paths_before_save[key] = holder.model_path
-            holder.model_path = blend_relative(gathered[source], blend)
+            holder.model_path = blend_relative(gathered.moved[source], blend)
+    users = {
+        source: sorted({name for (name, _), (_, path) in sources.items() if path == source})
+        for source in gathered.refused
+    }
+    _tell_refused(blend, gathered.refused, users)
+
+
+_told: set[tuple[Path, str]] = set()
+"""Refused model paths already printed in this Blender session (each is said once)."""
+
+
+def _allowed_dirs(target_dir: Path) -> list[Path]:
+    """The folders a save copies models from: the cache's models folder, the open file's models folder and the one
+    of the file being written."""
+    allowed = [target_dir]
+    if bpy.data.filepath:
+        allowed.append(models_dir_beside(Path(bpy.data.filepath)))
+    try:
+        allowed.append(preferences.cache_dir(preferences.get(bpy.context)) / MODELS_DIRNAME)
+    except (KeyError, AttributeError, OSError):
+        pass  # no preferences (the add-on is being disabled): nothing comes from the cache
+    return allowed
+
+
+def _tell_refused(blend: Path, refused: dict[Path, str], users: dict[Path, list[str]]) -> None:
+    """A save handler cannot report to the UI: print one line per refused path (once per session) and leave a
+    status line for the panel."""
+    for source, why in sorted(refused.items()):
+        if (source, why) not in _told:
+            _told.add((source, why))
+            print(
+                f"{LOG_PREFIX}WARNING: saving {blend.name} did not copy {source} for "
+                f"{', '.join(repr(name) for name in users[source])}: it {why}. The object keeps its path",
+                flush=True,
+            )
+    status = getattr(bpy.context.window_manager, "neural_sdf_job", None)
+    if status is not None:
+        status.save_warning = (
+            f"Saving did not copy {len(refused)} model path{'s' if len(refused) > 1 else ''} (see the system console)"
+            if refused
+            else ""
+        )
 
 
 @persistent

@@ -289,11 +289,14 @@ class NeuralSDFCurvatureLegend(bpy.types.PropertyGroup):
 
 
 class NeuralSDFJobStatus(bpy.types.PropertyGroup):
-    """Progress of the running engine job, for the panel (WindowManager.neural_sdf_job: never saved)."""
+    """Progress of the running engine job, and what the last save could not copy, for the panel
+    (WindowManager.neural_sdf_job: never saved)."""
 
     is_running: BoolProperty()
     text: StringProperty()
     fraction: FloatProperty(subtype="FACTOR", min=0.0, max=1.0)
+    save_warning: StringProperty()
+    """Set by the save handler when it left model paths as they were (they named files the add-on did not write)."""
 
 
 classes = (

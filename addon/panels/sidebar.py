@@ -33,6 +33,8 @@ class NEURALSDF_PT_main(NeuralSDFSidebar, bpy.types.Panel):
         if job.is_running:
             layout.progress(factor=job.fraction, type="BAR", text=job.text)
             layout.label(text="Esc cancels", icon="CANCEL")
+        if job.save_warning:
+            layout.label(text=job.save_warning, icon="ERROR")
         row = layout.row(align=True)
         row.operator("neural_sdf.fit", icon="MESH_ICOSPHERE")
         row.prop(settings, "preset", text="")
