@@ -17,7 +17,8 @@ Worker to add-on:
   the other stages. ``stage`` is one of `STAGES` (each kind's, in order: ``engine.jobs.JOBS[kind].stages``);
   ``eta`` is the seconds left in the stage.
 - ``{"type": "result", "job": ID, "outputs": "outputs.npz", "files": {"model": "model.pt"}, "summary": {...}}``:
-  the job succeeded; paths are relative to the job directory.
+  the job succeeded; ``outputs`` and each of ``files`` are plain file names of regular files (no folders, no links)
+  in the job directory, and the add-on refuses anything else.
 - ``{"type": "error", "job": ID | null, "message": "..."}``: the job (or, with a null job, the worker itself)
   failed. The message is meant for the user as it is: what went wrong and what to do
   ("Object 'Cube' has no faces ..."). A worker that cannot start sends this and exits.
