@@ -33,7 +33,7 @@ from .mesh_io import TriangleMesh
 from .model import SDFModel, read_model_file, reexpressed, save_networks
 from .networks import Siren, SirenConfig
 from .sampling import SurfaceSampler
-from .surface_flows import MAX_ZOOM, SHARPEN_LIMIT, Flow, UnitFlow, extinction_time, room_for_motion
+from .surface_flows import MAX_ZOOM, SHARPEN_LIMIT, Flow, UnitFlow, check_time_range, extinction_time, room_for_motion
 from .surface_flows import FieldTerm  # noqa: F401  (re-exported, see above)
 from .training import Progress, TrainingMonitor, cosine_schedule, pick_device, seeded
 
@@ -232,6 +232,7 @@ def evolve(
                 f"sharpening (mean curvature flow backwards) is only stable down to t = -{limit:.4g} for this shape "
                 f"and speed ({SHARPEN_LIMIT} of the extinction time); got t = {start_time:.4g}"
             )
+    check_time_range(flow, model.normalization, (start_time, end_time))
     device = pick_device(config.device)
     rng, generator = seeded(config.seed)
     time_scale = max(-start_time, end_time)
@@ -257,7 +258,10 @@ def evolve(
             correction, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay)
         )
 
-    monitor = TrainingMonitor("evolution", config.steps, on_progress, should_cancel, progress_interval_s)
+    monitor = TrainingMonitor(
+        "evolution", config.steps, on_progress, should_cancel, progress_interval_s,
+        advice="shorten the time range or lower the speed (or the learning rate)",
+    )
     for step in range(1, config.steps + 1):
         monitor.before_step(step)
         spacetime = surface.spacetime_batch(generator, config.spacetime_batch, tau_range)
@@ -271,6 +275,7 @@ def evolve(
         monitor.after_step(step, loss, {"pde": loss.detach()})
     if averaged is not None:
         correction.load_state_dict(averaged.module.state_dict())
+    monitor.check_weights(correction)
 
     network.eval()
     metadata = {

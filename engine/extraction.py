@@ -35,7 +35,9 @@ def extract_mesh(
     - With ``skip_empty_space``, f is evaluated coarse to fine and a block is skipped once its corner values show,
       with a Lipschitz bound on f, that it cannot contain the surface; the mesh equals the dense one.
     - Memory is one float32 grid plus one evaluation batch.
-    Raises `EmptySurfaceError` when the level set is empty (the network is positive or negative everywhere).
+    Raises `EmptySurfaceError` when the level set is empty (the network is positive or negative everywhere), and a
+    ValueError when the network gives NaN or infinite values or the mesh would have non-finite vertices: a broken
+    model is never turned into a mesh.
     """
     if resolution < 8:
         raise ValueError(f"resolution must be at least 8, got {resolution}")
@@ -46,6 +48,12 @@ def extract_mesh(
         axis = torch.linspace(-1.0, 1.0, resolution)
         points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
         values = evaluate(model.network, points, batch_size).numpy().reshape((resolution,) * 3)
+    broken = int(np.count_nonzero(~np.isfinite(values)))
+    if broken:
+        raise ValueError(
+            f"the model gives NaN or infinite values at {broken} of the {values.size} grid points: it is broken "
+            "(a diverged training or a damaged file); fit, evolve or morph it again"
+        )
     if not (values.min() < 0.0 < values.max()):
         raise EmptySurfaceError(
             "the fitted SDF has no zero level set inside the unit cube (it is "
@@ -53,7 +61,14 @@ def extract_mesh(
         )
     vertices, faces, _, _ = measure.marching_cubes(values, level=0.0, spacing=(spacing,) * 3)
     # scikit-image's default winding ("descent") already faces from negative to positive values: outward for us.
-    return model.normalization.to_input(vertices.astype(np.float64) - 1.0), faces.astype(np.int64)
+    vertices = model.normalization.to_input(vertices.astype(np.float64) - 1.0)
+    if not np.isfinite(vertices).all():
+        raise ValueError(
+            f"the surface's vertices are not finite in the input's coordinates (normalization scale "
+            f"{model.normalization.scale:g}, center {list(model.normalization.center)}): the model's normalization "
+            "is broken; fit it again"
+        )
+    return vertices, faces.astype(np.int64)
 
 
 def _coarse_to_fine_grid(network, resolution: int, spacing: float, batch_size: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from .mesh_io import TriangleMesh, merge_meshes
 from .model import SDFModel
 from .networks import Siren, SirenConfig
 from .sampling import SamplePool, VolumeSampling
-from .training import Progress, TrainingMonitor, cosine_schedule, pick_device, seeded
+from .training import Diverged, Progress, TrainingMonitor, cosine_schedule, pick_device, seeded
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,10 @@ def fit_sdf(
         )
 
     best_loss, best_state = math.inf, copy.deepcopy(network.state_dict())
-    monitor = TrainingMonitor("fit", config.steps, on_progress, should_cancel, progress_interval_s)
+    monitor = TrainingMonitor(
+        "fit", config.steps, on_progress, should_cancel, progress_interval_s,
+        advice="lower the learning rate, or start from a preset (engine.fit.preset)",
+    )
     for step in range(1, config.steps + 1):
         monitor.before_step(step)
         if step % config.refresh_every == 0:
@@ -189,7 +192,13 @@ def fit_sdf(
                 best_loss, best_state = validation_loss, copy.deepcopy(kept_network.state_dict())
         monitor.after_step(step, loss, terms)
 
+    if not math.isfinite(best_loss):
+        raise Diverged(
+            f"the fit diverged (no validation loss was finite in {config.steps} steps): lower the learning rate, or "
+            "start from a preset (engine.fit.preset)"
+        )
     network.load_state_dict(best_state)
+    monitor.check_weights(network)
     network.eval()
     metadata = {
         "fit_config": config.to_dict(),

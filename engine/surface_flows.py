@@ -153,6 +153,41 @@ def room_for_motion(flow: Flow, normalization: Normalization, time_range: tuple[
 ROOM_STEPS = 32
 """Midpoint steps that carry the shape's box along the vector fields in `room_for_motion`."""
 
+MAX_TRAVEL = 10.0
+"""How far, in sizes of the shape (its bounding box's largest side), one term of a flow may carry the surface over
+the time range (|t| times its speed), checked before training (`check_time_range`): the evolution's cube is at most
+`MAX_ZOOM` sizes wide, so farther the surface has long left it (or vanished), and the network's time terms grow
+with the distance (at t = 1e30 they overflowed and the evolution trained to NaN)."""
+
+
+def check_time_range(flow: Flow, normalization: Normalization, time_range: tuple[float, float]) -> None:
+    """A ValueError, saying the limit and the fix, when a term of ``flow`` would carry the surface farther than
+    `MAX_TRAVEL` shape sizes over ``time_range``: the normal speed |v|, mean curvature flow's speed lambda kappa on
+    a sphere of the shape's half-size, the fields' largest speed over the shape's box."""
+    low, high = (float(t) for t in time_range)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"the time range must be finite, got [{low}, {high}]")
+    duration = max(-low, high)
+    size = 2.0 * UNIT_HALF_SIZE / normalization.scale  # the shape's size, input units
+    speeds = {
+        "normal speed": abs(flow.normal_speed),
+        "mean curvature flow": flow.mean_curvature * 2.0 / (size / 2.0),
+    }
+    if flow.fields:
+        axis = torch.linspace(-UNIT_HALF_SIZE, UNIT_HALF_SIZE, 9, dtype=torch.float64)
+        grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
+        points = grid / normalization.scale + grid.new_tensor(normalization.center)
+        speeds["vector fields"] = float(_field_velocity(flow.fields, points).norm(dim=-1).max())
+    for term, speed in speeds.items():
+        travel = speed * duration / size
+        if speed and not travel <= MAX_TRAVEL:
+            raise ValueError(
+                f"the time range [{low:g}, {high:g}] is too long for this flow: its {term} would carry the surface "
+                f"{travel:.3g} times the shape's size ({size:.3g} input units), beyond the limit of {MAX_TRAVEL:g} (the "
+                f"evolution's cube is at most {MAX_ZOOM:g} sizes wide); shorten the time range or lower the speed "
+                f"(|t| up to {MAX_TRAVEL * size / speed:.3g} here)"
+            )
+
 
 def _field_velocity(fields: Sequence[FieldTerm], points: torch.Tensor) -> torch.Tensor:
     """The sum of the vector fields at input-coordinate points (n, 3)."""

@@ -1,5 +1,6 @@
 """The kit every training loop of the engine shares (fit, evolution, morphs): progress reports, the one cancel
-exception, the monitor that checks both each step, the learning-rate schedule, the device choice and seeding."""
+exception, the monitor that checks both each step and stops a loop whose loss or weights turn NaN or infinite
+(`Diverged`), the learning-rate schedule, the device choice and seeding."""
 
 from __future__ import annotations
 
@@ -27,15 +28,25 @@ class Cancelled(Exception):
     """The caller asked a training loop (or a frame extraction) to stop."""
 
 
-class TrainingMonitor:
-    """The cancel check and the progress reports of a training loop (fit, evolution, morph).
+class Diverged(RuntimeError):
+    """A training loop's loss or weights turned NaN or infinite: its result would be garbage, so it stops. The
+    message says what diverged, where, and what to change."""
 
-    ``on_progress`` gets a `Progress` at most every ``interval_s`` seconds and at the last step; the loss terms are
-    read only then, since each read waits for the device. ``should_cancel`` is asked before every step.
+
+class TrainingMonitor:
+    """The cancel check, the progress reports and the divergence check of a training loop (fit, evolution, morph).
+
+    - ``on_progress`` gets a `Progress` at most every ``interval_s`` seconds and at the last step; the loss is read
+      only then (with or without ``on_progress``), since each read waits for the device.
+    - A loss read as NaN or infinite raises `Diverged` naming the step and ``advice`` (what to change); so do NaN or
+      infinite weights at the end (`check_weights`).
+    - ``should_cancel`` is asked before every step.
     """
 
-    def __init__(self, what: str, total: int, on_progress, should_cancel, interval_s: float = 0.5):
-        self.what, self.total = what, total
+    def __init__(
+        self, what: str, total: int, on_progress, should_cancel, interval_s: float = 0.5, advice: str = ""
+    ):
+        self.what, self.total, self.advice = what, total, advice or "lower the learning rate"
         self.on_progress, self.should_cancel, self.interval_s = on_progress, should_cancel, interval_s
         self.started = self.last_report = time.perf_counter()
 
@@ -49,12 +60,29 @@ class TrainingMonitor:
 
     def after_step(self, step: int, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
         now = time.perf_counter()
-        if self.on_progress is None or (now - self.last_report < self.interval_s and step != self.total):
+        if now - self.last_report < self.interval_s and step != self.total:
             return
         self.last_report = now
+        value = loss.item()
+        if not math.isfinite(value):
+            values = {name: term.item() for name, term in terms.items()}
+            bad = [name for name, term in values.items() if not math.isfinite(term)]
+            which = f", in the term{'s' if len(bad) > 1 else ''} {', '.join(bad)}" if bad and len(bad) < len(values) else ""
+            raise Diverged(f"the {self.what} diverged (loss {value} at step {step}{which}): {self.advice}")
+        if self.on_progress is None:
+            return
         elapsed = now - self.started
         values = {name: term.item() for name, term in terms.items()}
-        self.on_progress(Progress(step, self.total, loss.item(), values, elapsed, elapsed / step * (self.total - step)))
+        self.on_progress(Progress(step, self.total, value, values, elapsed, elapsed / step * (self.total - step)))
+
+    def check_weights(self, *networks: torch.nn.Module) -> None:
+        """`Diverged` unless every weight of ``networks`` is finite (once, after the last step)."""
+        for network in networks:
+            if not all(bool(torch.isfinite(p).all()) for p in network.parameters()):
+                raise Diverged(
+                    f"the {self.what} diverged (its weights hold NaN or infinite values after {self.total} steps): "
+                    f"{self.advice}"
+                )
 
 
 def cosine_schedule(optimizer: torch.optim.Optimizer, steps: int, final_factor: float):

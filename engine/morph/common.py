@@ -87,9 +87,16 @@ def check_fitted(model: SDFModel, name: str) -> None:
         )
 
 
+MAX_LANDMARK_REACH = 4.0
+"""Landmarks must lie within this many half-sizes of the shared cube of its centre (|unit coordinate| <= 4): the
+shapes lie within 0.9 and the warp is trained inside the cube [-1, 1], so a landmark farther out is a typo or a unit
+mistake, and one at 1e30 made the landmark loss infinite."""
+
+
 def checked_landmarks(landmarks, normalization: Normalization) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Landmark pairs (points on A (k, 3), points on B (k, 3)) in input coordinates, checked and moved into the
-    shared cube as float32 tensors; None for no landmarks (None or k = 0)."""
+    """Landmark pairs (points on A (k, 3), points on B (k, 3)) in input coordinates, checked (finite, within
+    `MAX_LANDMARK_REACH` of the shared cube; the message names the landmark) and moved into the shared cube as
+    float32 tensors; None for no landmarks (None or k = 0)."""
     if landmarks is None:
         return None
     if not isinstance(landmarks, (tuple, list)) or len(landmarks) != 2:
@@ -100,7 +107,18 @@ def checked_landmarks(landmarks, normalization: Normalization) -> tuple[torch.Te
         if values.ndim != 2 or values.shape[1] != 3:
             raise ValueError(f"{name} must be (k, 3), got shape {values.shape}")
         if not np.isfinite(values).all():
-            raise ValueError(f"{name} hold NaN or infinite coordinates")
+            index = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
+            raise ValueError(f"{name}: landmark {index} {values[index].tolist()} has NaN or infinite coordinates")
+        reach = np.abs(normalization.to_unit(values)).max(axis=1) if len(values) else np.zeros(0)
+        if (reach > MAX_LANDMARK_REACH).any():
+            index = int(np.argmax(reach > MAX_LANDMARK_REACH))
+            half_size = 1.0 / normalization.scale
+            raise ValueError(
+                f"{name}: landmark {index} {values[index].tolist()} lies {reach[index] * half_size:.3g} input units "
+                f"from the centre {list(normalization.center)} of the shapes' cube along an axis; the limit is "
+                f"{MAX_LANDMARK_REACH * half_size:.3g} ({MAX_LANDMARK_REACH:g} times the cube's half-size, which holds "
+                "both shapes): place each landmark on its shape"
+            )
         arrays.append(values)
     if len(arrays[0]) != len(arrays[1]):
         raise ValueError(

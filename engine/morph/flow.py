@@ -236,7 +236,10 @@ def morph_flow(
     optimizer = torch.optim.Adam(warp.parameters(), lr=config.learning_rate)
     schedule = cosine_schedule(optimizer, config.steps, 0.1)
 
-    monitor = TrainingMonitor("morph", config.steps, on_progress, should_cancel, progress_interval_s)
+    monitor = TrainingMonitor(
+        "morph", config.steps, on_progress, should_cancel, progress_interval_s,
+        advice="lower the learning rate or the loss weights, and place the landmarks on the shapes",
+    )
     for step in range(1, config.steps + 1):
         monitor.before_step(step)
         loss, terms = flow_loss(morph, target, surface_a, surface_b, pairs, config, generator)
@@ -247,6 +250,7 @@ def morph_flow(
         monitor.after_step(step, loss, terms)
 
     seconds = monitor.elapsed_s
+    monitor.check_weights(warp)
     morph.eval()
     metadata = morph_metadata("flow", model_a, model_b, config.to_dict(), seconds, device)
     summary = metadata[MORPH_KEY]
@@ -410,7 +414,13 @@ def warp_points(model: SDFModel, points: np.ndarray, t: float, batch_size: int =
         for chunk in unit.split(batch_size):
             moves.append(morph.displacement(chunk.to(device), t).cpu().double().numpy())
     # The float64 points plus the displacement in input units: exactly the points at t = 0.
-    return points + np.concatenate(moves) / model.normalization.scale
+    moved = points + np.concatenate(moves) / model.normalization.scale
+    if not np.isfinite(moved).all():
+        raise ValueError(
+            f"the warp carries {int(np.count_nonzero(~np.isfinite(moved).all(axis=1)))} of the points to NaN or "
+            f"infinite coordinates at t = {t:g} (input points must be finite; else the morph is broken: morph again)"
+        )
+    return moved
 
 
 def inverse_consistency_error(

@@ -127,7 +127,9 @@ def morph_levelset(
     morph = LevelSetMorph(source, target, correction)
     optimizer = torch.optim.Adam(correction.parameters(), lr=config.learning_rate)
 
-    monitor = TrainingMonitor("morph", config.steps, on_progress, should_cancel, progress_interval_s)
+    monitor = TrainingMonitor(
+        "morph", config.steps, on_progress, should_cancel, progress_interval_s, advice="lower the learning rate"
+    )
     for step in range(1, config.steps + 1):
         monitor.before_step(step)
         inputs = _spacetime_points(morph, config, generator, device)
@@ -149,6 +151,7 @@ def morph_levelset(
         optimizer.step()
         monitor.after_step(step, loss, terms)
 
+    monitor.check_weights(correction)
     morph.eval()
     metadata = morph_metadata("levelset", model_a, model_b, config.to_dict(), monitor.elapsed_s, device)
     return SDFModel(morph.cpu(), normalization, metadata)
