@@ -24,7 +24,7 @@ import copy
 import json
 import os
 import pickle
-import tempfile
+import secrets
 import zipfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -97,9 +97,8 @@ def replaced_whole(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     if path.is_dir() and not path.is_symlink():
         raise IsADirectoryError(f"{path} is a folder; cannot write a file there")
-    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
-    os.close(handle)
-    temporary = Path(name)
+    temporary = path.with_name(f".{path.stem}.{secrets.token_hex(6)}.partial{path.suffix}")
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the usual permissions (umask)
     try:
         yield temporary
         os.replace(temporary, path)

@@ -324,6 +324,21 @@ def test_saving_replaces_a_link_instead_of_writing_through_it(files, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "precious.txt"]  # nothing half-written left
 
 
+def test_files_are_told_apart_by_the_keys_the_evolution_and_the_morph_write():
+    from engine.evolution import EVOLUTION_KEY
+    from engine.model import FILE_KINDS
+    from engine.morph import MORPH_KEY
+
+    assert {EVOLUTION_KEY, MORPH_KEY} == set(FILE_KINDS) - {"model"}
+
+
+def test_a_saved_file_gets_the_usual_permissions(files, tmp_path):
+    load_model(files["model"]).save(tmp_path / "model.pt")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "model.pt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_every_case_of_the_matrix_is_named_once():
     names = [case.name for case in CASES + WORKER_CASES]
     assert len(names) == len(set(names)) and len(names) >= 25
