@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import igl
 import numpy as np
 
 from .conventions import Normalization
 from .mesh_io import MeshError, TriangleMesh
-from .sampling import face_areas, face_normals
+from .sampling import MeshQueries, face_areas, face_normals
 
 IOU_CHUNK = 1 << 20
 """Query points per winding-number call: bounds memory (~40 MB) while keeping rare the tree rebuild that every
@@ -141,7 +140,7 @@ def _one_sided_match(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distances (count,) from samples on ``source`` to ``target``'s surface, and |n_source . n_target(closest)|."""
     points, source_faces = _area_weighted_samples(source, face_areas(source), count, rng)
-    squared_distances, closest_faces, _ = igl.point_mesh_squared_distance(points, target.vertices, target.faces)
+    squared_distances, closest_faces = MeshQueries(target).squared_distance(points)  # chunked: frees the GIL
     normal_agreement = np.abs(
         np.einsum("ij,ij->i", face_normals(source)[source_faces], face_normals(target)[closest_faces])
     )
@@ -167,10 +166,11 @@ def _volume_iou(pred: TriangleMesh, gt: TriangleMesh, count: int, rng: np.random
     margin = IOU_BOX_MARGIN * float((high - low).max())
     low, high = low - margin, high + margin
     intersection = union = 0
+    pred_queries, gt_queries = MeshQueries(pred), MeshQueries(gt)  # chunked calls: they free the GIL in between
     for start in range(0, count, IOU_CHUNK):
         points = low + (high - low) * rng.random((min(IOU_CHUNK, count - start), 3))
-        inside_pred = igl.fast_winding_number(pred.vertices, pred.faces, points) > 0.5
-        inside_gt = igl.fast_winding_number(gt.vertices, gt.faces, points) > 0.5
+        inside_pred = pred_queries.winding_number(points) > 0.5
+        inside_gt = gt_queries.winding_number(points) > 0.5
         intersection += int(np.count_nonzero(inside_pred & inside_gt))
         union += int(np.count_nonzero(inside_pred | inside_gt))
     return intersection / union if union else float("nan")

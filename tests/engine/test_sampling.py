@@ -3,7 +3,7 @@
 import numpy as np
 import trimesh
 
-from engine.mesh_io import check_mesh
+from engine.mesh_io import TriangleMesh, check_mesh
 from engine.sampling import SamplePool, SurfaceSampler, VolumeSampling, signed_distance
 
 
@@ -66,3 +66,29 @@ def test_pool_refresh_replaces_samples_and_keeps_labels_consistent(sphere_mesh):
     assert 0.2 < changed < 0.3
     distance = np.linalg.norm(pool.volume_points.numpy(), axis=1) - 0.5
     np.testing.assert_allclose(pool.volume_sdf.numpy(), distance, atol=2e-3)  # icosphere vs. true sphere
+
+
+def test_mesh_queries_in_slabs_and_chunks_equal_libigls_one_call(monkeypatch):
+    """Issue 12: a big mesh gets one search tree per slab of faces and queries run in chunks, so no single libigl call
+    holds the GIL for seconds (the worker's heartbeat stalled 8.8 s); the distances stay exact and the signs equal."""
+    import igl
+
+    from engine import sampling
+
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.5)
+    mesh = TriangleMesh(np.asarray(sphere.vertices, dtype=np.float64), np.asarray(sphere.faces, dtype=np.int64))
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.uniform(-1, 1, (2000, 3)), mesh.vertices[rng.integers(len(mesh.vertices), size=2000)]])
+    squared, _, _ = igl.point_mesh_squared_distance(points, mesh.vertices, mesh.faces)
+    winding = igl.fast_winding_number(mesh.vertices, mesh.faces, points)
+
+    monkeypatch.setattr(sampling, "MAX_TREE_FACES", 1000)  # 5120 faces: 6 slabs
+    monkeypatch.setattr(sampling, "QUERY_SECONDS", 0.0)  # every chunk takes "too long": the chunks shrink
+    queries = sampling.MeshQueries(mesh)
+    found, closest = queries.squared_distance(points)
+    np.testing.assert_allclose(found, squared, rtol=0, atol=1e-15)
+    corners = mesh.vertices[mesh.faces[closest]]
+    assert closest.min() >= 0 and closest.max() < len(mesh.faces) and len(queries._slabs) == 6
+    np.testing.assert_array_equal(queries.winding_number(points) > 0.5, winding > 0.5)
+    assert np.isfinite(corners).all()
+    assert all(slab.chunks["distance"] < 256 and slab.chunks["winding"] < 4096 for slab in queries._slabs)
