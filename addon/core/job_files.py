@@ -35,7 +35,9 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def mesh_arrays(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Checked ``vertices`` (n, 3) float32 and ``faces`` (m, 3) intc from a fit or extract job."""
+    """Checked ``vertices`` (n, 3) float64 and ``faces`` (m, 3) intc from a fit or extract job. Coordinates stay
+    float64 until they are moved into their object's frame (`scene_io.new_mesh` stores float32): a mesh far from the
+    world origin keeps its precision around its own origin."""
     vertices, faces = _array(outputs, "vertices"), _array(outputs, "faces")
     if vertices.ndim != 2 or vertices.shape[1] != 3 or not np.issubdtype(vertices.dtype, np.floating):
         raise EngineError(
@@ -54,7 +56,7 @@ def mesh_arrays(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]
         raise EngineError("The extracted surface has no faces: the fit failed; try more steps or another preset")
     if faces.min() < 0 or faces.max() >= len(vertices):
         raise EngineError(f"The engine returned faces whose indices are outside 0..{len(vertices) - 1}: {_REINSTALL}")
-    return vertices.astype(np.float32), faces.astype(np.intc)
+    return vertices.astype(np.float64), faces.astype(np.intc)
 
 
 def curvature_arrays(outputs: dict[str, np.ndarray], count: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -78,7 +80,7 @@ def curvature_arrays(outputs: dict[str, np.ndarray], count: int) -> tuple[dict[s
 
 
 def frame_meshes(outputs: dict[str, np.ndarray], frame_count: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Checked per-frame ``vertices_<i>`` (n, 3) float32 and ``faces_<i>`` (m, 3) intc of a job that extracts frames
+    """Checked per-frame ``vertices_<i>`` (n, 3) float64 and ``faces_<i>`` (m, 3) intc of a job that extracts frames
     (evolve, morph); a frame where the surface has vanished has no vertices."""
     times = _array(outputs, "times")
     if times.shape != (frame_count,):
@@ -87,7 +89,7 @@ def frame_meshes(outputs: dict[str, np.ndarray], frame_count: int) -> list[tuple
     for index in range(frame_count):
         vertices, faces = _array(outputs, f"vertices_{index}"), _array(outputs, f"faces_{index}")
         if len(vertices) == 0 and len(faces) == 0:
-            frames.append((np.zeros((0, 3), np.float32), np.zeros((0, 3), np.intc)))
+            frames.append((np.zeros((0, 3), np.float64), np.zeros((0, 3), np.intc)))
         else:
             frames.append(mesh_arrays({"vertices": vertices, "faces": faces}))
     return frames

@@ -201,6 +201,20 @@ def test_fit_each_object_on_its_own_places_each_result_on_its_source(scene, bpy)
     assert len(models) == 2
 
 
+def test_a_sphere_far_from_the_world_origin_keeps_its_shape_around_its_own_origin(scene, bpy):
+    # Issue 12: at 5e6 a float32 coordinate snaps to a grid of 0.5; the engine's float64 vertices are moved into the
+    # source's frame before Blender stores them as float32, so the fitted sphere stays smooth around its origin.
+    sphere = add_sphere(bpy, location=(5e6, -3e6, 0.0))
+    select_only(bpy, sphere)
+    assert bpy.ops.neural_sdf.fit() == {"FINISHED"}
+    fitted = bpy.data.objects["Sphere SDF"]
+    local = np.empty(len(fitted.data.vertices) * 3, np.float32)
+    fitted.data.vertices.foreach_get("co", local)
+    local = local.reshape(-1, 3)
+    assert len(np.unique(local[:, 0])) > 100  # snapped world coordinates would give a handful
+    assert np.median(np.linalg.norm(local, axis=1)) == pytest.approx(SPHERE_RADIUS, rel=0.1)
+
+
 def test_an_engine_error_is_reported_and_changes_nothing(scene, bpy):
     mesh = bpy.data.meshes.new("Points")
     mesh.from_pydata([(0, 0, 0), (1, 0, 0), (0, 1, 0)], [], [])

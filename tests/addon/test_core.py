@@ -87,7 +87,8 @@ def test_a_session_runs_a_fit_reports_progress_and_cleans_up(tmp_path):
     assert {p.stage for p in seen} <= {"fit", "extract"} and any(p.stage == "fit" and p.step > 0 for p in seen)
     (result,) = session.results
     vertices, faces = job_files.mesh_arrays(result.outputs)
-    assert len(faces) > 50 and vertices.dtype == np.float32 and faces.dtype == np.intc
+    # float64 until placed in the object's frame: precision far from the world origin (issue 12)
+    assert len(faces) > 50 and vertices.dtype == np.float64 and faces.dtype == np.intc
     assert result.files["model"].is_file() and result.summary["steps"] == 60
     job_root = session.directory
     session.close()
