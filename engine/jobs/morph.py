@@ -61,6 +61,7 @@ class MorphJob(JobSpec):
         from .. import protocol
         from ..fields import even_times
         from ..morph import METHODS, align_bounds, fit_pair, morph, morph_config, save_morph, warp_points
+        from ..morph.common import checked_landmarks, shared_cube
 
         times = even_times(self.frames)
         source, target = input_meshes(inputs, self.names, context)
@@ -75,6 +76,8 @@ class MorphJob(JobSpec):
             alignment = {"scale": scale, "offset": offset.tolist()}
             if landmarks is not None:
                 landmarks = (landmarks[0], np.asarray(landmarks[1], dtype=np.float64) * scale + offset)
+        if landmarks is not None:  # checked before the fits, which take minutes
+            checked_landmarks(landmarks, shared_cube(source, target))
         fit_config = FitJob(
             names=self.names, preset=self.preset, steps=self.fit_steps, device=self.device, seed=self.seed
         ).fit_config()

@@ -21,6 +21,11 @@ MORPH_KEY = "morph"
 """Metadata key of a morph: {"method": ..., "sources": [...], "config": {...}, "train_seconds": ...}."""
 
 
+def shared_cube(mesh_a: TriangleMesh, mesh_b: TriangleMesh) -> Normalization:
+    """The normalization both shapes of a morph are fitted in: that of the bounding box of both."""
+    return Normalization.fit_bounds(np.concatenate([mesh_a.vertices, mesh_b.vertices]))
+
+
 def fit_pair(
     mesh_a: TriangleMesh,
     mesh_b: TriangleMesh,
@@ -29,9 +34,9 @@ def fit_pair(
     on_progress: Callable[[int, Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> tuple[SDFModel, SDFModel]:
-    """Fit both shapes of a morph in ONE cube, the bounding box of both: a fitted SDF is trained only inside its own
-    cube, so two shapes fitted apart would meet each other's untrained space. ``on_progress(index, progress)``."""
-    normalization = Normalization.fit_bounds(np.concatenate([mesh_a.vertices, mesh_b.vertices]))
+    """Fit both shapes of a morph in ONE cube (`shared_cube`): a fitted SDF is trained only inside its own cube, so
+    two shapes fitted apart would meet each other's untrained space. ``on_progress(index, progress)``."""
+    normalization = shared_cube(mesh_a, mesh_b)
     return tuple(
         fit_sdf(
             mesh,

@@ -50,6 +50,7 @@ def files(tmp_path):
         "landmarks_shape": "[[[0, 0, 0], [1, 1]]]",
         "landmarks_nan": "[[[0, 0, 0], [1, 1, 1]], [[0, 0, NaN], [1, 1, 1]]]",
         "landmarks_text": '[[["a", 0, 0], [1, 1, 1]]]',
+        "landmarks_far": "[[[0, 0, 0], [1e30, 0, 0]]]",
     }.items():  # fmt: skip
         paths[name] = tmp_path / f"{name}.json"
         paths[name].write_text(content)
@@ -89,6 +90,7 @@ CASES = [
     ("morph landmark pair malformed", ["morph", MESH, MESH, "-o", "{out}", "--method", "flow", "--landmarks", "{landmarks_shape}"], "landmarks_shape.json, pair 1: must be [[x, y, z] on the source"),
     ("morph landmark not finite", ["morph", MESH, MESH, "-o", "{out}", "--method", "flow", "--landmarks", "{landmarks_nan}"], "pair 2: the coordinates must be finite"),
     ("morph landmark not a number", ["morph", MESH, MESH, "-o", "{out}", "--method", "flow", "--landmarks", "{landmarks_text}"], "pair 1: must be"),
+    ("morph landmark far away", ["morph", MESH, MESH, "-o", "{out}", "--method", "flow", "--landmarks", "{landmarks_far}"], "landmark points on B: landmark 0 [1e+30, 0.0, 0.0] lies 1e+30 input units"),
     ("morph one frame", ["morph", MESH, MESH, "-o", "{out}", "--frames", "1"], "--frames must be at least 2, got 1"),
     ("morph too many frames", ["morph", MESH, MESH, "-o", "{out}", "--frames", "5000"], "--frames must be at most 1000"),
     ("morph zero fit steps", ["morph", MESH, MESH, "-o", "{out}", "--fit-steps", "0"], "--fit-steps must be at least 1"),
