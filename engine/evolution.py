@@ -33,6 +33,7 @@ from .mesh_io import TriangleMesh
 from .model import SDFModel, read_model_file, reexpressed, save_networks
 from .networks import Siren, SirenConfig
 from .sampling import SurfaceSampler
+from .settings import SavedSettings
 from .surface_flows import MAX_ZOOM, SHARPEN_LIMIT, Flow, UnitFlow, check_time_range, extinction_time, room_for_motion
 from .surface_flows import FieldTerm  # noqa: F401  (re-exported, see above)
 from .training import Progress, TrainingMonitor, cosine_schedule, pick_device, seeded
@@ -43,7 +44,7 @@ EVOLUTION_KEY = "evolution"
 
 
 @dataclass(frozen=True)
-class EvolveConfig:
+class EvolveConfig(SavedSettings):
     """How the time-dependent network is trained."""
 
     steps: int = 800
@@ -87,16 +88,6 @@ class EvolveConfig:
             raise ValueError("EvolveConfig needs extra_width >= 0, learning_rate > 0 and pde_band > 0")
         if not 0.0 <= self.near_surface_share <= 1.0:
             raise ValueError(f"EvolveConfig.near_surface_share must be in [0, 1], got {self.near_surface_share}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "EvolveConfig":
-        data = dict(data)
-        if "curvature_correction" in data:
-            data["curvature_correction"] = SirenConfig(**data["curvature_correction"])
-        return cls(**data)
 
 
 def time_dependent_copy(network: Siren, extra_width: int = 0) -> Siren:

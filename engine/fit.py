@@ -16,6 +16,7 @@ from .mesh_io import TriangleMesh, merge_meshes
 from .model import SDFModel
 from .networks import Siren, SirenConfig
 from .sampling import SamplePool, VolumeSampling
+from .settings import SavedSettings
 from .training import Diverged, Progress, TrainingMonitor, cosine_schedule, pick_device, seeded
 
 
@@ -34,7 +35,7 @@ class LossWeights:
 
 
 @dataclass(frozen=True)
-class FitConfig:
+class FitConfig(SavedSettings):
     """Everything that decides a fit; saved beside every model so a result can be reproduced."""
 
     network: SirenConfig = field(default_factory=SirenConfig)
@@ -84,20 +85,6 @@ class FitConfig:
             raise ValueError(f"FitConfig.weight_averaging must be in [0, 1), got {self.weight_averaging}")
         if not 0.0 < self.final_learning_rate <= self.learning_rate:
             raise ValueError("FitConfig needs 0 < final_learning_rate <= learning_rate")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "FitConfig":
-        data = dict(data)
-        data["network"] = SirenConfig(**data.get("network", {}))
-        data["weights"] = LossWeights(**data.get("weights", {}))
-        sampling = dict(data.get("volume_sampling", {}))
-        if "near_surface_sigmas" in sampling:
-            sampling["near_surface_sigmas"] = tuple(sampling["near_surface_sigmas"])
-        data["volume_sampling"] = VolumeSampling(**sampling)
-        return cls(**data)
 
 
 PRESETS: dict[str, FitConfig] = {

@@ -51,6 +51,7 @@ from ..mesh_io import TriangleMesh
 from ..model import SDFModel
 from ..networks import Siren, SirenConfig
 from ..sampling import SurfaceSampler
+from ..settings import SavedSettings
 from ..training import Progress, TrainingMonitor, cosine_schedule, pick_device, seeded
 from .common import MORPH_KEY, check_fitted, checked_landmarks, frozen_networks, morph_metadata, shared_normalization
 
@@ -146,7 +147,7 @@ class FlowMorphWeights:
 
 
 @dataclass(frozen=True)
-class FlowMorphConfig:
+class FlowMorphConfig(SavedSettings):
     """How the warp of a flow morph is trained."""
 
     steps: int = 1000
@@ -185,18 +186,6 @@ class FlowMorphConfig:
             raise ValueError("FlowMorphConfig needs learning_rate > 0, smoothness_step > 0, surface_resolution >= 8")
         if any(not (value >= 0 and math.isfinite(value)) for value in dataclasses.asdict(self.weights).values()):
             raise ValueError(f"FlowMorphConfig.weights must be finite and non-negative, got {self.weights}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "FlowMorphConfig":
-        data = dict(data)
-        if "warp" in data:
-            data["warp"] = SirenConfig(**data["warp"])
-        if "weights" in data:
-            data["weights"] = FlowMorphWeights(**data["weights"])
-        return cls(**data)
 
 
 def morph_flow(

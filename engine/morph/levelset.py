@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, Literal
@@ -20,6 +19,7 @@ from torch import nn
 from ..fields import towards_zero_set
 from ..model import SDFModel
 from ..networks import Siren, SirenConfig
+from ..settings import SavedSettings
 from ..training import Progress, TrainingMonitor, pick_device, seeded
 from .common import check_fitted, frozen_networks, morph_metadata, shared_normalization
 
@@ -55,7 +55,7 @@ class LevelSetMorph(nn.Module):
 
 
 @dataclass(frozen=True)
-class LevelSetMorphConfig:
+class LevelSetMorphConfig(SavedSettings):
     """How the correction h of a level-set morph is trained."""
 
     steps: int = 500
@@ -92,16 +92,6 @@ class LevelSetMorphConfig:
             )
         if not 0.0 <= self.near_surface_share <= 1.0:
             raise ValueError(f"LevelSetMorphConfig.near_surface_share must be in [0, 1], got {self.near_surface_share}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "LevelSetMorphConfig":
-        data = dict(data)
-        if "correction" in data:
-            data["correction"] = SirenConfig(**data["correction"])
-        return cls(**data)
 
 
 def morph_levelset(

@@ -2,6 +2,7 @@
 "evolution") still load and give the values they gave then; format 2 names each network's kind and round-trips;
 an unknown kind, or a network kind a tool does not support, is refused with a clear error."""
 
+import dataclasses
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -123,3 +124,17 @@ def test_the_configs_saved_in_model_files_load_back():
     assert as_saved(EvolveConfig.from_dict(evolve)) == evolve
     morph = load_morph(DATA / "legacy_v1_morph.pt").metadata[MORPH_KEY]["config"]
     assert as_saved(LevelSetMorphConfig.from_dict(morph)) == morph
+
+
+def test_settings_read_back_nested_settings_and_tuples_and_name_an_unknown_field():
+    from engine.morph import FlowMorphConfig
+
+    sampling = dataclasses.replace(FitConfig().volume_sampling, near_surface_sigmas=(0.1, 0.2))
+    config = FitConfig(steps=12, volume_sampling=sampling)
+    assert FitConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    flow = FlowMorphConfig(steps=7)
+    assert FlowMorphConfig.from_dict(json.loads(json.dumps(flow.to_dict()))) == flow
+    with pytest.raises(ValueError, match="FitConfig has no field\\(s\\) colour"):
+        FitConfig.from_dict({"colour": "red"})
+    with pytest.raises(ValueError, match="SirenConfig has no field\\(s\\) depth"):
+        FitConfig.from_dict({"network": {"depth": 3}})
