@@ -6,6 +6,7 @@ import time
 import types
 
 import bpy
+from bpy.app.handlers import persistent
 
 from . import model_store, preferences
 from .core.errors import EngineError
@@ -42,6 +43,26 @@ def stop_all() -> None:
     _running.clear()
 
 
+@persistent
+def stop_jobs_before_load(*_unused) -> None:
+    """load_pre handler: File > New or Open drops the running operators, so their tasks are stopped here (workers
+    killed, job files deleted) and the progress cleared; the operators' cancel() then finds nothing left to do."""
+    stop_all()
+    _clear_status(bpy.context)
+
+
+@persistent
+def clear_status_after_load(*_unused) -> None:
+    """load_post handler: a file saved while a job ran must not come back showing that job as running."""
+    if not job_running():
+        _clear_status(bpy.context)
+
+
+def _clear_status(context) -> None:
+    if context.window_manager is not None and hasattr(context.window_manager, "neural_sdf_job"):
+        clear_progress(context)
+
+
 def show_progress(context: bpy.types.Context, text: str, fraction: float) -> None:
     status = context.window_manager.neural_sdf_job
     status.is_running, status.text, status.fraction = True, text, fraction
@@ -56,6 +77,13 @@ def clear_progress(context: bpy.types.Context) -> None:
     if context.workspace is not None:
         context.workspace.status_text_set(None)
     _redraw_sidebars(context)
+
+
+def remove_timer(context: bpy.types.Context, operator) -> None:
+    """Remove the operator's modal timer (``operator._timer``), once."""
+    if operator._timer is not None:
+        context.window_manager.event_timer_remove(operator._timer)
+        operator._timer = None
 
 
 def _redraw_sidebars(context: bpy.types.Context) -> None:
@@ -98,6 +126,12 @@ class EngineJobOperator:
             self.session.wait(SYNC_WAIT_S)
         return result
 
+    def cancel(self, context):
+        """Blender drops the running operator (a file is loaded, the window that ran it is closed): the job is
+        stopped as if cancelled, and the scene is left as it was."""
+        self._let_go(context)
+        self.session.close()
+
     def modal(self, context, event):
         if event.type == "ESC" and event.value == "PRESS":
             self.session.cancel()
@@ -139,12 +173,16 @@ class EngineJobOperator:
             overall_fraction(kind, session.progress, session.job_index, count),
         )
 
+    def _let_go(self, context) -> None:
+        """What every end of a job does first, whatever its outcome: the claim released, the timer removed, the
+        progress cleared. The session is closed after (once its results are applied)."""
+        release(self.session)
+        remove_timer(context, self)
+        clear_progress(context)
+
     def _finish(self, context):
         session = self.session
-        release(session)
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-        clear_progress(context)
+        self._let_go(context)
         try:
             if session.state is SessionState.SUCCEEDED:
                 try:

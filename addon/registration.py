@@ -1,10 +1,18 @@
-"""Registering the add-on with Blender: classes, the property groups on Blender's types, the save handler."""
+"""Registering the add-on with Blender: classes, the property groups on Blender's types, the save and load
+handlers."""
 
 import bpy
 
 from . import engine_jobs, model_store, operators, panels, preferences, properties
 
 classes = (*properties.classes, *preferences.classes, *operators.classes, *panels.classes)
+HANDLERS = (
+    ("save_pre", model_store.gather_models_beside_blend),
+    ("save_post", model_store.restore_paths_after_copy),
+    ("load_pre", engine_jobs.stop_jobs_before_load),
+    ("load_post", engine_jobs.clear_status_after_load),
+)
+"""Which of bpy.app.handlers each handler goes to."""
 
 
 def register():
@@ -12,16 +20,14 @@ def register():
         bpy.utils.register_class(cls)
     for owner, name, group in properties.ATTACHED:
         setattr(owner, name, bpy.props.PointerProperty(type=group))
-    bpy.app.handlers.save_pre.append(model_store.gather_models_beside_blend)
-    bpy.app.handlers.save_post.append(model_store.restore_paths_after_copy)
+    for name, handler in HANDLERS:
+        getattr(bpy.app.handlers, name).append(handler)
 
 
 def unregister():
     engine_jobs.stop_all()
-    for handlers, handler in (
-        (bpy.app.handlers.save_pre, model_store.gather_models_beside_blend),
-        (bpy.app.handlers.save_post, model_store.restore_paths_after_copy),
-    ):
+    for name, handler in HANDLERS:
+        handlers = getattr(bpy.app.handlers, name)
         if handler in handlers:
             handlers.remove(handler)
     for owner, name, _ in reversed(properties.ATTACHED):

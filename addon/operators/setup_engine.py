@@ -39,6 +39,16 @@ class NEURALSDF_OT_setup_engine(bpy.types.Operator):
             self.setup.commands.wait(SYNC_WAIT_S)
         return result
 
+    def cancel(self, context):
+        """Blender drops the running operator (a file is loaded, the Preferences window is closed): the commands are
+        stopped and the new environment deleted, as on Esc."""
+        commands = self.setup.commands
+        commands.cancel()
+        engine_jobs.release(commands)
+        engine_jobs.remove_timer(context, self)
+        engine_jobs.clear_progress(context)
+        self.setup.finish()
+
     def modal(self, context, event):
         commands = self.setup.commands
         if event.type == "ESC" and event.value == "PRESS":
@@ -53,8 +63,7 @@ class NEURALSDF_OT_setup_engine(bpy.types.Operator):
             )
             return {"RUNNING_MODAL"}
         engine_jobs.release(commands)
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
+        engine_jobs.remove_timer(context, self)
         engine_jobs.clear_progress(context)
         try:
             self.setup.finish()

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import types
 import zipfile
 from pathlib import Path
 from typing import get_args
@@ -103,11 +104,13 @@ def test_the_extension_registers_and_unregisters_cleanly(bpy):
                     "NEURALSDF_PT_morph",
                 )
             ],
-            "save_handlers": [
+            "handlers": [
                 any(getattr(handler, "__name__", "") == name for handler in handlers)
                 for handlers, name in (
                     (bpy.app.handlers.save_pre, "gather_models_beside_blend"),
                     (bpy.app.handlers.save_post, "restore_paths_after_copy"),
+                    (bpy.app.handlers.load_pre, "stop_jobs_before_load"),
+                    (bpy.app.handlers.load_post, "clear_status_after_load"),
                 )
             ],
         }
@@ -127,7 +130,7 @@ def test_the_extension_registers_and_unregisters_cleanly(bpy):
             "setup_engine",
         ],
         "panels": [True] * 5,
-        "save_handlers": [True, True],
+        "handlers": [True] * 4,
     }
     assert registered() == enabled
     bpy.ops.preferences.addon_disable(module=PACKAGE)
@@ -136,7 +139,7 @@ def test_the_extension_registers_and_unregisters_cleanly(bpy):
         "properties": [False] * 10,
         "operators": [],
         "panels": [False] * 5,
-        "save_handlers": [False, False],
+        "handlers": [False] * 4,
     }
     bpy.ops.preferences.addon_enable(module=PACKAGE)
     assert registered() == enabled
@@ -319,6 +322,108 @@ def test_modal_passes_other_events_through_and_shows_progress(scene, bpy):
     assert any(
         text.startswith("Fitting 'Sphere': step ") and "ETA" in text and 0 < fraction < 1 for _, text, fraction in seen
     )
+    assert not bpy.context.window_manager.neural_sdf_job.is_running
+
+
+# File > New / Open, or a closed window, while a job runs (issue 14): Blender drops the running operator (calling its
+# cancel()) and loads the file (calling load_pre). Background mode has no event loop, so Blender holds no modal
+# operator here: a stand-in started by the operators' own _start() holds what the operator would, on a worker that
+# never answers.
+
+
+@pytest.fixture
+def silent_worker(tmp_path):
+    """The Python of the engine is a program that starts and never says a word: its job runs until it is stopped."""
+    script = tmp_path / "silent_python"
+    script.write_text("#!/bin/sh\nexec sleep 600\n")
+    script.chmod(0o755)
+    prefs().python_path = str(script)
+    yield
+    prefs().python_path = ""
+
+
+def running_fit(bpy):
+    """A Fit of a new sphere, started as NEURALSDF_OT_fit starts one (EngineJobOperator._start) and left running,
+    with the modal timer invoke() adds."""
+    engine_jobs = addon_module("engine_jobs")
+
+    class RunningFit(engine_jobs.EngineJobOperator):
+        makes_model = True
+        requests = addon_module("operators.fit").NEURALSDF_OT_fit.requests
+
+        def report(self, _level, message):
+            raise AssertionError(message)
+
+    select_only(bpy, add_sphere(bpy))
+    operator = RunningFit()
+    assert operator._start(bpy.context)
+    operator._timer = bpy.context.window_manager.event_timer_add(0.1, window=bpy.context.window)
+    assert engine_jobs.job_running() and bpy.context.window_manager.neural_sdf_job.is_running
+    assert operator.session.process.poll() is None and operator.session.directory.is_dir()
+    return operator
+
+
+def assert_nothing_runs(bpy, session) -> None:
+    """No job is claimed, the worker has exited, its job folder is gone, no progress shows, and Fit's poll() asks
+    only for a selection."""
+    assert not addon_module("engine_jobs").job_running()
+    assert session.process.poll() is not None
+    assert not session.directory.exists()
+    status = bpy.context.window_manager.neural_sdf_job
+    assert (status.is_running, status.text, status.fraction) == (False, "", 0.0)
+    bpy.ops.object.select_all(action="DESELECT")
+    with pytest.raises(RuntimeError, match="Select at least one mesh object"):
+        bpy.ops.neural_sdf.fit()
+
+
+def test_file_new_while_a_job_runs_stops_it_and_frees_every_button(scene, bpy, silent_worker):
+    session = running_fit(bpy).session
+    bpy.ops.wm.read_homefile(use_empty=True)
+    assert_nothing_runs(bpy, session)
+    add_sphere(bpy)
+    assert bpy.ops.neural_sdf.fit.poll()
+
+
+def test_file_open_while_a_job_runs_stops_it_even_when_the_file_was_saved_during_the_job(
+    scene, bpy, silent_worker, tmp_path
+):
+    session = running_fit(bpy).session
+    path = tmp_path / "saved_during_a_fit.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    assert_nothing_runs(bpy, session)
+    assert [obj.name for obj in bpy.data.objects] == ["Sphere"]
+
+
+def test_cancel_stops_the_job_and_leaves_the_scene_as_it_was(scene, bpy, silent_worker):
+    operator = running_fit(bpy)
+    before = snapshot(bpy)
+    operator.cancel(bpy.context)
+    assert_nothing_runs(bpy, operator.session)
+    assert operator._timer is None and snapshot(bpy) == before
+    operator.cancel(bpy.context)  # after load_pre has stopped everything, Blender still calls cancel()
+
+
+def test_set_up_engine_cancel_stops_its_command_and_deletes_the_new_environment(scene, bpy, tmp_path):
+    engine_env, engine_jobs = addon_module("core.engine_env"), addon_module("engine_jobs")
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("")
+    setup = engine_env.EnvironmentSetup(sys.executable, tmp_path / "venv", requirements)
+    script = f"import os, time; os.makedirs({str(setup.partial_dir)!r}); print('Collecting torch', flush=True); "
+    setup.commands = engine_env.CommandSequence([[sys.executable, "-c", script + "time.sleep(600)"]])
+    # What NEURALSDF_OT_setup_engine._start and invoke() set up, held by a stand-in (no modal operator here).
+    setup.commands.start()
+    engine_jobs.claim(setup.commands)
+    engine_jobs.show_progress(bpy.context, "Setting up the engine (1/1)", 0.0)
+    operator = types.SimpleNamespace(
+        setup=setup, _timer=bpy.context.window_manager.event_timer_add(0.1, window=bpy.context.window)
+    )
+    while not setup.commands.last_line:
+        setup.commands.wait(0.25)
+        setup.commands.poll()
+    addon_module("operators.setup_engine").NEURALSDF_OT_setup_engine.cancel(operator, bpy.context)
+    assert setup.commands.process.poll() is not None and not setup.partial_dir.exists()
+    assert not engine_jobs.job_running() and operator._timer is None
     assert not bpy.context.window_manager.neural_sdf_job.is_running
 
 
