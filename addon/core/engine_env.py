@@ -21,6 +21,30 @@ ADDON_DIR = Path(__file__).resolve().parent.parent
 REQUIREMENTS_FILENAME = "requirements.txt"
 VENV_DIRNAME = "venv"
 OUTPUT_TAIL_LINES = 20
+SHOWN_OUTPUT_LINES = 3
+"""How many lines of a failed command's output its message carries."""
+ERROR_PREFIXES = ("ERROR:", "error:")
+"""How pip starts the lines that say why it failed."""
+NOISE_PREFIXES = ("hint:", "note:", "[notice]", "WARNING:")
+"""Lines that never say why a command failed ("hint: See above for details.")."""
+BOX_CHARACTERS = "×╰─>│ "
+"""What pip draws around its error blocks."""
+
+
+def failure_lines(output: Sequence[str], errors: Sequence[str]) -> list[str]:
+    """The lines of a failed command's output that say why, for a one-line message: pip's ``ERROR:`` lines when it
+    printed any (``errors``), else the last lines of ``output`` that are not empty, hints or notices; each stripped
+    of pip's prefix, boxes and final punctuation, once, at most `SHOWN_OUTPUT_LINES`."""
+    chosen = list(errors) or [line for line in output if not line.strip().startswith(NOISE_PREFIXES)]
+    lines: list[str] = []
+    for line in chosen:
+        text = line.strip().lstrip(BOX_CHARACTERS)
+        for prefix in ERROR_PREFIXES:
+            text = text.removeprefix(prefix).strip()
+        text = text.rstrip(" .:;,")
+        if text and text not in lines:
+            lines.append(text)
+    return lines[-SHOWN_OUTPUT_LINES:]
 
 
 def engine_root() -> Path:
@@ -68,6 +92,8 @@ class CommandSequence:
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._activity = threading.Event()
         self._tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+        self._errors: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+        """The current command's lines that start with one of `ERROR_PREFIXES`, however early they came."""
         self._cancelled = False
 
     @property
@@ -86,7 +112,10 @@ class CommandSequence:
                 return
             if line is not None:
                 self._tail.append(line)
-                self.last_line = line
+                if line.strip().lstrip(BOX_CHARACTERS).startswith(ERROR_PREFIXES):
+                    self._errors.append(line)
+                if line.strip():
+                    self.last_line = line
                 continue
             code = self.process.wait()
             if self._cancelled:
@@ -95,14 +124,18 @@ class CommandSequence:
                 shown = " ".join(
                     Path(part).name if index == 0 else part for index, part in enumerate(self.commands[self.index])
                 )
+                lines = failure_lines(self._tail, self._errors)
                 self._end(
                     SessionState.FAILED,
-                    f"'{shown}' failed ({describe_exit(code)}): {' | '.join(list(self._tail)[-3:])}",
+                    f"'{shown}' failed ({describe_exit(code)})"
+                    + (f": {'; '.join(lines)}" if lines else " without any output"),
                 )
             elif self.index + 1 == len(self.commands):
                 self._end(SessionState.SUCCEEDED, "")
             else:
                 self.index += 1
+                self._tail.clear()
+                self._errors.clear()
                 self._start_current()
 
     def wait(self, timeout_s: float) -> None:
@@ -173,3 +206,11 @@ class EnvironmentSetup:
                 ) from error
         else:
             shutil.rmtree(self.partial_dir, ignore_errors=True)
+
+    def failure_message(self) -> str:
+        """Why the setup did not finish (cancelled, or which command failed and what it said), and, where there was
+        one, that the previous environment is still there."""
+        message = self.commands.message.rstrip(" .")
+        if venv_python(self.venv_dir).is_file():
+            message += f". The previous environment in {self.venv_dir} was kept"
+        return message

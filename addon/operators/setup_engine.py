@@ -74,7 +74,7 @@ class NEURALSDF_OT_setup_engine(bpy.types.Operator):
             self.report({"INFO"}, f"The engine environment is ready in {self.setup.venv_dir}: press Check Engine")
             return {"FINISHED"}
         level = "WARNING" if commands.state is SessionState.CANCELLED else "ERROR"
-        self.report({level}, f"Set up engine: {commands.message}. The previous environment was kept")
+        self.report({level}, f"Set up engine: {self.setup.failure_message()}")
         return {"CANCELLED"}
 
     def _start(self, context) -> bool:

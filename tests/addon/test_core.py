@@ -563,6 +563,82 @@ def test_setup_swaps_in_a_complete_environment_or_keeps_the_old_one(tmp_path, su
     assert not setup.partial_dir.exists()
 
 
+PIP_FAILURE = """
+import sys
+print("Collecting torch==2.13.0")
+print("ERROR: Could not find a version that satisfies the requirement torch==2.13.0 (from versions: none)")
+print("ERROR: No matching distribution found for torch==2.13.0")
+print("")
+print("[notice] A new release of pip is available: 24.0 -> 25.1")
+print("hint: See above for details.")
+print("")
+sys.exit(1)
+"""
+VENV_FAILURE = """
+import sys
+print("The virtual environment was not created successfully because ensurepip is not available.")
+print("")
+print("Failing command: /cache/venv-partial/bin/python3")
+print("")
+sys.exit(1)
+"""
+
+
+def failed_setup(tmp_path, script: str, *, previous: bool) -> engine_env.EnvironmentSetup:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("")
+    venv = tmp_path / "venv"
+    if previous:
+        engine_env.venv_python(venv).parent.mkdir(parents=True)
+        engine_env.venv_python(venv).touch()
+    setup = engine_env.EnvironmentSetup(sys.executable, venv, requirements)
+    program = tmp_path / "pip_install.py"
+    program.write_text(script)
+    setup.commands = engine_env.CommandSequence([[sys.executable, str(program)]])
+    run_commands(setup.commands)
+    setup.finish()
+    return setup
+
+
+@pytest.mark.parametrize("previous", [False, True])
+def test_a_failed_setup_says_what_pip_said_and_whether_an_environment_was_kept(tmp_path, previous):
+    """Issue 14: the message lost pip's ERROR lines ("hint: See above for details.. The previous environment was
+    kept"), and said an environment was kept when there was none."""
+    setup = failed_setup(tmp_path, PIP_FAILURE, previous=previous)
+    assert setup.commands.message.endswith(
+        "failed (exit code 1): Could not find a version that satisfies the requirement torch==2.13.0 (from versions: "
+        "none); No matching distribution found for torch==2.13.0"
+    )
+    message = setup.failure_message()
+    assert message.startswith(setup.commands.message) and "hint" not in message and "notice" not in message
+    kept = f". The previous environment in {tmp_path / 'venv'} was kept"
+    assert message.endswith(kept) if previous else "previous environment" not in message
+    assert ".." not in message and "| ." not in message and not message.endswith(".")
+
+
+def test_a_failed_command_without_error_lines_shows_its_last_lines_without_empty_ones(tmp_path):
+    message = failed_setup(tmp_path, VENV_FAILURE, previous=False).failure_message()
+    assert message.endswith(
+        "failed (exit code 1): The virtual environment was not created successfully because ensurepip is not "
+        "available; Failing command: /cache/venv-partial/bin/python3"
+    )
+    silent = failed_setup(tmp_path / "silent", "import sys; sys.exit(3)", previous=False).failure_message()
+    assert silent.endswith("failed (exit code 3) without any output")
+
+
+def test_a_cancelled_setup_says_so_and_whether_an_environment_was_kept(tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("")
+    setup = engine_env.EnvironmentSetup(sys.executable, tmp_path / "venv", requirements)
+    setup.commands = engine_env.CommandSequence([[sys.executable, "-c", "import time; time.sleep(30)"]])
+    setup.commands.start()
+    setup.commands.cancel()
+    run_commands(setup.commands, start=False)
+    setup.finish()
+    assert setup.failure_message() == "Cancelled"
+
+
 def test_setup_needs_the_requirements_file(tmp_path):
     with pytest.raises(EngineError, match="requirements file .* is missing"):
         engine_env.EnvironmentSetup(sys.executable, tmp_path / "venv", tmp_path / "requirements.txt")
