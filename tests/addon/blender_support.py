@@ -114,6 +114,7 @@ def scripted(bpy, operator_name: str, on_modal):
         "curvature_colors": ("operators.curvature_colors", "NEURALSDF_OT_curvature_colors"),
         "bake_evolution": ("operators.bake_evolution", "NEURALSDF_OT_bake_evolution"),
         "morph": ("operators.morph", "NEURALSDF_OT_morph"),
+        "check_engine": ("operators.check_engine", "NEURALSDF_OT_check_engine"),
     }[operator_name]
     base = getattr(addon_module(module), class_name)
     steps = []

@@ -325,6 +325,35 @@ def test_modal_passes_other_events_through_and_shows_progress(scene, bpy):
     assert not bpy.context.window_manager.neural_sdf_job.is_running
 
 
+def test_check_engine_waits_for_the_engine_in_modal_steps_and_esc_cancels_it(scene, bpy, capfd):
+    """Issue 14: Check Engine blocked Blender while the worker imported torch; it now runs like the job operators."""
+    seen = []
+
+    def look(_operator):
+        job = bpy.context.window_manager.neural_sdf_job
+        seen.append((job.is_running, job.text, addon_module("engine_jobs").job_running()))
+
+    with scripted(bpy, "check_engine", look) as (check, steps):
+        assert check() == {"FINISHED"}
+    assert steps[0] == ("TIMER", {"RUNNING_MODAL"}) and steps[-1] == ("TIMER", {"FINISHED"})
+    assert seen[0] == (True, "Checking the engine: starting it", True)
+    assert "torch" in prefs().engine_report and not bpy.context.window_manager.neural_sdf_job.is_running
+    report = prefs().engine_report
+    capfd.readouterr()
+    sessions = []
+
+    def esc(operator):
+        sessions.append(operator.session)
+        return event("ESC")
+
+    with scripted(bpy, "check_engine", esc) as (check, steps):
+        assert check() == {"CANCELLED"}
+    assert steps[0] == ("ESC", {"CANCELLED"}) and reports(capfd) == ["Warning: Cancelled checking the engine"]
+    assert prefs().engine_report == report and not addon_module("engine_jobs").job_running()
+    assert sessions[0].process.poll() is not None and not sessions[0].directory.exists()
+    assert not bpy.context.window_manager.neural_sdf_job.is_running
+
+
 # File > New / Open, or a closed window, while a job runs (issue 14): Blender drops the running operator (calling its
 # cancel()) and loads the file (calling load_pre). Background mode has no event loop, so Blender holds no modal
 # operator here: a stand-in started by the operators' own _start() holds what the operator would, on a worker that
