@@ -21,7 +21,8 @@ BACKGROUND_PRINT_INTERVAL_S = 5.0
 """How often execute() prints the progress line when Blender runs without a UI (headless scripts)."""
 
 _running: set = set()
-"""What runs now (engine sessions, the setup's commands): one at a time, stopped when the add-on is disabled."""
+"""What runs now (engine sessions, the setup's commands): one at a time, stopped when the add-on is disabled or a
+file is loaded."""
 
 
 def job_running() -> bool:
@@ -37,7 +38,8 @@ def release(task) -> None:
 
 
 def stop_all() -> None:
-    """Stop every running task (the add-on is being disabled): workers are killed, job files deleted."""
+    """Stop every running task (the add-on is being disabled, a file is loaded): workers are killed, job files
+    deleted."""
     for task in list(_running):
         task.close()
     _running.clear()
@@ -46,7 +48,8 @@ def stop_all() -> None:
 @persistent
 def stop_jobs_before_load(*_unused) -> None:
     """load_pre handler: File > New or Open drops the running operators, so their tasks are stopped here (workers
-    killed, job files deleted) and the progress cleared; the operators' cancel() then finds nothing left to do."""
+    killed, job files deleted) and the progress cleared, whether Blender calls their cancel() before or after (a
+    second stop does nothing)."""
     stop_all()
     _clear_status(bpy.context)
 
