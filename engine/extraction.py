@@ -9,17 +9,25 @@ import torch
 from skimage import measure
 
 from .model import SDFModel
-from .networks import evaluate
 
 class EmptySurfaceError(ValueError):
     """The field has no zero level set inside the unit cube (positive or negative everywhere)."""
 
 
 MIN_LIPSCHITZ = 2.0
-"""Lower bound on the assumed Lipschitz constant of f when deciding that a block holds no surface; a fitted SDF
-has |grad f| close to 1, so a bound of 2 leaves a wide margin."""
+"""Lower bound on the assumed Lipschitz constant of f when deciding that space holds no surface; a fitted SDF has
+|grad f| close to 1, so a bound of 2 leaves a wide margin."""
 LIPSCHITZ_SAFETY = 1.5
 """The bound is also at least this times the largest |grad f| seen on the coarsest lattice."""
+SLAB_CELLS = 32
+"""Marching cubes runs on slabs of this many cells along the first axis; memory is a few slabs, not the grid."""
+EVALUATION_BATCH = 16384
+"""Points per network call: big enough for fast matrix products, small enough to stay in cache."""
+
+# The 27 points of a 2x2x2 block (offsets in {0, 1, 2}^3) and their distances, in cells, to its 8 corners.
+_OFFSETS = np.stack(np.meshgrid(*[np.arange(3)] * 3, indexing="ij"), -1).reshape(-1, 3)
+_CORNERS = np.stack(np.meshgrid(*[np.arange(2)] * 3, indexing="ij"), -1).reshape(-1, 3)
+_DISTANCES = np.linalg.norm(_OFFSETS[:, None, :] - 2 * _CORNERS[None, :, :], axis=-1)
 
 
 def extract_mesh(
@@ -27,14 +35,18 @@ def extract_mesh(
     resolution: int = 256,
     *,
     skip_empty_space: bool = True,
-    batch_size: int = 65536,
+    batch_size: int = EVALUATION_BATCH,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The zero level set as a triangle mesh (vertices in the input's coordinates, faces oriented outward).
 
     - The grid has ``resolution`` points per axis over the unit cube [-1, 1]^3 of the model's normalization.
-    - With ``skip_empty_space``, f is evaluated coarse to fine and a block is skipped once its corner values show,
-      with a Lipschitz bound on f, that it cannot contain the surface; the mesh equals the dense one.
-    - Memory is one float32 grid plus one evaluation batch.
+    - With ``skip_empty_space``, f is evaluated on a lattice of every other grid point coarse to fine, skipping
+      blocks that a Lipschitz bound on f proves empty; then, in the blocks left, only at the grid points whose sign
+      no evaluated corner proves, and at the corners of the cells that straddle the surface. The mesh equals the
+      dense one: marching cubes reads the values of straddling cells only, and the signs elsewhere.
+    - Marching cubes runs slab by slab (`SLAB_CELLS`), for the dense grid too; vertices shared by two slabs are
+      merged. Memory is the half-resolution lattice
+      plus a few slabs.
     Raises `EmptySurfaceError` when the level set is empty (the network is positive or negative everywhere), and a
     ValueError when the network gives NaN or infinite values or the mesh would have non-finite vertices: a broken
     model is never turned into a mesh.
@@ -42,50 +54,188 @@ def extract_mesh(
     if resolution < 8:
         raise ValueError(f"resolution must be at least 8, got {resolution}")
     spacing = 2.0 / (resolution - 1)
+    network = model.network
+    evaluate_at = _Evaluator(network, resolution, spacing, batch_size)
     if skip_empty_space:
-        values = _coarse_to_fine_grid(model.network, resolution, spacing, batch_size)
+        slabs = _sparse_slabs(network, resolution, spacing, evaluate_at)
     else:
-        axis = torch.linspace(-1.0, 1.0, resolution)
-        points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
-        values = evaluate(model.network, points, batch_size).numpy().reshape((resolution,) * 3)
-    broken = int(np.count_nonzero(~np.isfinite(values)))
-    if broken:
-        raise ValueError(
-            f"the model gives NaN or infinite values at {broken} of the {values.size} grid points: it is broken "
-            "(a diverged training or a damaged file); fit, evolve or morph it again"
-        )
-    if not (values.min() < 0.0 < values.max()):
+        slabs = _dense_slabs(resolution, evaluate_at)
+    vertices, faces, sign = _march_slabs(slabs)
+    if len(faces) == 0:
         raise EmptySurfaceError(
             "the fitted SDF has no zero level set inside the unit cube (it is "
-            f"{'positive' if values.min() >= 0 else 'negative'} everywhere); the fit failed — try more steps"
+            f"{'positive' if sign >= 0 else 'negative'} everywhere); the fit failed — try more steps"
         )
-    vertices, faces, _, _ = measure.marching_cubes(values, level=0.0, spacing=(spacing,) * 3)
-    # scikit-image's default winding ("descent") already faces from negative to positive values: outward for us.
-    vertices = model.normalization.to_input(vertices.astype(np.float64) - 1.0)
+    vertices = model.normalization.to_input(vertices * spacing - 1.0)
     if not np.isfinite(vertices).all():
         raise ValueError(
             f"the surface's vertices are not finite in the input's coordinates (normalization scale "
             f"{model.normalization.scale:g}, center {list(model.normalization.center)}): the model's normalization "
             "is broken; fit it again"
         )
-    return vertices, faces.astype(np.int64)
+    return vertices, faces
 
 
-def _coarse_to_fine_grid(network, resolution: int, spacing: float, batch_size: int) -> np.ndarray:
-    top_stride = 2 ** max(0, min(4, int(math.log2(max(resolution // 16, 1)))))
+class _Evaluator:
+    """f at integer grid indices (n, 3), counting the evaluations; refuses NaN or infinite values in the grid."""
+
+    def __init__(self, network, resolution: int, spacing: float, batch_size: int):
+        self.network, self.resolution, self.spacing, self.batch_size = network, resolution, spacing, batch_size
+        self.device = next(network.parameters()).device
+        self.count = 0
+
+    def __call__(self, indices: np.ndarray) -> np.ndarray:
+        out = np.empty(len(indices), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = torch.from_numpy((indices[start : start + self.batch_size] * self.spacing - 1.0).astype(np.float32))
+                out[start : start + len(chunk)] = self.network(chunk.to(self.device)).float().cpu().numpy()
+        self.count += len(indices)
+        inside = (indices < self.resolution).all(axis=1)
+        broken = int(np.count_nonzero(~np.isfinite(out[inside])))
+        if broken:
+            raise ValueError(
+                f"the model gives NaN or infinite values at {broken} of the {self.resolution ** 3} grid points: it is "
+                "broken (a diverged training or a damaged file); fit, evolve or morph it again"
+            )
+        return out
+
+
+def _march_slabs(slabs) -> tuple[np.ndarray, np.ndarray, float]:
+    """Marching cubes over (start, values) slabs along axis 0; returns the vertices in grid units, the faces, and
+    the sign of the field when there is no surface."""
+    all_vertices, all_faces, count, sign = [], [], 0, 0.0
+    seam_ids, seam_keys = np.zeros(0, dtype=np.int64), np.zeros((0, 2))  # the last slab's vertices on its last plane
+    for start, values in slabs:
+        low, high = float(values.min()), float(values.max())
+        if not (low < 0.0 < high):
+            sign = sign or (1.0 if low >= 0 else -1.0)
+            seam_ids, seam_keys = seam_ids[:0], seam_keys[:0]
+            continue
+        vertices, faces, _, _ = measure.marching_cubes(values, level=0.0)
+        # scikit-image's default winding ("descent") already faces from negative to positive values: outward for us.
+        vertices = vertices.astype(np.float64)
+        # A vertex on the plane between two slabs comes from the same two values in both: equal coordinates.
+        ids = np.full(len(vertices), -1, dtype=np.int64)
+        first = np.flatnonzero(vertices[:, 0] == 0.0)
+        if len(first) and len(seam_ids):
+            keys = np.concatenate([seam_keys, vertices[first, 1:]])
+            _, inverse = np.unique(keys, axis=0, return_inverse=True)
+            inverse = inverse.reshape(-1)
+            known = np.full(inverse.max() + 1, -1, dtype=np.int64)
+            known[inverse[: len(seam_ids)]] = seam_ids
+            ids[first] = known[inverse[len(seam_ids) :]]
+        new = ids < 0
+        ids[new] = count + np.arange(np.count_nonzero(new))
+        count += int(np.count_nonzero(new))
+        vertices[:, 0] += start
+        all_vertices.append(vertices[new])
+        all_faces.append(ids[faces])
+        last = np.flatnonzero(vertices[:, 0] == start + values.shape[0] - 1)
+        seam_ids, seam_keys = ids[last], vertices[last, 1:]
+    if not all_faces:
+        return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64), sign
+    return np.concatenate(all_vertices), np.concatenate(all_faces), sign
+
+
+def _dense_slabs(resolution: int, evaluate_at):
+    """Yield (start, values) slabs of the grid along axis 0, f evaluated at every point (a shared plane once)."""
+    axis = np.arange(resolution)
+    carried = None
+    for start in range(0, resolution - 1, SLAB_CELLS):
+        first = start if carried is None else start + 1
+        planes = np.arange(first, min(start + SLAB_CELLS, resolution - 1) + 1)
+        grid = np.stack(np.meshgrid(planes, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+        values = evaluate_at(grid).reshape(len(planes), resolution, resolution)
+        if carried is not None:
+            values = np.concatenate([carried[None], values])
+        carried = values[-1]
+        yield start, values
+
+
+def _sparse_slabs(network, resolution: int, spacing: float, evaluate_at):
+    """Yield (start, values) slabs of the grid along axis 0 whose values are exact at the corners of every cell that
+    straddles the surface and of the right sign elsewhere, evaluating f at as few grid points as the bound allows."""
+    coarse, active, lipschitz = _coarse_lattice(network, resolution, spacing, evaluate_at)
+    size = 2 * (coarse.shape[0] - 1) + 1  # the padded grid: every block has its 27 points
+    radius = (lipschitz * spacing * _DISTANCES).astype(np.float32)  # (27, 8)
+    carried = None  # the last plane of the previous slab: values and which of them are exact
+    for start in range(0, resolution - 1, SLAB_CELLS):
+        stop = min(start + SLAB_CELLS, size - 1)  # the slab holds planes start..stop of the padded grid
+        depth = stop - start + 1
+        # Every point takes the value at its block's lowest corner: the right sign wherever its block was skipped.
+        c0, c1 = start // 2, stop // 2 + 1
+        values = np.repeat(np.repeat(np.repeat(coarse[c0:c1], 2, 0), 2, 1), 2, 2)
+        values = np.ascontiguousarray(values[start - 2 * c0 : start - 2 * c0 + depth, :size, :size])
+        exact = np.zeros(values.shape, dtype=bool)
+        blocks = np.argwhere(active[start // 2 : stop // 2]) + (start // 2, 0, 0)
+        if len(blocks):
+            _fill_blocks(values, exact, blocks, coarse, radius, start, carried is not None, evaluate_at)
+        if carried is not None:
+            values[0], exact[0] = carried
+        inside = (slice(0, resolution - start), slice(0, resolution), slice(0, resolution))
+        _evaluate_straddling_corners(values[inside], exact[inside], start, evaluate_at)
+        carried = values[-1].copy(), exact[-1].copy()  # the padded plane: the next slab's first
+        yield start, values[inside]
+
+
+def _fill_blocks(values, exact, blocks, coarse, radius, start, first_plane_known, evaluate_at) -> None:
+    """At the 27 points of each active block: a signed margin where a corner's value proves the sign (|f(q)| more
+    than the Lipschitz bound times the distance), else f itself."""
+    corners = blocks[:, None, :] + _CORNERS[None]  # (n, 8, 3)
+    corner_values = coarse[corners[..., 0], corners[..., 1], corners[..., 2]]  # (n, 8), all evaluated
+    # The best margin among the positive corners and among the negative ones; at most one of them is positive.
+    positive = (np.where(corner_values > 0, corner_values, -np.inf)[:, None, :] - radius[None]).max(axis=2)
+    negative = (np.where(corner_values < 0, -corner_values, -np.inf)[:, None, :] - radius[None]).max(axis=2)
+    margin = np.maximum(positive, negative)  # (n, 27)
+    signed = np.where(positive >= negative, margin, -margin)
+    points = 2 * blocks[:, None, :] + _OFFSETS[None]  # (n, 27, 3)
+    local = (points[..., 0] - start, points[..., 1], points[..., 2])
+    proven = margin > 0
+    unproven = np.zeros(values.shape, dtype=bool)
+    unproven[tuple(p[~proven] for p in local)] = True
+    unproven[tuple(p[proven] for p in local)] = False  # one corner proving the sign is enough
+    if first_plane_known:
+        unproven[0] = False  # the previous slab's last plane
+    values[tuple(p[proven] for p in local)] = signed[proven]
+    needed = np.argwhere(unproven)
+    values[tuple(needed.T)] = evaluate_at(needed + (start, 0, 0))
+    exact[tuple(needed.T)] = True
+
+
+def _evaluate_straddling_corners(values, exact, start, evaluate_at) -> None:
+    """Evaluate the corners, not yet exact, of the cells whose corner signs differ (the cells that hold surface)."""
+    positive = values > 0
+    views = [(slice(i, i + positive.shape[0] - 1), slice(j, j + positive.shape[1] - 1), slice(k, k + positive.shape[2] - 1))
+             for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+    any_positive = np.logical_or.reduce([positive[v] for v in views])
+    all_positive = np.logical_and.reduce([positive[v] for v in views])
+    straddling = any_positive & ~all_positive
+    corner = np.zeros(values.shape, dtype=bool)
+    for view in views:
+        corner[view] |= straddling
+    needed = np.argwhere(corner & ~exact)
+    if len(needed):
+        values[tuple(needed.T)] = evaluate_at(needed + (start, 0, 0))
+        exact[tuple(needed.T)] = True
+
+
+def _coarse_lattice(network, resolution: int, spacing: float, evaluate_at):
+    """f coarse to fine on the lattice of every other grid point: the lattice's values (exact at the corners of
+    active blocks, of the right sign elsewhere), which 2x2x2-cell blocks may hold surface, and the Lipschitz bound."""
+    top_stride = 2 ** max(1, min(4, int(math.log2(max(resolution // 16, 1)))))  # in grid cells
     blocks = math.ceil((resolution - 1) / top_stride)
-    size = blocks * top_stride + 1  # padded so every stride divides the grid; the padding is cropped at the end
+    stride = top_stride // 2  # in lattice steps
+    size = blocks * stride + 1
     values = np.full((size,) * 3, np.nan, dtype=np.float32)
 
-    def evaluate_at(indices: np.ndarray) -> None:
-        points = torch.from_numpy((indices * spacing - 1.0).astype(np.float32))
-        values[tuple(indices.T)] = evaluate(network, points, batch_size).numpy()
+    def evaluate_lattice(indices: np.ndarray) -> None:
+        values[tuple(indices.T)] = evaluate_at(2 * indices)
 
-    lattice = np.stack(np.meshgrid(*[np.arange(0, size, top_stride)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    evaluate_at(lattice)
-    lipschitz = max(MIN_LIPSCHITZ, LIPSCHITZ_SAFETY * _max_gradient_norm(network, lattice * spacing - 1.0))
-
-    stride, candidate = top_stride, np.ones((blocks,) * 3, dtype=bool)
+    lattice = np.stack(np.meshgrid(*[np.arange(0, size, stride)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    evaluate_lattice(lattice)
+    lipschitz = max(MIN_LIPSCHITZ, LIPSCHITZ_SAFETY * _max_gradient_norm(network, 2 * lattice * spacing - 1.0))
+    candidate = np.ones((blocks,) * 3, dtype=bool)
     while True:
         corners = values[::stride, ::stride, ::stride]
         count = candidate.shape[0]
@@ -94,12 +244,12 @@ def _coarse_to_fine_grid(network, resolution: int, spacing: float, batch_size: i
         all_negative = np.logical_and.reduce([c < 0 for c in corner_views])
         nearest = np.minimum.reduce([np.abs(c) for c in corner_views])
         # Every point of a block is within half its diagonal of some corner.
-        empty = (all_positive | all_negative) & (nearest > lipschitz * stride * spacing * math.sqrt(3) / 2)
+        empty = (all_positive | all_negative) & (nearest > lipschitz * 2 * stride * spacing * math.sqrt(3) / 2)
         skipped = candidate & empty
         _fill_skipped_blocks(values, skipped, np.where(all_positive, 1.0, -1.0), nearest, stride)
         active = candidate & ~empty
         if stride == 1:
-            break
+            return values, active, lipschitz
         stride //= 2
         candidate = active.repeat(2, 0).repeat(2, 1).repeat(2, 2)
         count = candidate.shape[0]
@@ -109,8 +259,7 @@ def _coarse_to_fine_grid(network, resolution: int, spacing: float, batch_size: i
                 for k in (0, 1):
                     needed[i : i + count, j : j + count, k : k + count] |= candidate
         needed &= np.isnan(values[::stride, ::stride, ::stride])
-        evaluate_at(np.argwhere(needed) * stride)
-    return values[:resolution, :resolution, :resolution]
+        evaluate_lattice(np.argwhere(needed) * stride)
 
 
 def _fill_skipped_blocks(values, skipped, sign, nearest, stride) -> None:
