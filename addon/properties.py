@@ -90,6 +90,13 @@ class NeuralSDFSettings(bpy.types.PropertyGroup):
         description="Marching-cubes grid points per axis, for Fit and Re-extract (memory and time grow with its cube)",
     )  # fmt: skip
     fit_mode: EnumProperty(name="Objects", items=FIT_MODE_ITEMS, default="JOINED")
+    hide_sources: BoolProperty(
+        name="Hide Sources", default=True,
+        description=(
+            "Hide the objects a Fit, Evolution or Morph is made from in the viewport, so the result that lands on "
+            "them does not flicker against them (undo shows them again; nothing else about them changes)"
+        ),
+    )  # fmt: skip
     seed: IntProperty(
         name="Seed", min=0, description="Random seed: the same seed, mesh and settings give the same model"
     )

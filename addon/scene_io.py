@@ -8,6 +8,7 @@ import numpy as np
 from .core.evolution import FieldEmpty
 from .core.job_files import CURVATURE_FIELDS
 from .core.morph import Landmark
+from .core.text import hidden_sources_text
 from .properties import is_flow_field, is_landmark
 
 CURVATURE_ATTRIBUTES = {name: f"curvature_{name}" for name in CURVATURE_FIELDS}
@@ -127,6 +128,21 @@ def add_object(context: bpy.types.Context, name: str, data: bpy.types.ID | None,
     obj.select_set(True)
     context.view_layer.objects.active = obj
     return obj
+
+
+def hide_sources(context: bpy.types.Context, names: list[str]) -> str:
+    """Hide the named source objects in the viewport (``hide_set``: undone with the operator, nothing else about
+    them changes) when the scene's *Hide Sources* is on, so the result that lands on them does not z-fight. Returns
+    what the report says about it ("" when nothing was hidden)."""
+    if not context.scene.neural_sdf.hide_sources:
+        return ""
+    hidden = []
+    for name in dict.fromkeys(names):
+        obj = bpy.data.objects.get(name)
+        if obj is not None and obj.name in context.view_layer.objects and not obj.hide_get():
+            obj.hide_set(True)
+            hidden.append(name)
+    return hidden_sources_text(hidden)
 
 
 def write_curvature(mesh: bpy.types.Mesh, fields: dict[str, np.ndarray], linear_colors: np.ndarray) -> None:

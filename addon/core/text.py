@@ -60,6 +60,16 @@ def progress_text(kind: str, label: str, progress: Progress | None, job_index: i
     return f"{head}: {', '.join(parts)}"
 
 
+def hidden_sources_text(names: list[str]) -> str:
+    """What a report adds when Hide Sources hid the objects a result was made from, e.g. "; 'Sphere' is hidden
+    (Hide Sources)"; "" when none was hidden."""
+    if not names:
+        return ""
+    quoted = [f"'{name}'" for name in names]
+    listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+    return f"; {listed} {'is' if len(quoted) == 1 else 'are'} hidden (Hide Sources)"
+
+
 def overall_fraction(kind: str, progress: Progress | None, job_index: int, job_count: int) -> float:
     """How much of a session is done, in [0, 1], for a progress bar."""
     within = 0.0

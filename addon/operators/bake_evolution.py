@@ -87,7 +87,7 @@ class NEURALSDF_OT_bake_evolution(EngineJobOperator, bpy.types.Operator):
         return (
             f"Baked frames {self.frame_start} to {frame_end} (t = 0 to {times[-1]:.4g}) of '{self.source_name}' into "
             f"'{obj.name}'" + (f"; the surface has vanished in {vanished} of them" if vanished else "")
-        )
+        ) + scene_io.hide_sources(context, [self.source_name])
 
 
 def describe_flow(flow: str, speed: float, fields: list[FieldEmpty]) -> str:

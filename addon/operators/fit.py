@@ -75,7 +75,8 @@ class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
         context.scene.neural_sdf.model_object = created[-1][0]
         resolution = results[0].request.params["resolution"]
         made = ", ".join(f"'{obj.name}' ({faces:,} faces)" for obj, faces in created)
-        return f"Fitted {made} at resolution {resolution}"
+        sources = [name for result in results for name in result.request.params["names"]]
+        return f"Fitted {made} at resolution {resolution}" + scene_io.hide_sources(context, sources)
 
 
 def _frame_of(names: list[str]) -> Matrix:

@@ -106,4 +106,4 @@ class NEURALSDF_OT_morph(EngineJobOperator, bpy.types.Operator):
         return (
             f"Morphed '{source_name}' into '{target_name}' ({method_name}) over frames {self.frame_start} to "
             f"{self.frame_start + count - 1}: {names}" + (f"; the surface is empty in {empty} of them" if empty else "")
-        )
+        ) + scene_io.hide_sources(context, [source_name, target_name])

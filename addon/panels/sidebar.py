@@ -41,6 +41,7 @@ class NEURALSDF_PT_main(NeuralSDFSidebar, bpy.types.Panel):
         col = layout.column(align=True)
         col.prop(settings, "resolution")
         col.row(align=True).prop(settings, "fit_mode", expand=True)
+        layout.prop(settings, "hide_sources")
         header, body = layout.panel("neural_sdf_fit_advanced", default_closed=True)
         header.label(text="Advanced")
         if body is not None:

@@ -62,6 +62,7 @@ def fitted_sphere_blend(bpy, cache_dir, tmp_path_factory) -> Path:
     empty_scene_with_tiny_fit(bpy, cache_dir)
     select_only(bpy, add_sphere(bpy))
     assert bpy.ops.neural_sdf.fit() == {"FINISHED"}
+    bpy.data.objects["Sphere"].hide_set(False)  # Hide Sources hid it; the tests colour it and select it
     path = tmp_path_factory.mktemp("project") / "sphere.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(path))
     return path

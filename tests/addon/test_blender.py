@@ -161,7 +161,8 @@ def test_the_panel_choices_match_the_engine(bpy):
 # Fit.
 
 
-def test_fit_as_one_shape_matches_the_sources_leaves_them_alone_and_undoes(scene, bpy):
+def test_fit_as_one_shape_matches_the_sources_hides_them_leaves_them_alone_otherwise_and_undoes(scene, bpy, capfd):
+    # Issue 14: the result lands on its sources, so Hide Sources (on by default) hides them, and undo shows them.
     sphere, cube = add_sphere(bpy), add_cube(bpy)
     select_only(bpy, sphere, cube)
     scene.neural_sdf.fit_mode = "JOINED"
@@ -183,17 +184,25 @@ def test_fit_as_one_shape_matches_the_sources_leaves_them_alone_and_undoes(scene
         after = snapshot(bpy)
         assert {name: after["objects"][name] for name in before["objects"]} == before["objects"]
         assert {name: after["meshes"][name] for name in before["meshes"]} == before["meshes"]
+        assert sphere.hide_get() and cube.hide_get() and not fitted.hide_get()
+        assert reports(capfd)[-1].endswith("; 'Cube' and 'Sphere' are hidden (Hide Sources)")
 
         bpy.ops.ed.undo()
         assert "Neural SDF" not in bpy.data.objects
         assert snapshot(bpy)["objects"] == before["objects"]
+        assert not bpy.data.objects["Sphere"].hide_get() and not bpy.data.objects["Cube"].hide_get()
 
 
-def test_fit_each_object_on_its_own_places_each_result_on_its_source(scene, bpy):
+def test_fit_each_object_on_its_own_places_each_result_on_its_source_and_hide_sources_off_keeps_them_shown(
+    scene, bpy, capfd
+):
     sphere, cube = add_sphere(bpy), add_cube(bpy)
     select_only(bpy, sphere, cube)
     scene.neural_sdf.fit_mode = "SEPARATE"
+    scene.neural_sdf.hide_sources = False
     assert bpy.ops.neural_sdf.fit() == {"FINISHED"}
+    assert not sphere.hide_get() and not cube.hide_get()
+    assert "hidden" not in reports(capfd)[-1]
     for source in (sphere, cube):
         fitted = bpy.data.objects[f"{source.name} SDF"]
         assert fitted.matrix_world == source.matrix_world  # same origin and axes as the source

@@ -105,7 +105,10 @@ def test_bake_mcf_shrinks_the_sphere_frame_by_frame_leaves_the_source_and_undoes
         evolved = bpy.data.objects[EVOLVED]
         assert bpy.context.active_object == evolved and evolved.matrix_world == fitted_matrix
         (message,) = reports(capfd)
-        assert message == f"Info: Baked frames 1 to 4 (t = 0 to 1) of '{FITTED}' into '{EVOLVED}'"
+        assert message == (
+            f"Info: Baked frames 1 to 4 (t = 0 to 1) of '{FITTED}' into '{EVOLVED}'; '{FITTED}' is hidden (Hide Sources)"
+        )
+        assert fitted.hide_get() and not evolved.hide_get()
         check_the_sphere_shrinks_one_frame_at_a_time(bpy, evolved)
         evolution = evolved.neural_sdf_evolution
         assert (evolution.frame_count, evolution.time_end) == (4, 1.0)
@@ -120,6 +123,7 @@ def test_bake_mcf_shrinks_the_sphere_frame_by_frame_leaves_the_source_and_undoes
         bpy.ops.ed.undo()
         assert EVOLVED not in bpy.data.objects
         assert snapshot(bpy)["objects"] == before["objects"]
+        assert not bpy.data.objects[FITTED].hide_get()
 
 
 def test_the_baked_frames_survive_save_and_reload_and_shift_with_the_start_frame(bpy, evolved_sphere_blend, cache_dir):

@@ -83,6 +83,8 @@ def morphed_blend(bpy, cache_dir, tmp_path_factory) -> Path:
     """A saved .blend holding the two spheres and their level-set morph (morphed once for the module)."""
     two_spheres(bpy, cache_dir, "LEVELSET")
     assert bpy.ops.neural_sdf.morph() == {"FINISHED"}
+    for name in ("Small", "Large"):
+        bpy.data.objects[name].hide_set(False)  # Hide Sources hid them; the panel test selects them
     path = tmp_path_factory.mktemp("morph") / "morph.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(path))
     return path
@@ -136,7 +138,11 @@ def test_a_flow_morph_with_landmarks_animates_a_copy_of_the_source_and_undoes(bp
     with undo_enabled(bpy):
         assert bpy.ops.neural_sdf.morph() == {"FINISHED"}
         (message,) = reports(capfd)
-        assert message == f"Info: Morphed 'Small' into 'Large' (Flow) over frames 1 to 3: '{MORPHED}' and '{KEYED}'"
+        assert message == (
+            f"Info: Morphed 'Small' into 'Large' (Flow) over frames 1 to 3: '{MORPHED}' and '{KEYED}'; 'Small' and "
+            "'Large' are hidden (Hide Sources)"
+        )
+        assert small.hide_get() and large.hide_get()
         morphed, keyed = bpy.data.objects[MORPHED], bpy.data.objects[KEYED]
         assert bpy.context.active_object == morphed and keyed.select_get()
         after = snapshot(bpy)
@@ -162,6 +168,7 @@ def test_a_flow_morph_with_landmarks_animates_a_copy_of_the_source_and_undoes(bp
         bpy.ops.ed.undo()
         assert MORPHED not in bpy.data.objects and KEYED not in bpy.data.objects
         assert snapshot(bpy)["objects"] == before["objects"]
+        assert not bpy.data.objects["Small"].hide_get() and not bpy.data.objects["Large"].hide_get()
 
     bpy.ops.wm.open_mainfile(filepath=str(copy))
     reloaded, _ = evaluated_world(bpy, bpy.data.objects[KEYED], FRAME_END)
