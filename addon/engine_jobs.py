@@ -10,7 +10,7 @@ from bpy.app.handlers import persistent
 
 from . import model_store, preferences
 from .core.errors import EngineError
-from .core.text import overall_fraction, progress_text
+from .core.text import StepPace, overall_fraction, progress_text, short_progress_text
 from .core.worker_client import EngineSession, JobRequest, JobResult, SessionState
 
 TIMER_INTERVAL_S = 0.1
@@ -66,9 +66,12 @@ def _clear_status(context) -> None:
         clear_progress(context)
 
 
-def show_progress(context: bpy.types.Context, text: str, fraction: float) -> None:
+def show_progress(context: bpy.types.Context, text: str, fraction: float, short_text: str | None = None) -> None:
+    """The whole line ``text`` in the status bar; ``short_text`` (else ``text``) on the panel's progress bar, which
+    the default sidebar width would cut."""
     status = context.window_manager.neural_sdf_job
     status.is_running, status.text, status.fraction = True, text, fraction
+    status.short_text = text if short_text is None else short_text
     if context.workspace is not None:
         context.workspace.status_text_set(f"{text}  (Esc to cancel)")
     _redraw_sidebars(context)
@@ -76,7 +79,7 @@ def show_progress(context: bpy.types.Context, text: str, fraction: float) -> Non
 
 def clear_progress(context: bpy.types.Context) -> None:
     status = context.window_manager.neural_sdf_job
-    status.is_running, status.text, status.fraction = False, "", 0.0
+    status.is_running, status.text, status.short_text, status.fraction = False, "", "", 0.0
     if context.workspace is not None:
         context.workspace.status_text_set(None)
     _redraw_sidebars(context)
@@ -163,6 +166,7 @@ class EngineJobOperator:
             self.report({"ERROR"}, str(error))
             return False
         claim(self.session)
+        self._pace = StepPace()
         self._show_progress(context)
         return True
 
@@ -170,10 +174,12 @@ class EngineJobOperator:
         session = self.session
         count = len(session.requests)
         kind = session.requests[min(session.job_index, count - 1)].kind
+        progress = self._pace.with_eta(session.progress, time.monotonic())
         show_progress(
             context,
-            progress_text(kind, session.label, session.progress, session.job_index, count),
-            overall_fraction(kind, session.progress, session.job_index, count),
+            progress_text(kind, session.label, progress, session.job_index, count),
+            overall_fraction(kind, progress, session.job_index, count),
+            short_progress_text(kind, progress, session.job_index, count),
         )
 
     def _let_go(self, context) -> None:

@@ -301,6 +301,9 @@ class NeuralSDFJobStatus(bpy.types.PropertyGroup):
 
     is_running: BoolProperty()
     text: StringProperty()
+    """The whole progress line (the status bar)."""
+    short_text: StringProperty()
+    """The same, short enough for the panel's progress bar at the default sidebar width."""
     fraction: FloatProperty(subtype="FACTOR", min=0.0, max=1.0)
     save_warning: StringProperty()
     """Set by the save handler when it left model paths as they were (they named files the add-on did not write)."""

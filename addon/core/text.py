@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .worker_client import TRAINING_STAGES, Progress
 
 STAGE_VERBS = {
@@ -68,6 +70,59 @@ def hidden_sources_text(names: list[str]) -> str:
     quoted = [f"'{name}'" for name in names]
     listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
     return f"; {listed} {'is' if len(quoted) == 1 else 'are'} hidden (Hide Sources)"
+
+
+SHORT_STEP_NAMES = {
+    "fit": "Step", "evolve": "Step", "morph": "Step", "frames": "Frame",
+}  # fmt: skip
+"""How the panel names a counted stage ("Step 77/300"), by stage."""
+SHORT_JOB_PHASES = {"morph": {"fit": "Fitting", "morph": "Morph"}}
+"""How the panel names a training stage in jobs that train more than one thing, by job kind."""
+
+
+def short_progress_text(kind: str, progress: Progress | None, job_index: int, job_count: int) -> str:
+    """What the panel's progress bar shows, short enough for the default sidebar width, e.g. "Step 77/300 · ETA
+    22 s", "Fitting 40/600 · ETA 1 min 05 s" (a morph's fits), "Starting the engine…" until the first progress
+    comes; the whole line (`progress_text`) goes to the status bar."""
+    head = f"{job_index + 1}/{job_count} · " if job_count > 1 else ""
+    if progress is None:
+        return f"{head}Starting the engine\u2026"
+    phase = SHORT_JOB_PHASES.get(kind, {}).get(progress.stage)
+    if progress.stage in TRAINING_STAGES and progress.step == 0:
+        text = f"{phase}: preparing samples\u2026" if phase else "Preparing samples\u2026"
+    elif progress.stage in SHORT_STEP_NAMES:
+        text = f"{phase or SHORT_STEP_NAMES[progress.stage]} {progress.step}/{progress.total}"
+    else:
+        verb = STAGE_VERBS.get(progress.stage, progress.stage)
+        text = f"{verb[:1].upper()}{verb[1:]}\u2026"
+    if progress.eta_s is not None and progress.step < progress.total:
+        text += f" · ETA {format_duration(progress.eta_s)}"
+    return head + text
+
+
+class StepPace:
+    """An ETA for training progress that comes without one (a morph's fits), from the pace of its steps since the
+    stage was first seen with a step counted."""
+
+    def __init__(self) -> None:
+        self._since: tuple[str, int, int, float] | None = None
+        """(stage, total, step, time) when the stage was first seen."""
+
+    def with_eta(self, progress: Progress | None, now: float) -> Progress | None:
+        """``progress`` with its ETA filled in from the pace when it has none (still none until two counts)."""
+        if progress is None or progress.eta_s is not None or progress.stage not in TRAINING_STAGES:
+            return progress
+        if progress.step == 0:
+            return progress
+        since = self._since
+        if since is None or since[:2] != (progress.stage, progress.total) or progress.step < since[2]:
+            self._since = (progress.stage, progress.total, progress.step, now)
+            return progress
+        _, _, step, then = since
+        if progress.step == step or now <= then:
+            return progress
+        eta = (now - then) / (progress.step - step) * (progress.total - progress.step)
+        return replace(progress, eta_s=eta)
 
 
 def overall_fraction(kind: str, progress: Progress | None, job_index: int, job_count: int) -> float:

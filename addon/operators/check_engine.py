@@ -38,7 +38,7 @@ class NEURALSDF_OT_check_engine(EngineJobOperator, bpy.types.Operator):
         return True
 
     def _show_progress(self, context) -> None:
-        engine_jobs.show_progress(context, "Checking the engine: starting it", 0.0)
+        engine_jobs.show_progress(context, "Checking the engine: starting it", 0.0, "Starting the engine\u2026")
 
     def _finish(self, context):
         session = self.session

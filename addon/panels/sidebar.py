@@ -31,7 +31,7 @@ class NEURALSDF_PT_main(NeuralSDFSidebar, bpy.types.Panel):
         settings = context.scene.neural_sdf
         job = context.window_manager.neural_sdf_job
         if job.is_running:
-            layout.progress(factor=job.fraction, type="BAR", text=job.text)
+            layout.progress(factor=job.fraction, type="BAR", text=job.short_text or job.text)
             layout.label(text="Esc cancels", icon="CANCEL")
         if job.save_warning:
             layout.label(text=job.save_warning, icon="ERROR")

@@ -580,11 +580,10 @@ def test_panels_draw_settings_progress_model_and_legend(bpy, fitted_sphere_blend
     assert ("prop", "model_object") in draw(sidebar.NEURALSDF_PT_curvature)
 
     job = bpy.context.window_manager.neural_sdf_job
-    job.is_running, job.text, job.fraction = True, "Fitting 'Sphere': step 3/9, ETA 2 s", 0.3
+    job.is_running, job.text, job.fraction = True, "Fitting 'Sphere': step 3/9, loss 0.01, ETA 2 s", 0.3
+    job.short_text = "Step 3/9 · ETA 2 s"
     try:
-        assert ("progress", "Fitting 'Sphere': step 3/9, ETA 2 s", pytest.approx(0.3)) in draw(
-            sidebar.NEURALSDF_PT_main
-        )
+        assert ("progress", "Step 3/9 · ETA 2 s", pytest.approx(0.3)) in draw(sidebar.NEURALSDF_PT_main)
     finally:
         job.is_running = False
 

@@ -484,6 +484,39 @@ def test_durations_and_progress_lines():
     assert text.curvature_unit("gaussian", "m") == "1/m\u00b2" and text.curvature_unit("mean", "m") == "1/m"
 
 
+def test_the_panel_shows_short_progress_and_the_status_bar_the_whole_line():
+    # Issue 14: at the default sidebar width the whole line was cut off and the bar hid the step count.
+    short = text.short_progress_text
+    assert short("fit", None, 0, 1) == "Starting the engine\u2026"
+    assert short("fit", Progress("fit", 0, 300, None, None), 0, 1) == "Preparing samples\u2026"
+    assert short("fit", Progress("fit", 77, 300, 0.01, 22.2), 0, 1) == "Step 77/300 · ETA 22 s"
+    assert short("fit", Progress("fit", 77, 300, 0.01, 22.2), 1, 2) == "2/2 · Step 77/300 · ETA 22 s"
+    assert short("fit", Progress("extract", 0, 1, None, None), 0, 1) == "Extracting the surface\u2026"
+    assert short("evolve", Progress("evolve", 30, 800, 0.5, 70.0), 0, 1) == "Step 30/800 · ETA 1 min 10 s"
+    assert short("evolve", Progress("frames", 3, 12, None, 4.0), 0, 1) == "Frame 3/12 · ETA 4 s"
+    assert short("evolve", Progress("curvature", 12, 12, None, None), 0, 1) == "Evaluating curvature\u2026"
+    assert short("morph", Progress("fit", 0, 600, None, None), 0, 1) == "Fitting: preparing samples\u2026"
+    assert short("morph", Progress("fit", 40, 600, 2.5, 65.0), 0, 1) == "Fitting 40/600 · ETA 1 min 05 s"
+    assert short("morph", Progress("morph", 10, 500, 0.2, 3.0), 0, 1) == "Morph 10/500 · ETA 3 s"
+    assert short("morph", Progress("frames", 3, 3, None, 0.0), 0, 1) == "Frame 3/3"
+
+
+def test_a_morphs_fits_get_an_eta_from_the_pace_of_their_steps():
+    # Issue 14: the engine sends no ETA while a morph fits its two shapes; the add-on estimates one.
+    pace = text.StepPace()
+    assert pace.with_eta(None, 0.0) is None
+    assert pace.with_eta(Progress("fit", 0, 600, None, None), 0.0).eta_s is None  # preparing samples
+    assert pace.with_eta(Progress("fit", 20, 600, 1.0, None), 10.0).eta_s is None  # the first count
+    assert pace.with_eta(Progress("fit", 60, 600, 1.0, None), 30.0).eta_s == pytest.approx(540 * 0.5)
+    sent = Progress("morph", 5, 500, 0.2, 12.0)
+    assert pace.with_eta(sent, 31.0) is sent  # the engine's own ETA wins
+    assert pace.with_eta(Progress("fit", 10, 300, 1.0, None), 40.0).eta_s is None  # another stage starts over
+    assert pace.with_eta(Progress("fit", 30, 300, 1.0, None), 44.0).eta_s == pytest.approx(270 * 0.2)
+    fits = pace.with_eta(Progress("fit", 50, 300, 1.0, None), 48.0)
+    assert text.short_progress_text("morph", fits, 0, 1) == "Fitting 50/300 · ETA 50 s"
+    assert text.progress_text("morph", "morphing 'A' into 'B'", fits, 0, 1).endswith("step 50/300, loss 1, ETA 50 s")
+
+
 def test_model_files_are_gathered_beside_the_blend(tmp_path):
     name = model_files.model_filename("Bunny SDF/2")
     assert name.startswith("Bunny_SDF_2-") and name.endswith(".pt")
