@@ -4,6 +4,8 @@ drawn: pure data, so plain pytest can hold them against the engine (``tests/addo
 Where an item names an engine value, the identifier is that value (presets, curvature quantities, colour maps) or
 maps onto it in one table (`addon.core.evolution.ENGINE_FIELD_KINDS`, `addon.core.morph.ENGINE_METHODS`)."""
 
+import re
+
 DEVICE_ITEMS = (
     ("auto", "Automatic", "A CUDA GPU when PyTorch sees one, else the CPU"),
     ("cpu", "CPU", "Always the CPU"),
@@ -18,6 +20,14 @@ PRESET_ITEMS = (
 )
 """The engine's presets (engine.fit.PRESETS); each description says "<hidden layers> x <width> network, <steps>
 steps" of the preset."""
+PRESET_STEPS = {
+    identifier: int(re.match(r"\d+ x \d+ network, (\d+) steps\b", description).group(1))
+    for identifier, _, description in PRESET_ITEMS
+}
+"""Training steps of each preset, as its tooltip says: what a fit runs when Custom Steps is off."""
+ENGINE_DEFAULT_STEPS = {"evolve": 800, "morph": {"LEVELSET": 500, "FLOW": 1000}}
+"""Training steps the engine runs when Custom Steps is off: an evolution's (engine.evolution.EvolveConfig().steps)
+and a morph's by method (engine.morph.METHODS[method].config_class().steps)."""
 
 FIT_MODE_ITEMS = (
     ("JOINED", "As One Shape", "Fit one SDF to the union of the selected objects"),

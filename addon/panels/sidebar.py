@@ -4,6 +4,7 @@ Surface Evolution (with the active flow field empty's settings), Morph (with the
 import bpy
 
 from ..core.frames import shown_frame
+from ..core.items import ENGINE_DEFAULT_STEPS, MORPH_METHOD_ITEMS, PRESET_ITEMS, PRESET_STEPS, item_names
 from ..core.text import curvature_unit
 from ..frame_switch import FRAME_START_INPUT, frame_switch_modifier, get_input, input_path
 from ..operators.checks import source_and_target
@@ -11,6 +12,8 @@ from ..properties import QUANTITY_ITEMS, has_evolution, has_model, has_morph, mo
 from ..scene_io import field_empties, landmark_empties, length_unit_name
 
 QUANTITY_NAMES = {identifier: name for identifier, name, _ in QUANTITY_ITEMS}
+PRESET_NAMES = item_names(PRESET_ITEMS)
+METHOD_NAMES = item_names(MORPH_METHOD_ITEMS)
 COLORMAP_LEGENDS = {
     "diverging": "Blue below zero, white at zero, red above",
     "sequential": "Dark purple at the low end, yellow at the high end",
@@ -45,11 +48,8 @@ class NEURALSDF_PT_main(NeuralSDFSidebar, bpy.types.Panel):
         header, body = layout.panel("neural_sdf_fit_advanced", default_closed=True)
         header.label(text="Advanced")
         if body is not None:
-            row = body.row(align=True)
-            row.prop(settings, "use_custom_steps", text="")
-            steps = row.row(align=True)
-            steps.active = settings.use_custom_steps
-            steps.prop(settings, "steps")
+            preset = PRESET_NAMES[settings.preset]
+            draw_steps(body, settings, PRESET_STEPS[settings.preset], f"the {preset} preset's")
             body.prop(settings, "seed")
 
 
@@ -127,23 +127,14 @@ class NEURALSDF_PT_evolution(NeuralSDFSidebar, bpy.types.Panel):
             else:
                 layout.label(text="No flow field in the scene: add one", icon="ERROR")
         layout.operator_menu_enum("neural_sdf.add_flow_field", "kind", icon="EMPTY_SINGLE_ARROW")
-        row = layout.row(align=True)
-        row.prop(settings, "use_scene_range", text="")
-        frames = row.row(align=True)
-        frames.active = not settings.use_scene_range
-        frames.prop(settings, "frame_start")
-        frames.prop(settings, "frame_end")
+        draw_frame_range(layout, context.scene, settings)
         col = layout.column(align=True)
         col.prop(settings, "resolution")
         col.prop(settings, "curvature")
         header, body = layout.panel("neural_sdf_evolution_advanced", default_closed=True)
         header.label(text="Advanced")
         if body is not None:
-            row = body.row(align=True)
-            row.prop(settings, "use_custom_steps", text="")
-            steps = row.row(align=True)
-            steps.active = settings.use_custom_steps
-            steps.prop(settings, "steps")
+            draw_steps(body, settings, ENGINE_DEFAULT_STEPS["evolve"], "the engine's default")
             body.prop(context.scene.neural_sdf, "seed")
 
 
@@ -168,12 +159,7 @@ class NEURALSDF_PT_morph(NeuralSDFSidebar, bpy.types.Panel):
             layout.label(text="Select the source, then the target (active)", icon="INFO")
         else:
             layout.label(text=f"'{pair[0].name}' to '{pair[1].name}'", icon="FORWARD")
-        row = layout.row(align=True)
-        row.prop(settings, "use_scene_range", text="")
-        frames = row.row(align=True)
-        frames.active = not settings.use_scene_range
-        frames.prop(settings, "frame_start")
-        frames.prop(settings, "frame_end")
+        draw_frame_range(layout, context.scene, settings)
         layout.prop(settings, "resolution")
         layout.prop(scene.neural_sdf, "preset", text="Fits")
         flow_only = layout.column(align=True)
@@ -187,12 +173,32 @@ class NEURALSDF_PT_morph(NeuralSDFSidebar, bpy.types.Panel):
         header, body = layout.panel("neural_sdf_morph_advanced", default_closed=True)
         header.label(text="Advanced")
         if body is not None:
-            row = body.row(align=True)
-            row.prop(settings, "use_custom_steps", text="")
-            steps = row.row(align=True)
-            steps.active = settings.use_custom_steps
-            steps.prop(settings, "steps")
+            method = METHOD_NAMES[settings.method]
+            draw_steps(body, settings, ENGINE_DEFAULT_STEPS["morph"][settings.method], f"the {method} default")
             body.prop(scene.neural_sdf, "seed")
+
+
+def draw_frame_range(layout: bpy.types.UILayout, scene: bpy.types.Scene, settings) -> None:
+    """The Scene Range switch and the frames that will be baked: the scene's range, or the bake's own fields."""
+    col = layout.column(align=True)
+    col.prop(settings, "use_scene_range")
+    if settings.use_scene_range:
+        start, end = settings.frame_range(scene)
+        col.label(text=f"Frames {start} to {end} ({end - start + 1} frames)", icon="TIME")
+    else:
+        row = col.row(align=True)
+        row.prop(settings, "frame_start")
+        row.prop(settings, "frame_end")
+
+
+def draw_steps(layout: bpy.types.UILayout, settings, default_steps: int, whose: str) -> None:
+    """The Custom Steps switch and the steps that will run: its own field, or the default's count."""
+    col = layout.column(align=True)
+    col.prop(settings, "use_custom_steps")
+    if settings.use_custom_steps:
+        col.prop(settings, "steps")
+    else:
+        col.label(text=f"{default_steps} steps ({whose})")
 
 
 def draw_field(layout: bpy.types.UILayout, obj: bpy.types.Object) -> None:

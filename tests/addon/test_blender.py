@@ -577,6 +577,11 @@ def test_panels_draw_settings_progress_model_and_legend(bpy, fitted_sphere_blend
     assert ("operator", "neural_sdf.fit") in drawn and ("prop", "steps") in drawn
     assert not [entry for entry in drawn if entry[0] == "progress"]
     assert ("label", "The active object has no model") in draw(sidebar.NEURALSDF_PT_model)
+    # Issue 14: without Custom Steps the panel shows the steps that run (the preset's), not a greyed field.
+    bpy.context.scene.neural_sdf.use_custom_steps = False
+    drawn = draw(sidebar.NEURALSDF_PT_main)
+    assert ("label", f"{PRESETS['tiny'].steps} steps (the Tiny preset's)") in drawn and ("prop", "steps") not in drawn
+    assert ("prop", "hide_sources") in drawn
     assert ("prop", "model_object") in draw(sidebar.NEURALSDF_PT_curvature)
 
     job = bpy.context.window_manager.neural_sdf_job

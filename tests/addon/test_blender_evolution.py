@@ -18,6 +18,8 @@ import pytest
 if importlib.util.find_spec("bpy") is None:
     pytest.skip("needs Blender's Python module: pip install bpy==5.0.1", allow_module_level=True)
 
+from engine.evolution import EvolveConfig  # noqa: E402
+
 from .blender_support import (  # noqa: E402
     SPHERE_CENTER,
     SPHERE_RADIUS,
@@ -245,6 +247,16 @@ def test_the_panel_shows_the_settings_the_active_field_and_the_baked_frames(bpy,
     assert ("operator", "neural_sdf.bake_evolution") in drawn and ("prop", "time_end") in drawn
     assert ("operator_menu_enum", "neural_sdf.add_flow_field", "kind") in drawn
     assert ("label", "No flow field in the scene: add one") in drawn
+    # Issue 14: with Scene Range on (the default) the panel shows the scene's frames, and the steps that run.
+    settings = scene.neural_sdf_evolution
+    scene.frame_start, scene.frame_end, settings.use_scene_range, settings.use_custom_steps = 1, 250, True, False
+    drawn = draw(panel)
+    assert ("prop", "use_scene_range") in drawn and ("label", "Frames 1 to 250 (250 frames)") in drawn
+    assert ("prop", "frame_start") not in drawn
+    assert ("label", f"{EvolveConfig().steps} steps (the engine's default)") in drawn and ("prop", "steps") not in drawn
+    settings.use_scene_range, settings.use_custom_steps = False, True
+    drawn = draw(panel)
+    assert ("prop", "frame_start") in drawn and ("prop", "frame_end") in drawn and ("prop", "steps") in drawn
 
     assert bpy.ops.neural_sdf.add_flow_field(kind="TWIST") == {"FINISHED"}
     drawn = draw(panel)

@@ -242,6 +242,10 @@ def test_the_panel_shows_the_settings_the_active_landmark_and_the_morph(bpy, mor
     assert ("operator", "neural_sdf.morph") in drawn and ("prop", "method") in drawn
     assert ("label", "'Small' to 'Large'") in drawn and ("prop", "animate_source") in drawn
     assert ("operator", "neural_sdf.add_landmark_pair") in drawn and ("prop", "steps") in drawn
+    scene.neural_sdf_morph.use_custom_steps = False
+    drawn = draw(panel)
+    assert ("label", "500 steps (the Level Set default)") in drawn and ("prop", "steps") not in drawn
+    assert ("prop", "use_scene_range") in drawn and ("prop", "frame_start") in drawn  # its own range, 1 to 3
 
     scene.neural_sdf_morph.use_landmarks = True
     assert bpy.ops.neural_sdf.add_landmark_pair() == {"FINISHED"}

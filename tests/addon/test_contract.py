@@ -15,8 +15,10 @@ from addon.core.evolution import FieldEmpty
 from addon.core.morph import ENGINE_METHODS
 from engine import protocol
 from engine.colormaps import QUANTITIES
+from engine.evolution import EvolveConfig
 from engine.fit import PRESETS
 from engine.jobs import JOBS, JobParamError
+from engine.morph import METHODS
 
 # The fitted object was scaled by 2 and moved since the fit: world = 2 * model + (1, 0, 0).
 WORLD_TO_MODEL = np.array([[0.5, 0, 0, -0.5], [0, 0.5, 0, 0], [0, 0, 0.5, 0], [0, 0, 0, 1.0]])
@@ -140,6 +142,15 @@ def test_the_preset_tooltips_say_each_presets_network_and_steps():
             other_config = PRESETS[other.lower()]
             assert other_config.network == config.network  # so time goes with the steps
             assert float(times) == pytest.approx(config.steps / other_config.steps)
+
+
+def test_the_steps_the_panels_show_without_custom_steps_are_what_the_engine_runs():
+    # Issue 14: the greyed step counts shown when Custom Steps is off were not what runs.
+    assert items.PRESET_STEPS == {name: config.steps for name, config in PRESETS.items()}
+    assert items.ENGINE_DEFAULT_STEPS["evolve"] == EvolveConfig().steps
+    assert items.ENGINE_DEFAULT_STEPS["morph"] == {
+        method: METHODS[engine_method].config_class().steps for method, engine_method in ENGINE_METHODS.items()
+    }
 
 
 def test_the_panel_choices_are_the_engines_names():
