@@ -75,3 +75,28 @@ def free_pair_id(used: set[int]) -> int:
     while pair in used:
         pair += 1
     return pair
+
+
+def frame_list(frames: list[int]) -> str:
+    """Scene frames as runs, e.g. ``[2, 3, 4, 7]`` -> ``"2–4, 7"``."""
+    runs: list[list[int]] = []
+    for frame in sorted(frames):
+        if runs and frame == runs[-1][1] + 1:
+            runs[-1][1] = frame
+        else:
+            runs.append([frame, frame])
+    return ", ".join(str(start) if start == end else f"{start}\u2013{end}" for start, end in runs)
+
+
+def empty_frames_text(method: str, empty_frames: list[int]) -> str:
+    """What a morph's report adds when some frames (scene frame numbers) came back without a surface, and why: a
+    level-set blend of two shapes that do not overlap is outside both in between, so it has no surface there."""
+    if not empty_frames:
+        return ""
+    where = f"frame{'s' if len(empty_frames) > 1 else ''} {frame_list(empty_frames)}"
+    if method == "LEVELSET":
+        return (
+            f"; the surface is empty in {len(empty_frames)} of them: the shapes do not overlap in {where}: "
+            "move them together, or use the Flow method"
+        )
+    return f"; the surface is empty in {len(empty_frames)} of them ({where}): try more morph steps"

@@ -6,7 +6,7 @@ from .. import frame_switch, model_store, preferences, scene_io
 from ..core import job_files
 from ..core.errors import EngineError
 from ..core.items import MORPH_METHOD_ITEMS, item_names
-from ..core.morph import landmark_inputs
+from ..core.morph import empty_frames_text, landmark_inputs
 from ..core.params import morph_params
 from ..core.text import format_duration
 from ..core.worker_client import JobRequest
@@ -102,8 +102,10 @@ class NEURALSDF_OT_morph(EngineJobOperator, bpy.types.Operator):
             made_obj.select_set(True)
 
         names = " and ".join(f"'{made_obj.name}'" for made_obj, _ in made)
-        empty = sum(len(vertices) == 0 for vertices, _ in frames)
+        empty = [self.frame_start + index for index, (vertices, _) in enumerate(frames) if len(vertices) == 0]
         return (
             f"Morphed '{source_name}' into '{target_name}' ({method_name}) over frames {self.frame_start} to "
-            f"{self.frame_start + count - 1}: {names}" + (f"; the surface is empty in {empty} of them" if empty else "")
-        ) + scene_io.hide_sources(context, [source_name, target_name])
+            f"{self.frame_start + count - 1}: {names}"
+            + empty_frames_text(self.method, empty)
+            + scene_io.hide_sources(context, [source_name, target_name])
+        )

@@ -209,6 +209,20 @@ def test_the_selection_must_be_two_meshes_with_the_target_active(bpy, cache_dir)
         bpy.ops.neural_sdf.morph()
 
 
+def test_a_level_set_morph_between_shapes_apart_says_why_its_middle_frame_is_empty(bpy, cache_dir, capfd):
+    # Issue 14: the blend of two distance fields is outside both shapes between them, so frame 2 has no surface.
+    small, large = two_spheres(bpy, cache_dir, "LEVELSET")
+    large.location = CENTER + (SMALL_RADIUS + LARGE_RADIUS + 1.0, 0.0, 0.0)
+    capfd.readouterr()
+    assert bpy.ops.neural_sdf.morph() == {"FINISHED"}
+    (message,) = reports(capfd)
+    assert message == (
+        f"Info: Morphed 'Small' into 'Large' (Level Set) over frames 1 to 3: '{MORPHED}'; the surface is empty in 1 "
+        "of them: the shapes do not overlap in frame 2: move them together, or use the Flow method; 'Small' and "
+        "'Large' are hidden (Hide Sources)"
+    )
+
+
 def test_esc_cancels_a_morph_and_changes_nothing(bpy, cache_dir, capfd):
     two_spheres(bpy, cache_dir, "LEVELSET")
     bpy.context.scene.neural_sdf.steps = 100_000

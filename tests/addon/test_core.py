@@ -393,6 +393,17 @@ def landmark(name: str, role: str, pair: int, x: float) -> morph.Landmark:
     return morph.Landmark(name, role, pair, (x, 0.0, 1.0))
 
 
+def test_a_morphs_empty_frames_are_explained_with_what_to_do():
+    # Issue 14: a level-set morph between shapes that do not overlap left empty frames with no hint why.
+    assert morph.frame_list([7, 2, 3, 4, 9, 10]) == "2\u20134, 7, 9\u201310"
+    assert morph.empty_frames_text("LEVELSET", []) == ""
+    assert morph.empty_frames_text("LEVELSET", [2, 3, 4]) == (
+        "; the surface is empty in 3 of them: the shapes do not overlap in frames 2\u20134: move them together, or "
+        "use the Flow method"
+    )
+    assert morph.empty_frames_text("FLOW", [5]) == "; the surface is empty in 1 of them (frame 5): try more morph steps"
+
+
 def test_landmark_empties_pair_by_id_in_world_space():
     landmarks = [
         landmark("B", "TARGET", 7, 2.0),
