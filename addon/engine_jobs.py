@@ -93,9 +93,15 @@ def remove_timer(context: bpy.types.Context, operator) -> None:
 
 
 def _redraw_sidebars(context: bpy.types.Context) -> None:
+    """Redraw what shows the progress, every tick: the sidebar (UI region) of each 3D view and the status bar, not
+    the whole 3D views."""
     for window in context.window_manager.windows:
         for area in window.screen.areas:
             if area.type == "VIEW_3D":
+                for region in area.regions:
+                    if region.type == "UI":
+                        region.tag_redraw()
+            elif area.type == "STATUSBAR":
                 area.tag_redraw()
 
 

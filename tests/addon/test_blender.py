@@ -569,6 +569,22 @@ def test_a_missing_model_file_disables_re_extract_with_the_reason(bpy, fitted_sp
 # Panels, preferences, Check engine.
 
 
+def test_progress_redraws_the_sidebars_and_the_status_bar_not_the_whole_3d_views(scene, bpy):
+    # Issue 14: every tick redrew each whole 3D view.
+    tagged = []
+
+    def part(kind, name):
+        return types.SimpleNamespace(type=kind, tag_redraw=lambda: tagged.append(name))
+
+    view = part("VIEW_3D", "3D view")
+    view.regions = [part("WINDOW", "viewport"), part("HEADER", "header"), part("UI", "sidebar")]
+    areas = [view, part("STATUSBAR", "status bar"), part("OUTLINER", "outliner")]
+    window = types.SimpleNamespace(screen=types.SimpleNamespace(areas=areas))
+    context = types.SimpleNamespace(window_manager=types.SimpleNamespace(windows=[window]))
+    addon_module("engine_jobs")._redraw_sidebars(context)
+    assert tagged == ["sidebar", "status bar"]
+
+
 def test_panels_draw_settings_progress_model_and_legend(bpy, fitted_sphere_blend):
     sidebar = addon_module("panels.sidebar")
     bpy.ops.wm.open_mainfile(filepath=str(fitted_sphere_blend))
