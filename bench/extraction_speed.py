@@ -5,7 +5,7 @@ extraction it replaced and the dense grid, and whether the meshes are identical 
 
 Each (method, model, resolution) runs in a fresh process on ``--threads`` threads: *old* is `extract_mesh` as it was
 at ``--baseline-commit`` (loaded from `git show`), *new* today's, *dense* today's with ``skip_empty_space=False``
-(at 256 and below only: dense 512 takes minutes). Evaluations count every point through the network (the gradient
+(at 256 and below only: dense 512 takes minutes). Evaluations count every point through the network's first layer (the gradient
 pass on the coarsest lattice included); memory is the growth of the peak resident set during the extraction. Meshes
 are compared (vertices matched to their nearest, faces as sets) to the dense mesh, or at 512 to the
 old one: *identical* means the same faces and vertices within 1e-3 of a cell (float rounding).
@@ -57,7 +57,8 @@ def run_one(method: str, model_path: str, resolution: int, threads: int, commit:
     else:
         from engine.extraction import extract_mesh as extract
     counted = [0]
-    model.network.register_forward_pre_hook(lambda _module, inputs: counted.__setitem__(0, counted[0] + len(inputs[0])))
+    first = next(module for module in model.network.modules() if isinstance(module, torch.nn.Linear))
+    first.register_forward_pre_hook(lambda _module, inputs: counted.__setitem__(0, counted[0] + len(inputs[0])))
     before = _resident_kib()
     wall, cpu = time.perf_counter(), time.process_time()
     vertices, faces = extract(model, resolution, skip_empty_space=method != "dense")

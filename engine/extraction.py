@@ -156,7 +156,7 @@ def _dense_slabs(resolution: int, evaluate_at):
 def _sparse_slabs(network, resolution: int, spacing: float, evaluate_at):
     """Yield (start, values) slabs of the grid along axis 0 whose values are exact at the corners of every cell that
     straddles the surface and of the right sign elsewhere, evaluating f at as few grid points as the bound allows."""
-    coarse, active, lipschitz = _coarse_lattice(network, resolution, spacing, evaluate_at)
+    coarse, coarse_exact, active, lipschitz = _coarse_lattice(network, resolution, spacing, evaluate_at)
     size = 2 * (coarse.shape[0] - 1) + 1  # the padded grid: every block has its 27 points
     radius = (lipschitz * spacing * _DISTANCES).astype(np.float32)  # (27, 8)
     carried = None  # the last plane of the previous slab: values and which of them are exact
@@ -165,42 +165,53 @@ def _sparse_slabs(network, resolution: int, spacing: float, evaluate_at):
         depth = stop - start + 1
         # Every point takes the value at its block's lowest corner: the right sign wherever its block was skipped.
         c0, c1 = start // 2, stop // 2 + 1
-        values = np.repeat(np.repeat(np.repeat(coarse[c0:c1], 2, 0), 2, 1), 2, 2)
-        values = np.ascontiguousarray(values[start - 2 * c0 : start - 2 * c0 + depth, :size, :size])
+        values = np.repeat(np.repeat(np.repeat(coarse[c0:c1], 2, 0), 2, 1), 2, 2)[:depth, :size, :size]
+        values = np.ascontiguousarray(values)
         exact = np.zeros(values.shape, dtype=bool)
+        exact[::2, ::2, ::2] = coarse_exact[c0:c1]
         blocks = np.argwhere(active[start // 2 : stop // 2]) + (start // 2, 0, 0)
-        if len(blocks):
-            _fill_blocks(values, exact, blocks, coarse, radius, start, carried is not None, evaluate_at)
         if carried is not None:
             values[0], exact[0] = carried
+        if len(blocks):
+            known = exact.copy()
+            if carried is not None:
+                known[0] = True  # the previous slab's last plane: exact or of a proven sign
+            done = _refine(values, known, blocks, coarse, radius, 1, np.array([start, 0, 0]), 1, evaluate_at)
+            exact[tuple(done.T)] = True
         inside = (slice(0, resolution - start), slice(0, resolution), slice(0, resolution))
         _evaluate_straddling_corners(values[inside], exact[inside], start, evaluate_at)
         carried = values[-1].copy(), exact[-1].copy()  # the padded plane: the next slab's first
         yield start, values[inside]
 
 
-def _fill_blocks(values, exact, blocks, coarse, radius, start, first_plane_known, evaluate_at) -> None:
-    """At the 27 points of each active block: a signed margin where a corner's value proves the sign (|f(q)| more
-    than the Lipschitz bound times the distance), else f itself."""
-    corners = blocks[:, None, :] + _CORNERS[None]  # (n, 8, 3)
-    corner_values = coarse[corners[..., 0], corners[..., 1], corners[..., 2]]  # (n, 8), all evaluated
-    # The best margin among the positive corners and among the negative ones; at most one of them is positive.
-    positive = (np.where(corner_values > 0, corner_values, -np.inf)[:, None, :] - radius[None]).max(axis=2)
-    negative = (np.where(corner_values < 0, -corner_values, -np.inf)[:, None, :] - radius[None]).max(axis=2)
-    margin = np.maximum(positive, negative)  # (n, 27)
-    signed = np.where(positive >= negative, margin, -margin)
-    points = 2 * blocks[:, None, :] + _OFFSETS[None]  # (n, 27, 3)
-    local = (points[..., 0] - start, points[..., 1], points[..., 2])
-    proven = margin > 0
-    unproven = np.zeros(values.shape, dtype=bool)
-    unproven[tuple(p[~proven] for p in local)] = True
-    unproven[tuple(p[proven] for p in local)] = False  # one corner proving the sign is enough
-    if first_plane_known:
-        unproven[0] = False  # the previous slab's last plane
-    values[tuple(p[proven] for p in local)] = signed[proven]
-    needed = np.argwhere(unproven)
-    values[tuple(needed.T)] = evaluate_at(needed + (start, 0, 0))
-    exact[tuple(needed.T)] = True
+def _refine(values, known, blocks, corner_grid, radius, step, origin, scale, evaluate_at) -> np.ndarray:
+    """At the 27 points (``step`` apart in ``values``) of each block (its lowest corner in ``corner_grid``, whose
+    points hold f or a signed lower bound of |f|): a signed lower bound where a corner proves the sign (its bound
+    more than the Lipschitz bound times the distance), else f, evaluated at grid index (point + origin) * scale.
+    Points already ``known`` are kept. Returns the points evaluated (indices in ``values``)."""
+    evaluated = [np.zeros((0, 3), dtype=np.int64)]
+    for chunk in range(0, len(blocks), 32768):
+        part = blocks[chunk : chunk + 32768]
+        corners = part[:, None, :] + _CORNERS[None]  # (n, 8, 3)
+        corner_values = corner_grid[corners[..., 0], corners[..., 1], corners[..., 2]]
+        # The best bound among the positive corners and among the negative ones; at most one of them is positive.
+        positive = (np.where(corner_values > 0, corner_values, -np.inf)[:, None, :] - radius[None]).max(axis=2)
+        negative = (np.where(corner_values < 0, -corner_values, -np.inf)[:, None, :] - radius[None]).max(axis=2)
+        margin = np.maximum(positive, negative)  # (n, 27)
+        signed = np.where(positive >= negative, margin, -margin).astype(np.float32)
+        points = (2 * part[:, None, :] + _OFFSETS[None]) * step - origin  # (n, 27, 3), indices in values
+        fresh = ~known[points[..., 0], points[..., 1], points[..., 2]]
+        proven = (margin > 0) & fresh
+        unproven = np.zeros(values.shape, dtype=bool)
+        unproven[tuple(points[fresh & ~proven].T)] = True
+        unproven[tuple(points[proven].T)] = False  # one corner proving the sign is enough
+        values[tuple(points[proven].T)] = signed[proven]
+        known[tuple(points[proven].T)] = True
+        needed = np.argwhere(unproven)
+        values[tuple(needed.T)] = evaluate_at((needed + origin) * scale)
+        known[tuple(needed.T)] = True
+        evaluated.append(needed)
+    return np.concatenate(evaluated)
 
 
 def _evaluate_straddling_corners(values, exact, start, evaluate_at) -> None:
@@ -221,52 +232,61 @@ def _evaluate_straddling_corners(values, exact, start, evaluate_at) -> None:
 
 
 def _coarse_lattice(network, resolution: int, spacing: float, evaluate_at):
-    """f coarse to fine on the lattice of every other grid point: the lattice's values (exact at the corners of
-    active blocks, of the right sign elsewhere), which 2x2x2-cell blocks may hold surface, and the Lipschitz bound."""
+    """f coarse to fine on the lattice of every other grid point: the lattice's values (f or a signed lower bound
+    of |f|, the right sign everywhere), which of them are exact, which 2x2x2-cell blocks of the grid may hold
+    surface, and the Lipschitz bound."""
     top_stride = 2 ** max(1, min(4, int(math.log2(max(resolution // 16, 1)))))  # in grid cells
     blocks = math.ceil((resolution - 1) / top_stride)
     stride = top_stride // 2  # in lattice steps
     size = blocks * stride + 1
     values = np.full((size,) * 3, np.nan, dtype=np.float32)
-
-    def evaluate_lattice(indices: np.ndarray) -> None:
-        values[tuple(indices.T)] = evaluate_at(2 * indices)
-
+    exact = np.zeros((size,) * 3, dtype=bool)
     lattice = np.stack(np.meshgrid(*[np.arange(0, size, stride)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    evaluate_lattice(lattice)
+    values[tuple(lattice.T)] = evaluate_at(2 * lattice)
+    exact[tuple(lattice.T)] = True
     lipschitz = max(MIN_LIPSCHITZ, LIPSCHITZ_SAFETY * _max_gradient_norm(network, 2 * lattice * spacing - 1.0))
     candidate = np.ones((blocks,) * 3, dtype=bool)
     while True:
+        if stride <= 2:
+            lipschitz = _near_surface_lipschitz(network, values, exact, lipschitz, stride, spacing)
         corners = values[::stride, ::stride, ::stride]
         count = candidate.shape[0]
         corner_views = [corners[i : i + count, j : j + count, k : k + count] for i in (0, 1) for j in (0, 1) for k in (0, 1)]
         all_positive = np.logical_and.reduce([c > 0 for c in corner_views])
         all_negative = np.logical_and.reduce([c < 0 for c in corner_views])
         nearest = np.minimum.reduce([np.abs(c) for c in corner_views])
-        # Every point of a block is within half its diagonal of some corner.
-        empty = (all_positive | all_negative) & (nearest > lipschitz * 2 * stride * spacing * math.sqrt(3) / 2)
+        # Every point of a block is within half its diagonal of some corner, whose |f| is at least `nearest`.
+        reach = lipschitz * 2 * stride * spacing * math.sqrt(3) / 2
+        empty = (all_positive | all_negative) & (nearest > reach)
         skipped = candidate & empty
-        _fill_skipped_blocks(values, skipped, np.where(all_positive, 1.0, -1.0), nearest, stride)
+        _fill_skipped_blocks(values, skipped, np.where(all_positive, 1.0, -1.0), nearest - reach, stride)
         active = candidate & ~empty
         if stride == 1:
-            return values, active, lipschitz
+            return values, exact, active, lipschitz
+        # The 27 points of each active block, a half stride apart: f only where no corner proves the sign.
+        radius = (lipschitz * spacing * stride * _DISTANCES).astype(np.float32)
+        done = _refine(values, ~np.isnan(values), np.argwhere(active), corners, radius, stride // 2, 0, 2, evaluate_at)
+        exact[tuple(done.T)] = True
         stride //= 2
         candidate = active.repeat(2, 0).repeat(2, 1).repeat(2, 2)
-        count = candidate.shape[0]
-        needed = np.zeros((count + 1,) * 3, dtype=bool)
-        for i in (0, 1):
-            for j in (0, 1):
-                for k in (0, 1):
-                    needed[i : i + count, j : j + count, k : k + count] |= candidate
-        needed &= np.isnan(values[::stride, ::stride, ::stride])
-        evaluate_lattice(np.argwhere(needed) * stride)
 
 
-def _fill_skipped_blocks(values, skipped, sign, nearest, stride) -> None:
-    """Give the unevaluated points of skipped blocks a value of the block's sign (the surface is not there)."""
+def _near_surface_lipschitz(network, values, exact, lipschitz, stride, spacing, samples: int = 4096) -> float:
+    """The bound for the blocks of ``stride`` lattice steps: the tests there only compare |f| with the bound times a
+    few blocks' diagonals, so it needs |grad f| near the surface only, taken at up to ``samples`` evaluated lattice
+    points where |f| is at most the current bound times two block diagonals (never more than the current bound)."""
+    near = np.argwhere(exact & (np.abs(values) <= lipschitz * 2 * math.sqrt(3) * 2 * stride * spacing))
+    if len(near) == 0:
+        return lipschitz
+    near = near[:: max(1, len(near) // samples)]
+    return min(lipschitz, max(MIN_LIPSCHITZ, LIPSCHITZ_SAFETY * _max_gradient_norm(network, 2 * near * spacing - 1.0)))
+
+
+def _fill_skipped_blocks(values, skipped, sign, bound, stride) -> None:
+    """Give the unknown points of skipped blocks the block's sign times a lower bound of |f| there."""
     if not skipped.any():
         return
-    fill = np.where(skipped, sign * nearest, np.nan).astype(np.float32)
+    fill = np.where(skipped, sign * bound, np.nan).astype(np.float32)
     fill = fill.repeat(stride, 0).repeat(stride, 1).repeat(stride, 2)
     fill = np.pad(fill, ((0, 1),) * 3, mode="edge")
     unknown = np.isnan(values) & ~np.isnan(fill)
