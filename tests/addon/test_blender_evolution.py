@@ -108,7 +108,8 @@ def test_bake_mcf_shrinks_the_sphere_frame_by_frame_leaves_the_source_and_undoes
         assert bpy.context.active_object == evolved and evolved.matrix_world == fitted_matrix
         (message,) = reports(capfd)
         assert message == (
-            f"Info: Baked frames 1 to 4 (t = 0 to 1) of '{FITTED}' into '{EVOLVED}'; '{FITTED}' is hidden (Hide Sources)"
+            f"Info: Baked frames 1 to 4 (t = 0 to 1) of '{FITTED}' into '{EVOLVED}'; '{FITTED}' is hidden "
+            "(Hide Sources)"
         )
         assert fitted.hide_get() and not evolved.hide_get()
         check_the_sphere_shrinks_one_frame_at_a_time(bpy, evolved)
