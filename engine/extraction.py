@@ -9,6 +9,7 @@ import torch
 from skimage import measure
 
 from .model import SDFModel
+from .networks import Siren
 
 class EmptySurfaceError(ValueError):
     """The field has no zero level set inside the unit cube (positive or negative everywhere)."""
@@ -21,8 +22,8 @@ LIPSCHITZ_SAFETY = 1.5
 """The bound is also at least this times the largest |grad f| seen on the coarsest lattice."""
 SLAB_CELLS = 32
 """Marching cubes runs on slabs of this many cells along the first axis; memory is a few slabs, not the grid."""
-EVALUATION_BATCH = 16384
-"""Points per network call: big enough for fast matrix products, small enough to stay in cache."""
+EVALUATION_BATCH = 65536
+"""Points per network call: smaller batches were slower on the CPU (bench/extraction_speed.py); 64 MiB a layer."""
 
 # The 27 points of a 2x2x2 block (offsets in {0, 1, 2}^3) and their distances, in cells, to its 8 corners.
 _OFFSETS = np.stack(np.meshgrid(*[np.arange(3)] * 3, indexing="ij"), -1).reshape(-1, 3)
@@ -84,12 +85,20 @@ class _Evaluator:
         self.device = next(network.parameters()).device
         self.count = 0
 
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's forward; a SIREN's with its sines taken in place (the same arithmetic, less memory)."""
+        if not isinstance(self.network, Siren) or self.network.config.out_features != 1:
+            return self.network(x)
+        for layer in self.network.layers:
+            x = layer.linear(x).mul_(layer.omega).sin_()
+        return self.network.output(x).squeeze(-1)
+
     def __call__(self, indices: np.ndarray) -> np.ndarray:
         out = np.empty(len(indices), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(indices), self.batch_size):
                 chunk = torch.from_numpy((indices[start : start + self.batch_size] * self.spacing - 1.0).astype(np.float32))
-                out[start : start + len(chunk)] = self.network(chunk.to(self.device)).float().cpu().numpy()
+                out[start : start + len(chunk)] = self._forward(chunk.to(self.device)).float().cpu().numpy()
         self.count += len(indices)
         inside = (indices < self.resolution).all(axis=1)
         broken = int(np.count_nonzero(~np.isfinite(out[inside])))
@@ -200,16 +209,18 @@ def _refine(values, known, blocks, corner_grid, radius, step, origin, scale, eva
         margin = np.maximum(positive, negative)  # (n, 27)
         signed = np.where(positive >= negative, margin, -margin).astype(np.float32)
         points = (2 * part[:, None, :] + _OFFSETS[None]) * step - origin  # (n, 27, 3), indices in values
-        fresh = ~known[points[..., 0], points[..., 1], points[..., 2]]
+        flat = np.ravel_multi_index(tuple(np.moveaxis(points, -1, 0)), values.shape)  # (n, 27)
+        fresh = ~known.reshape(-1)[flat]
         proven = (margin > 0) & fresh
-        unproven = np.zeros(values.shape, dtype=bool)
-        unproven[tuple(points[fresh & ~proven].T)] = True
-        unproven[tuple(points[proven].T)] = False  # one corner proving the sign is enough
-        values[tuple(points[proven].T)] = signed[proven]
-        known[tuple(points[proven].T)] = True
-        needed = np.argwhere(unproven)
-        values[tuple(needed.T)] = evaluate_at((needed + origin) * scale)
-        known[tuple(needed.T)] = True
+        unproven = np.zeros(values.size, dtype=bool)
+        unproven[flat[fresh & ~proven]] = True
+        unproven[flat[proven]] = False  # one corner proving the sign is enough
+        np.put(values, flat[proven], signed[proven])
+        np.put(known, flat[proven], True)
+        needed = np.flatnonzero(unproven)
+        np.put(values, needed, evaluate_at((np.stack(np.unravel_index(needed, values.shape), -1) + origin) * scale))
+        np.put(known, needed, True)
+        needed = np.stack(np.unravel_index(needed, values.shape), -1)
         evaluated.append(needed)
     return np.concatenate(evaluated)
 
