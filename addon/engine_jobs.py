@@ -10,7 +10,7 @@ from bpy.app.handlers import persistent
 
 from . import model_store, preferences
 from .core.errors import EngineError
-from .core.text import StepPace, overall_fraction, progress_text, short_progress_text
+from .core.text import overall_fraction, progress_text, short_progress_text
 from .core.worker_client import EngineSession, JobRequest, JobResult, SessionState
 
 TIMER_INTERVAL_S = 0.1
@@ -172,7 +172,6 @@ class EngineJobOperator:
             self.report({"ERROR"}, str(error))
             return False
         claim(self.session)
-        self._pace = StepPace()
         self._show_progress(context)
         return True
 
@@ -180,7 +179,7 @@ class EngineJobOperator:
         session = self.session
         count = len(session.requests)
         kind = session.requests[min(session.job_index, count - 1)].kind
-        progress = self._pace.with_eta(session.progress, time.monotonic())
+        progress = session.progress
         show_progress(
             context,
             progress_text(kind, session.label, progress, session.job_index, count),

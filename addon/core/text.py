@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 from .worker_client import TRAINING_STAGES, Progress
 
@@ -98,31 +97,6 @@ def short_progress_text(kind: str, progress: Progress | None, job_index: int, jo
     if progress.eta_s is not None and progress.step < progress.total:
         text += f" · ETA {format_duration(progress.eta_s)}"
     return head + text
-
-
-class StepPace:
-    """An ETA for training progress that comes without one (a morph's fits), from the pace of its steps since the
-    stage was first seen with a step counted."""
-
-    def __init__(self) -> None:
-        self._since: tuple[str, int, int, float] | None = None
-        """(stage, total, step, time) when the stage was first seen."""
-
-    def with_eta(self, progress: Progress | None, now: float) -> Progress | None:
-        """``progress`` with its ETA filled in from the pace when it has none (still none until two counts)."""
-        if progress is None or progress.eta_s is not None or progress.stage not in TRAINING_STAGES:
-            return progress
-        if progress.step == 0:
-            return progress
-        since = self._since
-        if since is None or since[:2] != (progress.stage, progress.total) or progress.step < since[2]:
-            self._since = (progress.stage, progress.total, progress.step, now)
-            return progress
-        _, _, step, then = since
-        if progress.step == step or now <= then:
-            return progress
-        eta = (now - then) / (progress.step - step) * (progress.total - progress.step)
-        return replace(progress, eta_s=eta)
 
 
 def overall_fraction(kind: str, progress: Progress | None, job_index: int, job_count: int) -> float:

@@ -87,7 +87,9 @@ class MorphJob(JobSpec):
             source,
             target,
             fit_config,
-            on_progress=lambda index, p: context.report("fit", index * p.total + p.step, 2 * p.total, p.loss, None),
+            on_progress=lambda index, p: context.report(
+                "fit", index * p.total + p.step, 2 * p.total, p.loss, p.eta_s + (1 - index) * (p.elapsed_s + p.eta_s)
+            ),  # the second fit trains the same network as many steps as the first: it takes as long again
             should_cancel=context.should_cancel,
         )
         for model, name in zip((model_a, model_b), self.names):

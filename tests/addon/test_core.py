@@ -512,22 +512,6 @@ def test_the_panel_shows_short_progress_and_the_status_bar_the_whole_line():
     assert short("morph", Progress("frames", 3, 3, None, 0.0), 0, 1) == "Frame 3/3"
 
 
-def test_a_morphs_fits_get_an_eta_from_the_pace_of_their_steps():
-    # Issue 14: the engine sends no ETA while a morph fits its two shapes; the add-on estimates one.
-    pace = text.StepPace()
-    assert pace.with_eta(None, 0.0) is None
-    assert pace.with_eta(Progress("fit", 0, 600, None, None), 0.0).eta_s is None  # preparing samples
-    assert pace.with_eta(Progress("fit", 20, 600, 1.0, None), 10.0).eta_s is None  # the first count
-    assert pace.with_eta(Progress("fit", 60, 600, 1.0, None), 30.0).eta_s == pytest.approx(540 * 0.5)
-    sent = Progress("morph", 5, 500, 0.2, 12.0)
-    assert pace.with_eta(sent, 31.0) is sent  # the engine's own ETA wins
-    assert pace.with_eta(Progress("fit", 10, 300, 1.0, None), 40.0).eta_s is None  # another stage starts over
-    assert pace.with_eta(Progress("fit", 30, 300, 1.0, None), 44.0).eta_s == pytest.approx(270 * 0.2)
-    fits = pace.with_eta(Progress("fit", 50, 300, 1.0, None), 48.0)
-    assert text.short_progress_text("morph", fits, 0, 1) == "Fitting 50/300 · ETA 50 s"
-    assert text.progress_text("morph", "morphing 'A' into 'B'", fits, 0, 1).endswith("step 50/300, loss 1, ETA 50 s")
-
-
 def test_model_files_are_gathered_beside_the_blend(tmp_path):
     name = model_files.model_filename("Bunny SDF/2")
     assert name.startswith("Bunny_SDF_2-") and name.endswith(".pt")

@@ -216,6 +216,7 @@ def test_morph_job_fits_both_shapes_and_gives_frames(worker, tmp_path, method):
     assert end["type"] == "result", end
     assert {p["stage"] for p in progress} == {"fit", "morph", "frames"}
     assert max(p["step"] for p in progress if p["stage"] == "fit") == 200
+    assert all(p["eta"] is not None for p in progress if p["stage"] == "fit" and p["step"] > 0)  # both fits counted
     with np.load(tmp_path / end["outputs"], allow_pickle=False) as outputs:
         assert outputs["times"].tolist() == [0.0, 0.5, 1.0]
         assert all(len(outputs[f"faces_{i}"]) > 50 for i in range(3))
