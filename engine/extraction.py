@@ -174,8 +174,9 @@ def _sparse_slabs(network, resolution: int, spacing: float, evaluate_at):
         depth = stop - start + 1
         # Every point takes the value at its block's lowest corner: the right sign wherever its block was skipped.
         c0, c1 = start // 2, stop // 2 + 1
-        values = np.repeat(np.repeat(np.repeat(coarse[c0:c1], 2, 0), 2, 1), 2, 2)[:depth, :size, :size]
-        values = np.ascontiguousarray(values)
+        values = np.empty((depth, size, size), dtype=np.float32)
+        for view in (values[i::2, j::2, k::2] for i in (0, 1) for j in (0, 1) for k in (0, 1)):
+            view[...] = coarse[c0 : c0 + view.shape[0], : view.shape[1], : view.shape[2]]
         exact = np.zeros(values.shape, dtype=bool)
         exact[::2, ::2, ::2] = coarse_exact[c0:c1]
         blocks = np.argwhere(active[start // 2 : stop // 2]) + (start // 2, 0, 0)
@@ -199,8 +200,8 @@ def _refine(values, known, blocks, corner_grid, radius, step, origin, scale, eva
     more than the Lipschitz bound times the distance), else f, evaluated at grid index (point + origin) * scale.
     Points already ``known`` are kept. Returns the points evaluated (indices in ``values``)."""
     evaluated = [np.zeros((0, 3), dtype=np.int64)]
-    for chunk in range(0, len(blocks), 32768):
-        part = blocks[chunk : chunk + 32768]
+    for chunk in range(0, len(blocks), 8192):
+        part = blocks[chunk : chunk + 8192]
         corners = part[:, None, :] + _CORNERS[None]  # (n, 8, 3)
         corner_values = corner_grid[corners[..., 0], corners[..., 1], corners[..., 2]]
         # The best bound among the positive corners and among the negative ones; at most one of them is positive.
@@ -230,8 +231,10 @@ def _evaluate_straddling_corners(values, exact, start, evaluate_at) -> None:
     positive = values > 0
     views = [(slice(i, i + positive.shape[0] - 1), slice(j, j + positive.shape[1] - 1), slice(k, k + positive.shape[2] - 1))
              for i in (0, 1) for j in (0, 1) for k in (0, 1)]
-    any_positive = np.logical_or.reduce([positive[v] for v in views])
-    all_positive = np.logical_and.reduce([positive[v] for v in views])
+    any_positive, all_positive = positive[views[0]].copy(), positive[views[0]].copy()
+    for view in views[1:]:
+        any_positive |= positive[view]
+        all_positive &= positive[view]
     straddling = any_positive & ~all_positive
     corner = np.zeros(values.shape, dtype=bool)
     for view in views:
@@ -263,14 +266,20 @@ def _coarse_lattice(network, resolution: int, spacing: float, evaluate_at):
         corners = values[::stride, ::stride, ::stride]
         count = candidate.shape[0]
         corner_views = [corners[i : i + count, j : j + count, k : k + count] for i in (0, 1) for j in (0, 1) for k in (0, 1)]
-        all_positive = np.logical_and.reduce([c > 0 for c in corner_views])
-        all_negative = np.logical_and.reduce([c < 0 for c in corner_views])
-        nearest = np.minimum.reduce([np.abs(c) for c in corner_views])
+        # One corner at a time, so the temporaries stay the size of one corner view.
+        all_positive, all_negative = np.ones(candidate.shape, bool), np.ones(candidate.shape, bool)
+        nearest = np.full(candidate.shape, np.inf, dtype=np.float32)
+        for view in corner_views:
+            all_positive &= view > 0
+            all_negative &= view < 0
+            np.minimum(nearest, np.abs(view), out=nearest)
         # Every point of a block is within half its diagonal of some corner, whose |f| is at least `nearest`.
-        reach = lipschitz * 2 * stride * spacing * math.sqrt(3) / 2
+        reach = np.float32(lipschitz * 2 * stride * spacing * math.sqrt(3) / 2)
         empty = (all_positive | all_negative) & (nearest > reach)
         skipped = candidate & empty
-        _fill_skipped_blocks(values, skipped, np.where(all_positive, 1.0, -1.0), nearest - reach, stride)
+        if stride > 1:  # a block of one lattice step has no points but its corners, all known
+            nearest -= reach
+            _fill_skipped_blocks(values, skipped, np.where(all_positive, nearest, -nearest), stride)
         active = candidate & ~empty
         if stride == 1:
             return values, exact, active, lipschitz
@@ -293,15 +302,19 @@ def _near_surface_lipschitz(network, values, exact, lipschitz, stride, spacing, 
     return min(lipschitz, max(MIN_LIPSCHITZ, LIPSCHITZ_SAFETY * _max_gradient_norm(network, 2 * near * spacing - 1.0)))
 
 
-def _fill_skipped_blocks(values, skipped, sign, bound, stride) -> None:
-    """Give the unknown points of skipped blocks the block's sign times a lower bound of |f| there."""
+def _fill_skipped_blocks(values, skipped, bound, stride) -> None:
+    """Give the unknown points of skipped blocks a signed lower bound of |f| there (the block's sign); one offset
+    within the blocks at a time, so the temporaries stay the size of the block grid."""
     if not skipped.any():
         return
-    fill = np.where(skipped, sign * bound, np.nan).astype(np.float32)
-    fill = fill.repeat(stride, 0).repeat(stride, 1).repeat(stride, 2)
-    fill = np.pad(fill, ((0, 1),) * 3, mode="edge")
-    unknown = np.isnan(values) & ~np.isnan(fill)
-    values[unknown] = fill[unknown]
+    count = skipped.shape[0]
+    for i in range(stride + 1):
+        for j in range(stride + 1):
+            for k in range(stride + 1):
+                view = values[i::stride, j::stride, k::stride][:count, :count, :count]
+                unknown = np.isnan(view)
+                unknown &= skipped
+                view[unknown] = bound[unknown]
 
 
 def _max_gradient_norm(network, points: np.ndarray, batch_size: int = 16384) -> float:
