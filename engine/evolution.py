@@ -79,9 +79,7 @@ class EvolveConfig(SavedSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self):
-        for name in ("steps", "spacetime_batch", "pool_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"EvolveConfig.{name} must be at least 1, got {getattr(self, name)}")
+        self.require_counts("steps", "spacetime_batch", "pool_size")
         if not 0.0 <= self.averaging_share <= 1.0:
             raise ValueError(f"EvolveConfig.averaging_share must be in [0, 1], got {self.averaging_share}")
         if self.extra_width < 0 or self.learning_rate <= 0 or self.pde_band <= 0:

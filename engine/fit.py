@@ -76,9 +76,7 @@ class FitConfig(SavedSettings):
     """Where to train: ``auto`` takes CUDA when present."""
 
     def __post_init__(self):
-        for name in ("steps", "surface_batch", "volume_batch", "pool_size", "refresh_every", "validate_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"FitConfig.{name} must be at least 1, got {getattr(self, name)}")
+        self.require_counts("steps", "surface_batch", "volume_batch", "pool_size", "refresh_every", "validate_every")
         if not 0.0 < self.eikonal_share <= 1.0 or not 0.0 < self.refresh_fraction <= 1.0:
             raise ValueError("FitConfig.eikonal_share and refresh_fraction must be in (0, 1]")
         if not 0.0 <= self.weight_averaging < 1.0:

@@ -19,6 +19,12 @@ class SavedSettings:
     def from_dict(cls, data: dict):
         return _built(cls, data)
 
+    def require_counts(self, *names: str) -> None:
+        """Raise a ValueError naming the first of the fields ``names`` (counts: steps, batches, pools) below 1."""
+        for name in names:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{type(self).__name__}.{name} must be at least 1, got {getattr(self, name)}")
+
 
 def _built(cls: type, data: dict):
     if not isinstance(data, dict):

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             inputs = command.read_inputs(args)
             context = JobContext(output_dir=staging, report=ProgressPrinter(), input_name=lambda name: Path(name).name)
-            summary = command.write(args, spec.run(inputs, context), staging)
+            summary = command.write(args, inputs, spec.run(inputs, context), staging)
             _publish(staging, args.output, command.writes_folder)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

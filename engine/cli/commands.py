@@ -47,8 +47,9 @@ class Command:
     """The derived fields' params (reading at most small JSON files)."""
     read_inputs: Callable[[argparse.Namespace], dict]
     """The job's input arrays, read from the input files once every argument is checked."""
-    write: Callable[[argparse.Namespace, JobOutput, Path], str]
-    """Writes the job's outputs into the staging folder it is given (beside its model file); returns the summary."""
+    write: Callable[[argparse.Namespace, dict, JobOutput, Path], str]
+    """write(args, inputs, output, folder): the job's outputs into the staging folder (beside its model file);
+    returns the summary."""
     writes_folder: bool
     """``-o`` names a folder (fit, evolve, morph) rather than one file (extract, curvature)."""
 
@@ -97,7 +98,7 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for mesh.ply, model.pt, metrics.json")
 
 
-def _fit_write(args, output: JobOutput, folder: Path) -> str:
+def _fit_write(args, inputs: dict, output: JobOutput, folder: Path) -> str:
     from ..ply_io import write_ply
 
     write_ply(folder / MESH_FILENAME, output.arrays["vertices"], output.arrays["faces"])
@@ -124,7 +125,7 @@ def _model_param(args) -> dict:
     return {"model": str(args.model)}
 
 
-def _extract_write(args, output: JobOutput, folder: Path) -> str:
+def _extract_write(args, inputs: dict, output: JobOutput, folder: Path) -> str:
     from ..ply_io import write_ply
 
     write_ply(folder / args.output.name, output.arrays["vertices"], output.arrays["faces"])
@@ -148,7 +149,7 @@ def _curvature_inputs(args) -> dict:
     return {"points": args.at_mesh.vertices}
 
 
-def _curvature_write(args, output: JobOutput, folder: Path) -> str:
+def _curvature_write(args, inputs: dict, output: JobOutput, folder: Path) -> str:
     from ..ply_io import write_ply
 
     arrays, summary = output.arrays, output.summary
@@ -229,7 +230,7 @@ def _parse_times(text: str) -> list[float]:
     return times
 
 
-def _evolve_write(args, output: JobOutput, folder: Path) -> str:
+def _evolve_write(args, inputs: dict, output: JobOutput, folder: Path) -> str:
     from ..conventions import CURVATURE_CONVENTION
     from ..ply_io import write_ply
 
@@ -297,7 +298,7 @@ def _morph_inputs(args) -> dict:
     return inputs
 
 
-def _morph_write(args, output: JobOutput, folder: Path) -> str:
+def _morph_write(args, inputs: dict, output: JobOutput, folder: Path) -> str:
     from ..ply_io import write_ply
 
     names = []
@@ -306,9 +307,7 @@ def _morph_write(args, output: JobOutput, folder: Path) -> str:
         write_ply(folder / names[-1], vertices, faces, comments=[f"t = {t!r}"])
     report = {**output.summary, "frames": names, "model": output.files["model"]}
     if "source_positions" in output.arrays:
-        from ..mesh_io import load_mesh
-
-        faces = load_mesh(args.source).faces
+        faces = inputs["faces_0"]
         report["source_frames"] = []
         for index, (t, positions) in enumerate(zip(output.arrays["times"], output.arrays["source_positions"])):
             report["source_frames"].append(SOURCE_FRAME_FILENAME.format(index))

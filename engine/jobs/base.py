@@ -260,7 +260,7 @@ MAX_SEED = 2**32 - 1
 """Seeds are what numpy's and torch's generators both take: 0 to 2^32 - 1."""
 
 
-def check_at_least(spec: JobSpec, name: str, low: int, high: int | None = None, why: str = "") -> None:
+def check_bounds(spec: JobSpec, name: str, low: int, high: int | None = None, why: str = "") -> None:
     """``spec.<name>`` (unless None) in [low, high]; the message gives the limit and ``why``."""
     value = getattr(spec, name)
     if value is not None and value < low:
@@ -273,11 +273,11 @@ def check_common(spec: JobSpec) -> None:
     """The bounds of the fields many kinds share (resolution, steps, seed, names), where the spec has them."""
     fields = {f.name for f in dataclasses.fields(spec)}
     if "resolution" in fields:
-        check_at_least(spec, "resolution", MIN_RESOLUTION, MAX_RESOLUTION, "a 1024^3 grid of floats takes 4.3 GB")
+        check_bounds(spec, "resolution", MIN_RESOLUTION, MAX_RESOLUTION, "a 1024^3 grid of floats takes 4.3 GB")
     for name in ("steps", "fit_steps"):
         if name in fields:
-            check_at_least(spec, name, 1, MAX_STEPS, "a million steps of the fast preset take days")
+            check_bounds(spec, name, 1, MAX_STEPS, "a million steps of the fast preset take days")
     if "seed" in fields:
-        check_at_least(spec, "seed", 0, MAX_SEED, "numpy's and torch's generators take 0 to 2^32 - 1")
+        check_bounds(spec, "seed", 0, MAX_SEED, "numpy's and torch's generators take 0 to 2^32 - 1")
     if "names" in fields and not all(name.strip() for name in spec.names):
         spec.fail("names", f"must not be empty, got {list(spec.names)}")

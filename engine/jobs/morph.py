@@ -8,7 +8,7 @@ from typing import Literal
 
 import numpy as np
 
-from .base import MAX_FRAMES, Device, JobContext, JobOutput, JobSpec, check_at_least, frame_arrays, input_array
+from .base import MAX_FRAMES, Device, JobContext, JobOutput, JobSpec, check_bounds, frame_arrays, input_array
 from .base import input_meshes
 from .fit import FitJob
 
@@ -55,7 +55,7 @@ class MorphJob(JobSpec):
             self.fail("preset", f"must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if self.warp_source and self.method != "flow":
             self.fail("warp_source", "needs the flow method (a level-set morph does not move the source's vertices)")
-        check_at_least(self, "frames", 2, MAX_FRAMES, "every frame comes back in one result")
+        check_bounds(self, "frames", 2, MAX_FRAMES, "every frame comes back in one result")
 
     def run(self, inputs: dict[str, np.ndarray], context: JobContext) -> JobOutput:
         from .. import protocol

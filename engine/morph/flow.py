@@ -177,9 +177,7 @@ class FlowMorphConfig(SavedSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self):
-        for name in ("steps", "surface_batch", "volume_batch", "smoothness_batch", "pool_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"FlowMorphConfig.{name} must be at least 1, got {getattr(self, name)}")
+        self.require_counts("steps", "surface_batch", "volume_batch", "smoothness_batch", "pool_size")
         if self.warp.in_features != 4 or self.warp.out_features != 3:
             raise ValueError("FlowMorphConfig.warp must have in_features=4 and out_features=3 (a 3-vector of (x, t))")
         if not (self.learning_rate > 0 and self.smoothness_step > 0 and self.surface_resolution >= 8):

@@ -75,9 +75,7 @@ class LevelSetMorphConfig(SavedSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self):
-        for name in ("steps", "batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"LevelSetMorphConfig.{name} must be at least 1, got {getattr(self, name)}")
+        self.require_counts("steps", "batch")
         if self.correction.in_features != 4 or self.correction.out_features != 1:
             raise ValueError(
                 "LevelSetMorphConfig.correction must have in_features=4 and out_features=1 (a scalar of (x, t))"

@@ -25,7 +25,7 @@ from engine import protocol
 from engine.evolution import load_evolution, save_evolution
 from engine.model import load_model, replaced_whole
 from engine.morph import load_morph, save_morph
-from tests.engine.test_worker import WorkerUnderTest, job
+from tests.engine.test_worker import job
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 NOT_OURS = "is not a model file written by this engine"
@@ -267,14 +267,6 @@ def test_a_bad_model_file_is_refused_in_one_line_naming_it(case: Case, files, tm
     assert "\n" not in message and str(path) in message and "weights_only" not in message
     assert time.perf_counter() - started < 5.0  # refused before any large network is built
     assert not (tmp_path / MARKER).exists()
-
-
-@pytest.fixture(scope="module")
-def worker():
-    process = WorkerUnderTest()
-    assert process.next()["type"] == "hello"
-    yield process
-    process.close()
 
 
 WORKER_CASES = [

@@ -29,7 +29,7 @@ from engine.model import SDFModel, load_model
 from engine.morph import FlowMorphConfig, LevelSetMorphConfig, morph_flow, morph_levelset, warp_points
 from engine.surface_flows import FieldTerm, Flow
 from engine.training import Diverged, TrainingMonitor
-from tests.engine.test_worker import WorkerUnderTest, job
+from tests.engine.test_worker import job
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 EVOLVE = EvolveConfig(steps=4, pool_size=2000, spacetime_batch=200, device="cpu")
@@ -204,14 +204,6 @@ def test_too_long_a_time_range_is_refused_before_any_training(model):
 def test_a_landmark_within_the_cube_is_taken(model):
     morphed = morph_flow(model, model, FLOW, landmarks=(point(0.5), point(0.45)))
     assert np.isfinite(morphed.metadata["morph"]["landmark_error"])
-
-
-@pytest.fixture(scope="module")
-def worker():
-    process = WorkerUnderTest()
-    assert process.next()["type"] == "hello"
-    yield process
-    process.close()
 
 
 def test_a_worker_evolve_job_over_an_overflowing_time_range_fails_before_training(worker, tmp_path):
