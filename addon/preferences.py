@@ -38,6 +38,13 @@ class NeuralSDFPreferences(bpy.types.AddonPreferences):
             f"{MIN_HANG_TIMEOUT_S:.0f} s, as a healthy engine can be silent for seconds while it prepares a large mesh"
         ),
     )  # fmt: skip
+    keep_warm: FloatProperty(
+        name="Keep Engine Warm", unit='TIME_ABSOLUTE', min=0.0, soft_max=3600.0, default=300.0,
+        description=(
+            "Keep the engine running this long after a job, so the next one starts at once instead of after the "
+            "engine's start-up (several seconds); 0: stop it after each job"
+        ),
+    )  # fmt: skip
     engine_report: StringProperty(name="Engine", description="What the last Check engine found")
 
     def draw(self, context):
@@ -50,6 +57,7 @@ class NeuralSDFPreferences(bpy.types.AddonPreferences):
         col.prop(self, "threads")
         col.prop(self, "cache_dir")
         col.prop(self, "hang_timeout")
+        col.prop(self, "keep_warm")
         row = layout.row(align=True)
         row.operator("neural_sdf.setup_engine", icon="IMPORT")
         row.operator("neural_sdf.check_engine", icon="CHECKMARK")

@@ -52,6 +52,8 @@ hold 2 s, the lower limit of earlier releases). A healthy worker sends a heartbe
 silent for 8.8 s while it prepared the samples of a 1.3M-face mesh (a C call holding Python's lock); 30 s is well
 above that and still stops a truly hung worker soon."""
 LOG_PREFIX = "[neural_sdf engine] "
+PREVIEW_FILENAME = "preview.npz"
+"""The file in a job's folder that holds the latest preview surface (the engine's ``protocol.PREVIEW_FILENAME``)."""
 TRAINING_STAGES = ("fit", "evolve", "morph")
 """Progress stages that train a network: their steps are optimizer steps, prepared by sampling before step 1
 (the engine's ``protocol.TRAINING_STAGES``)."""
@@ -84,6 +86,9 @@ class Progress:
     total: int
     loss: float | None
     eta_s: float | None
+    preview: int | None = None
+    """Set when the worker has written a new preview of the surface it is training (the protocol's ``preview``
+    counter); `EngineSession.preview_file` names the file."""
 
     @property
     def fraction(self) -> float:
@@ -265,6 +270,11 @@ class EngineSession:
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
 
+    def preview_file(self) -> Path:
+        """The current job's preview file (the protocol's ``PREVIEW_FILENAME``), checked as every file the worker
+        names is; raises `EngineError` when it is missing or not a regular file."""
+        return job_file(self._job_dir(self.job_index), PREVIEW_FILENAME, "preview")
+
     def stderr_tail(self) -> list[str]:
         return list(self._stderr_tail)
 
@@ -291,6 +301,7 @@ class EngineSession:
                 int(message.get("total", 0)),
                 message.get("loss"),
                 message.get("eta"),
+                message.get("preview"),
             )
         elif kind == "result":
             self.results.append(self._read_result(message))
