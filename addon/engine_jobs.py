@@ -1,6 +1,12 @@
 """Running engine jobs from an operator: modal with progress in the status bar and the panel (invoke), or to the
 end for scripts (execute). Both go through the same modal() steps; only the main thread touches bpy, and the scene
-is written only once every job has succeeded."""
+is written only once every job has succeeded.
+
+After a job succeeds its worker stays warm (`WARM`, see `core.warm_worker`) for the Keep Engine Warm preference's
+seconds, and the next job with the same Python, engine and threads runs on it at once. A Blender timer stops it
+when that time is over; without one (background mode runs no timers) the next job stops an expired worker instead
+of using it. It is stopped when the add-on is disabled, when Set up engine runs (it may replace the engine's
+Python), and at exit."""
 
 import time
 import types
@@ -11,6 +17,7 @@ from bpy.app.handlers import persistent
 from . import model_store, preferences
 from .core.errors import EngineError
 from .core.text import overall_fraction, progress_text, short_progress_text
+from .core.warm_worker import WarmWorker
 from .core.worker_client import EngineSession, JobRequest, JobResult, SessionState
 
 TIMER_INTERVAL_S = 0.1
@@ -29,7 +36,13 @@ def job_running() -> bool:
     return bool(_running)
 
 
+WARM = WarmWorker()
+"""The worker kept warm between jobs (at most one)."""
+
+
 def claim(task) -> None:
+    if not isinstance(task, EngineSession):
+        stop_warm_worker()  # Set up engine's commands: they may swap in another environment at the same path
     _running.add(task)
 
 
@@ -45,11 +58,41 @@ def stop_all() -> None:
     _running.clear()
 
 
+def close_session(session: EngineSession) -> None:
+    """Close an ended (or dropped) session: its worker is parked in `WARM` when it succeeded, else stopped; a parked
+    worker gets the timer that stops it when its idle time is over."""
+    session.close()
+    watch_warm_worker()
+
+
+def _expire_warm_worker() -> float | None:
+    """bpy.app.timers function: stops the warm worker once its idle time is over; runs again when it has time left,
+    not at all once none is parked (a session took it, or it was stopped)."""
+    return WARM.expire()
+
+
+def watch_warm_worker() -> None:
+    """(Re)register the timer for the parked worker's time left (the preference may have changed since)."""
+    left = WARM.expire()
+    if bpy.app.timers.is_registered(_expire_warm_worker):
+        bpy.app.timers.unregister(_expire_warm_worker)
+    if left is not None:
+        bpy.app.timers.register(_expire_warm_worker, first_interval=left, persistent=True)
+
+
+def stop_warm_worker() -> None:
+    """Stop the warm worker and its timer (the add-on is disabled)."""
+    if bpy.app.timers.is_registered(_expire_warm_worker):
+        bpy.app.timers.unregister(_expire_warm_worker)
+    WARM.stop()
+
+
 @persistent
 def stop_jobs_before_load(*_unused) -> None:
     """load_pre handler: File > New or Open drops the running operators, so their tasks are stopped here (workers
     killed, job files deleted) and the progress cleared, whether Blender calls their cancel() before or after (a
-    second stop does nothing)."""
+    second stop does nothing). A warm idle worker stays: it holds no scene data (each job sends its inputs), so the
+    new file's first job starts at once too."""
     stop_all()
     _clear_status(bpy.context)
 
@@ -142,7 +185,7 @@ class EngineJobOperator:
         """Blender drops the running operator (a file is loaded, the window that ran it is closed): the job is
         stopped as if cancelled, and the scene is left as it was."""
         self._let_go(context)
-        self.session.close()
+        close_session(self.session)
 
     def modal(self, context, event):
         if event.type == "ESC" and event.value == "PRESS":
@@ -166,6 +209,8 @@ class EngineJobOperator:
                 self.requests(context),
                 preferences.jobs_dir(prefs),
                 hang_timeout_s=prefs.hang_timeout,
+                warm=WARM,
+                keep_warm_s=prefs.keep_warm,
             )
             self.session.start()
         except EngineError as error:
@@ -209,4 +254,4 @@ class EngineJobOperator:
             self.report({level}, f"{session.message}. The scene was not changed")
             return {"CANCELLED"}
         finally:
-            session.close()
+            close_session(session)

@@ -26,6 +26,7 @@ def register():
 
 def unregister():
     engine_jobs.stop_all()
+    engine_jobs.stop_warm_worker()
     for name, handler in HANDLERS:
         handlers = getattr(bpy.app.handlers, name)
         if handler in handlers:

@@ -6,12 +6,19 @@ handshake), and is polled from Blender's main thread: threads read the worker's 
 heartbeat for ``hang_timeout_s``, never less than `MIN_HANG_TIMEOUT_S`), kills the worker when a cancel is not
 honoured within `CANCEL_GRACE_S`, and deletes its job directory on `close`. Job directories carry a marker file
 (`JOB_DIR_MARKER`): stale-job cleanup removes only directories with it, never one the add-on did not make.
+
+The process and its reader threads are a `Worker`, which can outlive its session: given a
+`warm_worker.WarmWorker` and a keep-warm time, a session that succeeded parks its worker there on `close`, and the
+next session with an equal `WorkerLaunch` takes it instead of starting one (a parked worker has sent its hello
+already, so that session goes straight to RUNNING). Job ids carry the session's number, unique in this process, so a
+late message about an earlier session's job is never taken for the current one's.
 """
 
 from __future__ import annotations
 
 import collections
 import enum
+import itertools
 import json
 import os
 import queue
@@ -25,13 +32,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .errors import EngineError
 from .folders import CHOOSE_CACHE, make_folder, reason
 from .job_files import INPUTS_FILENAME, read_npz, write_npz
+
+if TYPE_CHECKING:
+    from .warm_worker import WarmWorker
 
 PROTOCOL_VERSION = 2
 """The protocol this add-on speaks; a worker announcing another one in its hello is refused. Version 2: the params
@@ -123,10 +133,142 @@ class WorkerLaunch:
         return env
 
 
-class EngineSession:
-    """One worker process running ``requests`` in order; poll it from one thread (Blender's main thread)."""
+class Worker:
+    """One worker process and the threads that read it: protocol messages from its stdout into `messages` (None
+    once stdout has ended), log lines from its stderr into `stderr_tail` and Blender's console. `activity` is set
+    whenever a message arrives. Used from one thread (besides its readers)."""
 
-    def __init__(self, launch: WorkerLaunch, requests: Sequence[JobRequest], jobs_dir: Path, *, hang_timeout_s: float):
+    def __init__(self, launch: WorkerLaunch, cwd: Path):
+        """Start the worker in ``cwd`` (a folder no session deletes: the jobs folder); raises `OSError` when the
+        Python cannot be run."""
+        self.launch = launch
+        self.hello: dict | None = None
+        """The worker's hello once a session has received it (a reused worker sends none again)."""
+        self.messages: queue.Queue[dict | None] = queue.Queue()
+        self.activity = threading.Event()
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self.process = subprocess.Popen(
+            launch.command(),
+            cwd=cwd,
+            env=launch.environment(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+        )
+        self._readers = [
+            threading.Thread(target=self._read_messages, name="engine-stdout", daemon=True),
+            threading.Thread(target=self._read_log, name="engine-stderr", daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def healthy(self) -> bool:
+        """Whether the process runs, its stdout is still read and its input still open (it can take jobs)."""
+        return self.process.poll() is None and self._readers[0].is_alive() and not self.process.stdin.closed
+
+    def drain(self) -> bool:
+        """Drop the messages that arrived while no session listened (heartbeats) and the old log lines; returns
+        whether the worker is still `healthy` (False once its stdout has ended)."""
+        while True:
+            try:
+                message = self.messages.get_nowait()
+            except queue.Empty:
+                break
+            if message is None:
+                return False
+        self.activity.clear()
+        self.stderr_tail.clear()
+        return self.healthy()
+
+    def send(self, message: dict) -> None:
+        try:
+            self.process.stdin.write(json.dumps(message) + "\n")
+            self.process.stdin.flush()
+        except (OSError, ValueError):
+            pass  # the worker is gone; the stdout reader reports how it ended
+
+    def close_input(self) -> None:
+        """End the worker's input: it cancels what it does and exits."""
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+
+    def join_readers(self, timeout_s: float) -> None:
+        for reader in self._readers:
+            reader.join(timeout=timeout_s)
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        """End the worker's input, give it ``grace_s`` to exit, kill it if it has not, and close its pipes."""
+        if self.process.poll() is None:
+            self.close_input()
+            try:
+                self.process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.process.wait()
+        self.join_readers(2.0)
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None and not stream.closed:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+
+    def _read_messages(self) -> None:
+        for line in self.process.stdout:
+            try:
+                message = json.loads(line)
+            except json.JSONDecodeError:
+                message = None
+            if isinstance(message, dict):
+                self.messages.put(message)
+                self.activity.set()
+            elif line.strip():
+                self.stderr_tail.append(f"(not a protocol message on stdout) {line.rstrip()}")
+        self.messages.put(None)
+        self.activity.set()
+
+    def _read_log(self) -> None:
+        for line in self.process.stderr:
+            self.stderr_tail.append(line.rstrip())
+            sys.stderr.write(LOG_PREFIX + line)
+
+
+_session_numbers = itertools.count(1)
+"""Numbers the sessions of this process: each job id carries its session's."""
+
+
+class EngineSession:
+    """A worker process running ``requests`` in order; poll it from one thread (Blender's main thread).
+
+    With ``warm`` and ``keep_warm_s`` > 0, `start` takes the worker parked in ``warm`` when its launch is equal (if
+    ``reuse``; Check Engine starts a fresh one, as it checks the start), and `close` parks the worker there for
+    ``keep_warm_s`` seconds after a SUCCEEDED session; any other end stops it as without ``warm``."""
+
+    def __init__(
+        self,
+        launch: WorkerLaunch,
+        requests: Sequence[JobRequest],
+        jobs_dir: Path,
+        *,
+        hang_timeout_s: float,
+        warm: WarmWorker | None = None,
+        keep_warm_s: float = 0.0,
+        reuse: bool = True,
+    ):
         self.launch = launch
         self.requests = list(requests)
         self.jobs_dir = Path(jobs_dir)
@@ -139,11 +281,14 @@ class EngineSession:
         self.message = ""
         """Why the session failed or was cancelled, for the user."""
         self.directory: Path | None = None
-        self.process: subprocess.Popen | None = None
-        self._messages: queue.Queue[dict | None] = queue.Queue()
-        self._activity = threading.Event()
-        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
-        self._readers: list[threading.Thread] = []
+        self.worker: Worker | None = None
+        self.reused = False
+        """Whether `start` took a warm worker instead of starting one."""
+        self.number = next(_session_numbers)
+        self.warm = warm
+        self.keep_warm_s = float(keep_warm_s) if warm is not None else 0.0
+        self.reuse = reuse
+        self._closed = False
         self._last_message_at = 0.0
         self._cancel_requested_at: float | None = None
 
@@ -157,12 +302,17 @@ class EngineSession:
         return self.requests[self.job_index].label if self.job_index < len(self.requests) else "checking the engine"
 
     @property
+    def process(self) -> subprocess.Popen | None:
+        return self.worker.process if self.worker is not None else None
+
+    @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
     def start(self) -> None:
-        """Write the jobs' inputs and start the worker; raises `EngineError` when it cannot be started (the jobs
-        folder cannot be written, the Python cannot be run)."""
+        """Write the jobs' inputs and start the worker, or take the warm one (then the first job is sent at once);
+        raises `EngineError` when it cannot be started (the jobs folder cannot be written, the Python cannot be
+        run)."""
         make_folder(self.jobs_dir, "jobs folder")
         remove_stale_job_dirs(self.jobs_dir)
         try:
@@ -177,41 +327,33 @@ class EngineSession:
             raise EngineError(
                 f"The job files could not be written in {self.jobs_dir} ({reason(error)}): {CHOOSE_CACHE}"
             ) from error
+        self._last_message_at = time.monotonic()
+        if self.warm is not None and self.reuse:
+            self.worker = self.warm.take(self.launch)
+        if self.worker is not None:
+            self.reused = True
+            self.hello = self.worker.hello
+            self.state = SessionState.RUNNING
+            self._next_job()
+            return
         try:
-            self.process = subprocess.Popen(
-                self.launch.command(),
-                cwd=self.directory,
-                env=self.launch.environment(),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
-                bufsize=1,
-            )
+            # Not in the session's folder, which close() deletes while the worker may live on.
+            self.worker = Worker(self.launch, self.jobs_dir)
         except OSError as error:
             self.close()
             raise EngineError(
                 f"The engine could not be started with Python '{self.launch.python}' ({error.strerror or error}): "
                 "choose another Python in the add-on preferences, or leave it empty for the automatic choice"
             ) from error
-        self._last_message_at = time.monotonic()
-        self._readers = [
-            threading.Thread(target=self._read_messages, name="engine-stdout", daemon=True),
-            threading.Thread(target=self._read_log, name="engine-stderr", daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
 
     def poll(self) -> None:
         """Handle what the worker said since the last call and check that it is alive; never blocks."""
-        if self.finished:
+        if self.finished or self.worker is None:
             return
-        self._activity.clear()
+        self.worker.activity.clear()
         while not self.finished:
             try:
-                message = self._messages.get_nowait()
+                message = self.worker.messages.get_nowait()
             except queue.Empty:
                 break
             if message is None:
@@ -237,7 +379,8 @@ class EngineSession:
 
     def wait(self, timeout_s: float) -> None:
         """Block until the worker says something or ``timeout_s`` passes (for scripts, not the UI)."""
-        self._activity.wait(timeout_s)
+        if self.worker is not None and not self.finished:
+            self.worker.activity.wait(timeout_s)
 
     def cancel(self) -> None:
         """Ask the worker to stop the current job; it is killed if it has not stopped after `CANCEL_GRACE_S`."""
@@ -251,22 +394,20 @@ class EngineSession:
             self._send({"type": "cancel", "job": self._job_id(self.job_index)})
 
     def close(self) -> None:
-        """Stop the worker if it still runs and delete the job directory (move kept files out first)."""
+        """Stop the worker if it still runs, or park it warm after a SUCCEEDED session (see the class), and delete
+        the job directory (move kept files out first). A second call does nothing more."""
         if not self.finished:
             self._end(SessionState.CANCELLED, self._cancel_message())
-        if self.process is not None:
-            if self.process.poll() is None:
-                self._close_input()
-                try:
-                    self.process.wait(timeout=2.0)
-                except subprocess.TimeoutExpired:
-                    self._kill()
-            self.process.wait()
-            for reader in self._readers:
-                reader.join(timeout=2.0)
-            for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
-                if stream is not None and not stream.closed:
-                    stream.close()
+        if self.worker is not None and not self._closed:
+            self._closed = True
+            kept = (
+                self.state is SessionState.SUCCEEDED
+                and self.warm is not None
+                and self.warm.park(self.worker, self.launch, self.keep_warm_s)
+            )
+            if not kept:
+                self.worker.stop()
+        self._closed = True
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -276,7 +417,7 @@ class EngineSession:
         return job_file(self._job_dir(self.job_index), PREVIEW_FILENAME, "preview")
 
     def stderr_tail(self) -> list[str]:
-        return list(self._stderr_tail)
+        return list(self.worker.stderr_tail) if self.worker is not None else []
 
     def _handle(self, message: dict) -> None:
         kind = message.get("type")
@@ -287,10 +428,10 @@ class EngineSession:
                     f"speaks {PROTOCOL_VERSION}: reinstall the extension so that both come from one release"
                 )
                 return
-            self.hello = message
+            self.hello = self.worker.hello = message
             self.state = SessionState.RUNNING
             self._next_job()
-        elif kind == "error":
+        elif kind == "error" and message.get("job") in (None, self._job_id(self.job_index)):
             self._fail(message.get("message") or "The engine failed without saying why (see the system console)")
         elif message.get("job") != self._job_id(self.job_index):
             return  # a late message about a job already ended, or a heartbeat
@@ -333,8 +474,7 @@ class EngineSession:
         if self._cancel_requested_at is not None:
             self._end(SessionState.CANCELLED, self._cancel_message())
             return
-        for reader in self._readers:
-            reader.join(timeout=1.0)
+        self.worker.join_readers(1.0)
         log = "; ".join(line for line in self.stderr_tail()[-3:] if line.strip())
         where = "while starting" if self.hello is None else f"while {self.label}"
         self._end(
@@ -350,7 +490,8 @@ class EngineSession:
     def _end(self, state: SessionState, message: str) -> None:
         self.state = state
         self.message = message
-        self._activity.set()
+        if self.worker is not None:
+            self.worker.activity.set()
 
     def _cancel_message(self) -> str:
         progress = self.progress
@@ -362,7 +503,8 @@ class EngineSession:
         index = self.job_index
         if index == len(self.requests):
             self._end(SessionState.SUCCEEDED, "")
-            self._close_input()
+            if self.keep_warm_s <= 0:
+                self._close_input()  # it exits now; a worker that may be kept warm waits for close()
             return
         request = self.requests[index]
         self._send(
@@ -377,47 +519,21 @@ class EngineSession:
         )
 
     def _send(self, message: dict) -> None:
-        try:
-            self.process.stdin.write(json.dumps(message) + "\n")
-            self.process.stdin.flush()
-        except (OSError, ValueError):
-            pass  # the worker is gone; the stdout reader reports how it ended
+        self.worker.send(message)
 
     def _close_input(self) -> None:
-        try:
-            self.process.stdin.close()
-        except OSError:
-            pass
+        self.worker.close_input()
 
     def _kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+        if self.worker is not None:
+            self.worker.kill()
 
     def _job_dir(self, index: int) -> Path:
         return self.directory / f"job-{index}"
 
-    @staticmethod
-    def _job_id(index: int) -> str:
-        return f"job-{index}"
-
-    def _read_messages(self) -> None:
-        for line in self.process.stdout:
-            try:
-                message = json.loads(line)
-            except json.JSONDecodeError:
-                message = None
-            if isinstance(message, dict):
-                self._messages.put(message)
-                self._activity.set()
-            elif line.strip():
-                self._stderr_tail.append(f"(not a protocol message on stdout) {line.rstrip()}")
-        self._messages.put(None)
-        self._activity.set()
-
-    def _read_log(self) -> None:
-        for line in self.process.stderr:
-            self._stderr_tail.append(line.rstrip())
-            sys.stderr.write(LOG_PREFIX + line)
+    def _job_id(self, index: int) -> str:
+        """Unique among the sessions of this process (a warm worker serves several)."""
+        return f"s{self.number}-job-{index}"
 
 
 def job_file(job_dir: Path, name, role: str) -> Path:

@@ -15,7 +15,8 @@ class NEURALSDF_OT_check_engine(EngineJobOperator, bpy.types.Operator):
     bl_label = "Check Engine"
 
     # A session without jobs, run like the job operators' (invoke: modal with a timer, Esc cancels; execute: to the
-    # end), so the engine's start-up (its torch import, seconds) never blocks Blender's UI.
+    # end), so the engine's start-up (its torch import, seconds) never blocks Blender's UI. It always starts a fresh
+    # worker (that start is what it checks) and, once it answered, keeps it warm for the next job.
 
     @classmethod
     def poll(cls, context):
@@ -26,7 +27,13 @@ class NEURALSDF_OT_check_engine(EngineJobOperator, bpy.types.Operator):
         self._timer = None
         try:
             self.session = EngineSession(
-                preferences.worker_launch(prefs), [], preferences.jobs_dir(prefs), hang_timeout_s=prefs.hang_timeout
+                preferences.worker_launch(prefs),
+                [],
+                preferences.jobs_dir(prefs),
+                hang_timeout_s=prefs.hang_timeout,
+                warm=engine_jobs.WARM,
+                keep_warm_s=prefs.keep_warm,
+                reuse=False,
             )
             self.session.start()
         except EngineError as error:
@@ -43,7 +50,7 @@ class NEURALSDF_OT_check_engine(EngineJobOperator, bpy.types.Operator):
     def _finish(self, context):
         session = self.session
         self._let_go(context)
-        session.close()
+        engine_jobs.close_session(session)
         prefs = preferences.get(context)
         if session.state is SessionState.SUCCEEDED:
             prefs.engine_report = describe_engine(session.hello)
