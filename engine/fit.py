@@ -15,6 +15,7 @@ from .conventions import Normalization
 from .mesh_io import TriangleMesh, merge_meshes
 from .model import SDFModel
 from .networks import Siren, SirenConfig
+from .preview import LivePreview
 from .sampling import SamplePool, VolumeSampling
 from .settings import SavedSettings
 from .training import Diverged, Progress, TrainingMonitor, cosine_schedule, pick_device, seeded
@@ -121,6 +122,7 @@ def fit_sdf(
     should_cancel: Callable[[], bool] | None = None,
     progress_interval_s: float = 0.5,
     normalization: Normalization | None = None,
+    preview: LivePreview | None = None,
 ) -> SDFModel:
     """Fit one SIREN SDF to the union of ``meshes`` (in their own coordinates).
 
@@ -128,6 +130,8 @@ def fit_sdf(
       morph passes one shared by both shapes); the returned model maps input coordinates back and forth.
     - ``on_progress`` is called at most every ``progress_interval_s`` seconds and at the last step.
     - ``should_cancel`` is checked every step; when it returns True, `engine.training.Cancelled` is raised.
+    - ``preview`` (`engine.preview.LivePreview`) is shown the weights kept so far whenever it is due; it only reads
+      them, so the model is the same with or without it.
     """
     config = config or PRESETS["fast"]
     mesh = merge_meshes([meshes] if isinstance(meshes, TriangleMesh) else list(meshes))
@@ -176,6 +180,8 @@ def fit_sdf(
             if validation_loss < best_loss:
                 best_loss, best_state = validation_loss, copy.deepcopy(kept_network.state_dict())
         monitor.after_step(step, loss, terms)
+        if preview is not None and step != config.steps and preview.due():
+            preview.show_model(SDFModel(kept if kept is network else kept.module, normalization))
 
     if not math.isfinite(best_loss):
         raise Diverged(

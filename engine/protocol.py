@@ -15,7 +15,12 @@ Worker to add-on:
 - ``{"type": "progress", "job": ID, "stage": STAGE, "step": 12, "total": 300, "loss": 0.31 | null,
   "eta": 14.2 | null}``: at least once a second while a stage in `TRAINING_STAGES` trains; at the start and end of
   the other stages. ``stage`` is one of `STAGES` (each kind's, in order: ``engine.jobs.JOBS[kind].stages``);
-  ``eta`` is the seconds left in the stage.
+  ``eta`` is the seconds left in the stage. Optional ``"preview": N`` (1, 2, ...): present from the first preview
+  on, the number of the latest preview the job has written to ``dir/preview.npz`` (`PREVIEW_FILENAME`, replaced
+  whole: ``vertices`` (n, 3) float64 and ``faces`` (m, 3) int32 in the input's coordinates, as the final surface,
+  at a low resolution). Every later progress message of the job repeats the number, so a reader that sees only
+  some messages still sees each change; a new number means a new file. Only a fit with a ``preview_interval``
+  writes previews, and none before its surface has a zero level set.
 - ``{"type": "result", "job": ID, "outputs": "outputs.npz", "files": {"model": "model.pt"}, "summary": {...}}``:
   the job succeeded; ``outputs`` and each of ``files`` are plain file names of regular files (no folders, no links)
   in the job directory, and the add-on refuses anything else.
@@ -40,6 +45,9 @@ Add-on to worker:
 Coordinates (vertices, positions) come back as float64, as the engine computed them, so that a mesh far from the
 origin keeps its precision until the add-on moves it into its object's frame; colours and curvature fields are
 float32.
+
+The ``preview`` field needs no new version: it is optional, and an add-on that ignores it (or the file) works as
+before.
 
 Version 2 (from 1): jobs take the params of the `engine.jobs` specs; missing params take their defaults (a morph
 without ``align`` is aligned by bounding boxes, as on the command line), unknown ones are refused. New: fit's
@@ -67,6 +75,8 @@ OUTPUTS_FILENAME = "outputs.npz"
 MODEL_FILENAME = "model.pt"
 EVOLUTION_MODEL_FILENAME = "evolution.pt"
 MORPH_MODEL_FILENAME = "morph.pt"
+PREVIEW_FILENAME = "preview.npz"
+"""The latest preview surface of a training job (``vertices``, ``faces``), replaced whole each time."""
 CURVATURE_FIELDS = ("mean", "gaussian", "k1", "k2")
 """Per-point curvature arrays (input units; ``mean`` is H = kappa / 2); `engine.fields` takes them from here."""
 COLORMAPS = ("auto", "diverging", "sequential")
@@ -109,8 +119,19 @@ def alive() -> dict:
     return {"type": "alive"}
 
 
-def progress(job: str, stage: str, step: int, total: int, loss: float | None = None, eta: float | None = None) -> dict:
-    return {"type": "progress", "job": job, "stage": stage, "step": step, "total": total, "loss": loss, "eta": eta}
+def progress(
+    job: str,
+    stage: str,
+    step: int,
+    total: int,
+    loss: float | None = None,
+    eta: float | None = None,
+    preview: int | None = None,
+) -> dict:
+    message = {"type": "progress", "job": job, "stage": stage, "step": step, "total": total, "loss": loss, "eta": eta}
+    if preview is not None:
+        message["preview"] = preview
+    return message
 
 
 def result(job: str, files: dict[str, str], summary: dict) -> dict:

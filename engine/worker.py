@@ -135,6 +135,31 @@ def main() -> int:
     return 0
 
 
+class JobReports:
+    """One job's progress messages and live previews: each preview replaces the job folder's preview file whole and
+    is announced by a progress message (the last one again) with the preview's number, which every later progress
+    message of the job repeats (`engine.protocol`)."""
+
+    def __init__(self, channel: Channel, job_id: str, root: Path):
+        self.channel, self.job_id, self.root = channel, job_id, root
+        self.previews = 0
+        self.last: tuple = ("", 0, 0, None, None)
+
+    def progress(self, stage: str, step: int, total: int, loss: float | None, eta: float | None) -> None:
+        self.last = (stage, step, total, loss, eta)
+        self.channel.send(protocol.progress(self.job_id, *self.last, preview=self.previews or None))
+
+    def preview(self, vertices, faces) -> None:
+        import numpy as np
+
+        from .model import replaced_whole
+
+        with replaced_whole(_inside(self.root, protocol.PREVIEW_FILENAME)) as temporary:
+            np.savez(temporary, vertices=vertices, faces=faces)
+        self.previews += 1
+        self.progress(*self.last)
+
+
 def run_job(message: dict, channel: Channel, inbox: Inbox) -> dict:
     """Run one job message; returns the message that ends it (result, error or cancelled)."""
     from .jobs import JOBS, JobContext
@@ -146,13 +171,13 @@ def run_job(message: dict, channel: Channel, inbox: Inbox) -> dict:
         job = Job.from_message(message)
         spec = JOBS[job.kind].from_params(job.params)
         root = _checked_job_dir(job.dir)
+        reports = JobReports(channel, job_id, root)
         context = JobContext(
             output_dir=root,
-            report=lambda stage, step, total, loss, eta: channel.send(
-                protocol.progress(job_id, stage, step, total, loss, eta)
-            ),
+            report=reports.progress,
             should_cancel=lambda: inbox.is_cancelled(job_id),
             input_name=lambda name: f"Object '{name}'",
+            show_preview=reports.preview,
         )
         output = spec.run(_load_inputs(root), context)
         for name in output.files.values():
@@ -197,8 +222,9 @@ def _save_outputs(directory: Path, arrays: dict) -> None:
 
 
 JOB_OUTPUT_NAMES = (
-    protocol.OUTPUTS_FILENAME, protocol.MODEL_FILENAME, protocol.EVOLUTION_MODEL_FILENAME, protocol.MORPH_MODEL_FILENAME
-)
+    protocol.OUTPUTS_FILENAME, protocol.MODEL_FILENAME, protocol.EVOLUTION_MODEL_FILENAME, protocol.MORPH_MODEL_FILENAME,
+    protocol.PREVIEW_FILENAME,
+)  # fmt: skip
 """The files a job writes into its folder."""
 
 

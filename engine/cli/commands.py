@@ -327,8 +327,9 @@ COMMANDS: dict[str, Command] = {
         _fit_arguments,
         (Option("preset", ("--preset",)), Option("steps", ("--steps",)), RESOLUTION, DEVICE, SEED,
          Option("curvature_sampling", ("--curvature-sampling",)), Option("metrics", ("--metrics",))),
-        ("names",),
-        lambda args: {"names": [str(path) for path in args.meshes]},
+        ("names", "preview_interval"),
+        # The command line shows no live previews (the add-on's), so its fits make none.
+        lambda args: {"names": [str(path) for path in args.meshes], "preview_interval": 0.0},
         lambda args: _mesh_inputs(args.meshes),
         _fit_write,
         writes_folder=True,

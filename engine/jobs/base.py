@@ -105,6 +105,10 @@ class JobContext:
     """Asked between steps and stages; True stops the job with `engine.training.Cancelled`."""
     input_name: Callable[[str], str] = lambda name: f"'{name}'"
     """How messages call an input mesh given its name (the worker: "Object 'Cube'"; the CLI: the file's name)."""
+    show_preview: Callable[[np.ndarray, np.ndarray], None] | None = None
+    """show_preview(vertices, faces): a surface while it trains (float64 vertices in the input's coordinates, int32
+    faces), for a front end that shows one (the worker writes the protocol's preview file); None: no previews (the
+    command line), and a job makes none."""
 
     def raise_if_cancelled(self, where: str) -> None:
         from ..training import Cancelled

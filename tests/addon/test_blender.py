@@ -519,6 +519,30 @@ def test_curvature_colours_on_a_fitted_sphere_and_on_its_source(bpy, fitted_sphe
     assert source.data.neural_sdf_curvature.quantity == "k2"
 
 
+def test_two_curvature_colours_in_a_row_run_on_one_warm_worker(bpy, fitted_sphere_blend, cache_dir):
+    """Issue 14: the worker stays warm after a job, with a timer to stop it, and the next job runs on it; with Keep
+    Engine Warm at 0 it is stopped after the job."""
+    use_test_preferences(cache_dir)
+    bpy.ops.wm.open_mainfile(filepath=str(fitted_sphere_blend))
+    select_only(bpy, bpy.data.objects["Sphere SDF"])
+    engine_jobs = addon_module("engine_jobs")
+    pids = []
+    for _ in range(2):
+        assert bpy.ops.neural_sdf.curvature_colors() == {"FINISHED"}
+        assert engine_jobs.WARM.worker is not None and engine_jobs.WARM.worker.process.poll() is None
+        assert bpy.app.timers.is_registered(engine_jobs._expire_warm_worker)
+        pids.append(engine_jobs.WARM.worker.pid)
+    assert pids[0] == pids[1]
+    process = engine_jobs.WARM.worker.process
+    prefs().keep_warm = 0.0
+    try:
+        assert bpy.ops.neural_sdf.curvature_colors() == {"FINISHED"}
+    finally:
+        prefs().keep_warm = 300.0
+    assert engine_jobs.WARM.worker is None and process.poll() is not None
+    assert not bpy.app.timers.is_registered(engine_jobs._expire_warm_worker)
+
+
 def test_the_model_survives_save_and_reload_and_re_extracts(bpy, fitted_sphere_blend, cache_dir, tmp_path):
     use_test_preferences(cache_dir)
     bpy.ops.wm.open_mainfile(filepath=str(fitted_sphere_blend))
@@ -617,6 +641,70 @@ def test_panels_draw_settings_progress_model_and_legend(bpy, fitted_sphere_blend
     curvature = draw(sidebar.NEURALSDF_PT_curvature)
     assert ("label", "Gaussian (K): -2 to 2.5 1/m\u00b2") in curvature
     assert ("label", "Blue below zero, white at zero, red above") in curvature
+
+
+def test_preferences_show_the_torch_build_and_set_up_engines_progress_where_it_was_pressed(scene, bpy, tmp_path):
+    """Issue 14: Set up Engine showed no progress in the Preferences, where it is pressed."""
+    preferences, engine_env = addon_module("preferences"), addon_module("core.engine_env")
+    drawn = draw(preferences.NeuralSDFPreferences, prefs())
+    assert ("prop", "torch_build") in drawn and ("prop", "keep_warm") in drawn
+    assert not [entry for entry in drawn if entry[0] == "progress"]
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("torch==2.13.0\n")
+    build = engine_env.choose_torch_build(engine_env.Machine("Linux", "x86_64", "550.54.14"))
+    setup = engine_env.EnvironmentSetup(sys.executable, tmp_path / "venv", requirements, build)
+    setup.commands.index, setup.commands.last_line = 1, "Collecting torch==2.13.0"
+    text, short_text, fraction = setup.progress()
+    job = bpy.context.window_manager.neural_sdf_job
+    job.is_running, job.text, job.short_text, job.fraction = True, text, short_text, fraction
+    try:
+        drawn = draw(preferences.NeuralSDFPreferences, prefs())
+    finally:
+        job.is_running = False
+    assert ("progress", "Installing PyTorch 2.13.0 (CUDA 12.8, ~3 GB) (2/3)", pytest.approx(1 / 3)) in drawn
+    assert ("label", "Collecting torch==2.13.0") in drawn
+
+
+def test_set_up_engine_says_which_torch_build_and_how_large_before_it_starts(scene, bpy, tmp_path, monkeypatch):
+    module, engine_env = addon_module("operators.setup_engine"), addon_module("core.engine_env")
+    monkeypatch.setattr(module, "probe_machine", lambda: engine_env.Machine("Linux", "x86_64", None))
+
+    class QuickSetup(engine_env.EnvironmentSetup):
+        """The real setup's choices and steps, in a temporary folder, with commands that download nothing."""
+
+        def __init__(self, base_python, venv_dir, requirements, build):
+            super().__init__(base_python, tmp_path / "venv", requirements, build)
+            self.commands = engine_env.CommandSequence([[sys.executable, "-c", "print('Collecting torch')"]] * 3)
+
+    monkeypatch.setattr(module, "EnvironmentSetup", QuickSetup)
+    told = []
+    operator_class = module.NEURALSDF_OT_setup_engine
+    operator = types.SimpleNamespace(report=lambda level, message: told.append((level, message)))
+    operator._show_progress = lambda context: operator_class._show_progress(operator, context)
+    assert prefs().torch_build == "AUTO"
+    assert operator_class._start(operator, bpy.context)
+    try:
+        version = engine_env.torch_pin(REPO / "requirements.txt")
+        assert told == [({"INFO"}, f"Installing PyTorch {version}, CPU build (~200 MB download; no NVIDIA driver found)…")]
+        job = bpy.context.window_manager.neural_sdf_job
+        assert job.is_running and job.short_text == "Making the environment (1/3)"
+        assert job.text == "Making the environment (1/3): starting…"
+    finally:
+        operator.setup.commands.close()
+        addon_module("engine_jobs").release(operator.setup.commands)
+        addon_module("engine_jobs").clear_progress(bpy.context)
+
+
+def test_set_up_engine_redraws_the_preferences(scene, bpy):
+    tagged = []
+    areas = [
+        types.SimpleNamespace(type=kind, tag_redraw=lambda kind=kind: tagged.append(kind))
+        for kind in ("PREFERENCES", "VIEW_3D", "OUTLINER")
+    ]
+    window = types.SimpleNamespace(screen=types.SimpleNamespace(areas=areas))
+    context = types.SimpleNamespace(window_manager=types.SimpleNamespace(windows=[window]))
+    addon_module("operators.setup_engine").redraw_preferences(context)
+    assert tagged == ["PREFERENCES"]
 
 
 def test_preferences_draw_and_check_engine(scene, bpy):
