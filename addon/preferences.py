@@ -1,12 +1,13 @@
-"""Add-on preferences: which Python runs the engine, on which device, where its files go."""
+"""Add-on preferences: which Python runs the engine, on which device, where its files go, which PyTorch build Set up
+engine installs; and, while Set up engine runs, its progress (where it was pressed)."""
 
 from pathlib import Path
 
 import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
 
-from .core.engine_env import VENV_DIRNAME, choose_python, engine_root
-from .core.items import DEVICE_ITEMS
+from .core.engine_env import VENV_DIRNAME, choose_python, engine_root, progress_detail
+from .core.items import DEVICE_ITEMS, TORCH_BUILD_ITEMS
 from .core.worker_client import MIN_HANG_TIMEOUT_S, WorkerLaunch
 
 JOBS_DIRNAME = "jobs"
@@ -46,6 +47,10 @@ class NeuralSDFPreferences(bpy.types.AddonPreferences):
             "job"
         ),
     )  # fmt: skip
+    torch_build: EnumProperty(
+        name="PyTorch Build", items=TORCH_BUILD_ITEMS, default="AUTO",
+        description="Which PyTorch build Set up engine installs",
+    )  # fmt: skip
     engine_report: StringProperty(name="Engine", description="What the last Check engine found")
 
     def draw(self, context):
@@ -59,15 +64,28 @@ class NeuralSDFPreferences(bpy.types.AddonPreferences):
         col.prop(self, "cache_dir")
         col.prop(self, "hang_timeout")
         col.prop(self, "keep_warm")
+        col.prop(self, "torch_build")
         row = layout.row(align=True)
         row.operator("neural_sdf.setup_engine", icon="IMPORT")
         row.operator("neural_sdf.check_engine", icon="CHECKMARK")
+        job = context.window_manager.neural_sdf_job
+        if job.is_running:
+            draw_progress(layout, job)
         if not bpy.app.online_access:
             layout.label(
                 text="Set up engine needs online access (Preferences > System > Network)", icon="INTERNET_OFFLINE"
             )
         if self.engine_report:
             layout.label(text=self.engine_report, icon="INFO")
+
+
+def draw_progress(layout: bpy.types.UILayout, job) -> None:
+    """The running job (Set up engine, Check engine) as a bar with its step, and below it what it last printed."""
+    col = layout.column(align=True)
+    col.progress(factor=job.fraction, type="BAR", text=job.short_text or job.text)
+    detail = progress_detail(job.text, job.short_text)
+    if detail:
+        col.label(text=detail, icon="TIME")
 
 
 def get(context: bpy.types.Context) -> NeuralSDFPreferences:

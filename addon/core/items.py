@@ -13,6 +13,13 @@ DEVICE_ITEMS = (
 )
 """Where the engine runs (every job's ``device``), in the add-on's preferences."""
 
+TORCH_BUILD_ITEMS = (
+    ("AUTO", "Automatic", "CUDA where an NVIDIA driver is found (Linux, Windows), else the CPU build"),
+    ("CPU", "CPU", "The CPU build (about 200 MB); on macOS the only build, which also uses the Apple GPU"),
+    ("CUDA", "CUDA", "The CUDA 12.8 build (about 3 GB, NVIDIA GPUs with driver 525 or newer; not on macOS)"),
+)
+"""Which PyTorch build Set up engine installs (`addon.core.engine_env.choose_torch_build`), in the preferences."""
+
 PRESET_ITEMS = (
     ("tiny", "Tiny", "2 x 64 network, 300 steps: seconds on a CPU, for previews"),
     ("fast", "Fast", "3 x 256 network, 2000 steps: the default"),

@@ -1,9 +1,20 @@
+"""Set up Engine (in the Preferences): a virtual environment with the PyTorch build chosen for this machine (or in
+the preferences) and the engine's other requirements; its progress shows in the Preferences, where it was pressed,
+and in the status bar."""
+
 import sys
 
 import bpy
 
 from .. import engine_jobs, preferences
-from ..core.engine_env import REQUIREMENTS_FILENAME, VENV_DIRNAME, EnvironmentSetup, engine_root
+from ..core.engine_env import (
+    REQUIREMENTS_FILENAME,
+    VENV_DIRNAME,
+    EnvironmentSetup,
+    choose_torch_build,
+    engine_root,
+    probe_machine,
+)
 from ..core.errors import EngineError
 from ..core.worker_client import SessionState
 from ..engine_jobs import SYNC_TICK, SYNC_WAIT_S, TIMER_INTERVAL_S
@@ -11,7 +22,8 @@ from . import checks
 
 
 class NEURALSDF_OT_setup_engine(bpy.types.Operator):
-    """Create a Python environment in the cache folder and install the engine's requirements (downloads packages)"""
+    """Create a Python environment in the cache folder with the engine's requirements and the PyTorch build for this
+    machine: CPU (about 200 MB), or CUDA (about 3 GB) where an NVIDIA driver is found"""
 
     bl_idname = "neural_sdf.setup_engine"
     bl_label = "Set up Engine"
@@ -47,6 +59,7 @@ class NEURALSDF_OT_setup_engine(bpy.types.Operator):
         engine_jobs.release(commands)
         engine_jobs.remove_timer(context, self)
         engine_jobs.clear_progress(context)
+        redraw_preferences(context)
         self.setup.finish()
 
     def modal(self, context, event):
@@ -57,14 +70,12 @@ class NEURALSDF_OT_setup_engine(bpy.types.Operator):
             return {"PASS_THROUGH"}
         commands.poll()
         if not commands.finished:
-            step = f"Setting up the engine ({commands.index + 1}/{len(commands.commands)})"
-            engine_jobs.show_progress(
-                context, f"{step}: {commands.last_line[-90:]}", commands.index / len(commands.commands)
-            )
+            self._show_progress(context)
             return {"RUNNING_MODAL"}
         engine_jobs.release(commands)
         engine_jobs.remove_timer(context, self)
         engine_jobs.clear_progress(context)
+        redraw_preferences(context)
         try:
             self.setup.finish()
         except EngineError as error:
@@ -81,13 +92,33 @@ class NEURALSDF_OT_setup_engine(bpy.types.Operator):
         prefs = preferences.get(context)
         self._timer = None
         try:
+            build = choose_torch_build(probe_machine(), prefs.torch_build)
             # Blender's own Python makes the environment, whatever Python runs the engine now.
             self.setup = EnvironmentSetup(
-                sys.executable, preferences.cache_dir(prefs) / VENV_DIRNAME, engine_root() / REQUIREMENTS_FILENAME
+                sys.executable,
+                preferences.cache_dir(prefs) / VENV_DIRNAME,
+                engine_root() / REQUIREMENTS_FILENAME,
+                build,
             )
         except EngineError as error:
-            self.report({"ERROR"}, str(error))
+            self.report({"ERROR"}, f"Set up engine: {error}")
             return False
+        self.report({"INFO"}, f"Installing {self.setup.describe()}…")
         self.setup.commands.start()
         engine_jobs.claim(self.setup.commands)
+        self._show_progress(context)
         return True
+
+    def _show_progress(self, context) -> None:
+        text, short_text, fraction = self.setup.progress()
+        engine_jobs.show_progress(context, text, fraction, short_text)
+        redraw_preferences(context)
+
+
+def redraw_preferences(context) -> None:
+    """Redraw the Preferences, which show the setup's progress where it was pressed (`engine_jobs.show_progress`
+    redraws the sidebars and the status bar)."""
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "PREFERENCES":
+                area.tag_redraw()

@@ -672,6 +672,128 @@ def test_setup_needs_the_requirements_file(tmp_path):
         engine_env.EnvironmentSetup(sys.executable, tmp_path / "venv", tmp_path / "requirements.txt")
 
 
+# Which PyTorch build Set up engine installs (issue 14: PyPI's plain torch==2.13.0 is the ~3 GB CUDA build on Linux).
+
+LINUX, WINDOWS, MAC = ("Linux", "x86_64"), ("Windows", "amd64"), ("Darwin", "arm64")
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+CUDA_INDEX = f"https://download.pytorch.org/whl/{engine_env.CUDA_BUILD}"
+
+
+def machine(system_arch, driver=None) -> engine_env.Machine:
+    return engine_env.Machine(*system_arch, driver)
+
+
+@pytest.mark.parametrize(
+    "system_arch, driver, wanted, name, index, reason",
+    [
+        (LINUX, None, "AUTO", "CPU", CPU_INDEX, "no NVIDIA driver found"),
+        (LINUX, "550.54.14", "AUTO", "CUDA 12.8", CUDA_INDEX, "NVIDIA driver 550.54.14 found"),
+        (LINUX, "470.82.01", "AUTO", "CPU", CPU_INDEX, "NVIDIA driver 470.82.01 is older than 525"),
+        (LINUX, "550.54.14", "CPU", "CPU", CPU_INDEX, "chosen in the preferences"),
+        (LINUX, None, "CUDA", "CUDA 12.8", CUDA_INDEX, "chosen in the preferences"),
+        (("Linux", "aarch64"), None, "AUTO", "CPU", CPU_INDEX, "no NVIDIA driver found"),
+        (WINDOWS, None, "AUTO", "CPU", None, "no NVIDIA driver found"),  # PyPI's Windows torch is the CPU build
+        (WINDOWS, "560.94", "AUTO", "CUDA 12.8", CUDA_INDEX, "NVIDIA driver 560.94 found"),
+        (MAC, None, "AUTO", "CPU and Apple GPU", None, "the only build for macOS"),
+        (MAC, None, "CPU", "CPU and Apple GPU", None, "the only build for macOS"),
+    ],
+)
+def test_the_torch_build_follows_the_machine_and_the_preference(system_arch, driver, wanted, name, index, reason):
+    build = engine_env.choose_torch_build(machine(system_arch, driver), wanted)
+    assert (build.name, build.index_url) == (name, index) and build.reason.startswith(reason)
+    assert build.pip_args() == (["--index-url", index] if index else [])
+    assert build.download == ("~3 GB" if name.startswith("CUDA") else "~80 MB" if system_arch == MAC else "~200 MB")
+
+
+def test_no_torch_build_where_pytorch_has_none():
+    with pytest.raises(EngineError, match="no CUDA build for macOS: set PyTorch Build to Automatic"):
+        engine_env.choose_torch_build(machine(MAC), "CUDA")
+    with pytest.raises(EngineError, match="no build for Intel Macs"):
+        engine_env.choose_torch_build(machine(("Darwin", "x86_64")))
+    with pytest.raises(ValueError, match="wanted must be one of"):
+        engine_env.choose_torch_build(machine(LINUX), "cuda")
+
+
+def fake_nvidia_smi(tmp_path: Path, answer: str, code: int = 0) -> str:
+    program = tmp_path / "nvidia-smi"
+    program.write_text(f"#!{sys.executable}\nimport sys\nprint({answer!r})\nsys.exit({code})\n")
+    program.chmod(0o755)
+    return str(program)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the fake nvidia-smi is a script with a #! line")
+def test_the_probe_reads_the_nvidia_driver_from_proc_else_from_nvidia_smi(tmp_path, monkeypatch):
+    proc = tmp_path / "version"
+    monkeypatch.setattr(engine_env, "NVIDIA_PROC_FILE", proc)
+    monkeypatch.setattr(engine_env.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(engine_env.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(engine_env.shutil, "which", lambda name: None)
+    assert engine_env.probe_machine() == engine_env.Machine("Linux", "x86_64", None)
+    proc.write_text("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  550.54.14  Release Build  (dvs@x)\n")
+    assert engine_env.probe_machine().nvidia_driver == "550.54.14"
+    assert engine_env.choose_torch_build(engine_env.probe_machine()).name == "CUDA 12.8"
+
+    proc.unlink()
+    smi = fake_nvidia_smi(tmp_path, "560.94")
+    monkeypatch.setattr(engine_env.shutil, "which", lambda name: smi if name == "nvidia-smi" else None)
+    monkeypatch.setattr(engine_env.platform, "system", lambda: "Windows")
+    monkeypatch.setattr(engine_env.platform, "machine", lambda: "AMD64")
+    assert engine_env.probe_machine() == engine_env.Machine("Windows", "amd64", "560.94")
+    failing = fake_nvidia_smi(tmp_path, "NVIDIA-SMI has failed because it couldn't communicate with the driver", 9)
+    monkeypatch.setattr(engine_env.shutil, "which", lambda name: failing)
+    assert engine_env.probe_machine().nvidia_driver is None
+
+
+def test_the_torch_pin_comes_from_requirements_txt(tmp_path):
+    pinned = [line for line in (REPO / "requirements.txt").read_text().splitlines() if line.startswith("torch==")]
+    assert engine_env.torch_pin(REPO / "requirements.txt") == pinned[0].removeprefix("torch==")
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("# comment\nnumpy>=1.26\nTorch == 2.13.1 ; sys_platform != 'emscripten'  # pinned\n")
+    assert engine_env.torch_pin(requirements) == "2.13.1"
+    requirements.write_text("torch>=2\nnumpy\n")
+    with pytest.raises(EngineError, match="pins no torch version: reinstall the extension"):
+        engine_env.torch_pin(requirements)
+
+
+@pytest.mark.parametrize(
+    "system_arch, driver, index_args",
+    [
+        (LINUX, None, ["--index-url", CPU_INDEX]),
+        (LINUX, "550.54.14", ["--index-url", CUDA_INDEX]),
+        (WINDOWS, None, []),
+        (WINDOWS, "560.94", ["--index-url", CUDA_INDEX]),
+        (MAC, None, []),
+    ],
+)
+def test_setup_installs_the_chosen_torch_from_its_index_then_the_rest_from_the_default_one(
+    tmp_path, system_arch, driver, index_args
+):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("torch==2.13.0\nnumpy>=1.26,<2\n")
+    build = engine_env.choose_torch_build(machine(system_arch, driver))
+    venv, pip = tmp_path / "venv", [str(engine_env.venv_python(tmp_path / "venv")), "-m", "pip", "install"]
+    commands = engine_env.setup_commands("/usr/bin/python3", venv, requirements, build)
+    assert commands[0] == ["/usr/bin/python3", "-m", "venv", str(venv)]
+    assert commands[1][:4] == pip and commands[1][5:] == ["torch==2.13.0", *index_args]
+    # The other requirements from the default index (the user's pip configuration): no index arguments.
+    assert commands[2][:4] == pip and commands[2][4:] == ["--disable-pip-version-check", "-r", str(requirements)]
+    assert len(commands) == 3
+
+
+def test_setup_says_what_it_installs_and_shows_each_step_with_the_last_output_line(tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("torch==2.13.0\n")
+    build = engine_env.choose_torch_build(machine(LINUX))
+    setup = engine_env.EnvironmentSetup(sys.executable, tmp_path / "venv", requirements, build)
+    assert setup.describe() == "PyTorch 2.13.0, CPU build (~200 MB download; no NVIDIA driver found)"
+    assert setup.progress() == ("Making the environment (1/3): starting…", "Making the environment (1/3)", 0.0)
+    setup.commands.index, setup.commands.last_line = 1, "Downloading torch-2.13.0+cpu-cp311-linux_x86_64.whl (192 MB)"
+    text_line, short, fraction = setup.progress()
+    assert short == "Installing PyTorch 2.13.0 (CPU, ~200 MB) (2/3)" and fraction == pytest.approx(1 / 3)
+    assert engine_env.progress_detail(text_line, short) == setup.commands.last_line
+    assert engine_env.progress_detail("Fitting 'Sphere': step 3/9", "Step 3/9") == "Fitting 'Sphere': step 3/9"
+
+
 # Boundaries and the contract with the engine.
 
 
