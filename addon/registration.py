@@ -3,14 +3,19 @@ handlers."""
 
 import bpy
 
-from . import engine_jobs, model_store, operators, panels, preferences, properties
+from . import engine_jobs, model_store, operators, panels, preferences, preview, properties
 
 classes = (*properties.classes, *preferences.classes, *operators.classes, *panels.classes)
 HANDLERS = (
     ("save_pre", model_store.gather_models_beside_blend),
+    ("save_pre", preview.remove_previews),
     ("save_post", model_store.restore_paths_after_copy),
     ("load_pre", engine_jobs.stop_jobs_before_load),
+    ("load_pre", preview.remove_previews),
     ("load_post", engine_jobs.clear_status_after_load),
+    ("load_post", preview.remove_stale),
+    ("undo_post", preview.remove_stale),
+    ("redo_post", preview.remove_stale),
 )
 """Which of bpy.app.handlers each handler goes to."""
 
@@ -26,6 +31,7 @@ def register():
 
 def unregister():
     engine_jobs.stop_all()
+    preview.remove_all()
     engine_jobs.stop_warm_worker()
     for name, handler in HANDLERS:
         handlers = getattr(bpy.app.handlers, name)

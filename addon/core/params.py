@@ -25,11 +25,19 @@ MORPH_ALIGN = "none"
 
 
 def fit_params(
-    *, preset: str, steps: int | None, resolution: int, device: str, seed: int, names: Sequence[str]
+    *,
+    preset: str,
+    steps: int | None,
+    resolution: int,
+    device: str,
+    seed: int,
+    names: Sequence[str],
+    preview_interval: float = 0.0,
 ) -> dict:
     """The ``fit`` job: one SDF for the meshes ``names`` (one per input mesh, in the inputs' order) as one shape.
 
     - ``preset``: a name of `items.PRESET_ITEMS`; ``steps`` None trains for the preset's steps;
+    - ``preview_interval``: seconds between the live previews of the surface while it trains (`preview`); 0: none;
     - the engine's surface metrics are not measured: the add-on shows none.
     """
     return {
@@ -40,6 +48,7 @@ def fit_params(
         "seed": seed,
         "names": list(names),
         "metrics": False,
+        "preview_interval": float(preview_interval),
     }
 
 

@@ -1,8 +1,9 @@
 import bpy
 from mathutils import Matrix
 
-from .. import model_store, preferences, scene_io
+from .. import model_store, preferences, preview, scene_io
 from ..core import job_files
+from ..core.errors import EngineError
 from ..core.params import fit_params
 from ..core.text import format_duration
 from ..core.worker_client import JobRequest
@@ -43,9 +44,38 @@ class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
                 device=device,
                 seed=settings.seed,
                 names=names,
+                preview_interval=preview.INTERVAL_S if settings.live_preview else 0.0,
             )
             requests.append(JobRequest("fit", params, inputs, f"fitting {_quoted(names)}"))
         return requests
+
+    def _show_progress(self, context) -> None:
+        """The progress, and the live preview whenever the engine has written a new one (`preview`): one preview
+        object, replaced by the next job's (Objects: Each) and removed at the end (`_let_go`)."""
+        EngineJobOperator._show_progress(self, context)  # not super(): test twins are siblings, not subclasses
+        session, job = self.session, self.session.job_index
+        shown = getattr(self, "_preview_shown", None)  # (job index, preview number) on show
+        if shown is not None and shown[0] != job:
+            preview.remove_all()  # the last job's: not this one's surface
+            self._preview_shown = shown = None
+        progress = session.progress
+        if progress is None or progress.preview is None or job >= len(session.requests):
+            return
+        if shown == (job, progress.preview):
+            return
+        try:
+            path = session.preview_file()
+        except EngineError:
+            return  # announced but not readable as a file: the next progress message repeats the number
+        self._preview_shown = (job, progress.preview)
+        names = session.requests[job].params["names"]
+        preview.show(context, names[0] if len(names) == 1 else "Neural SDF", path, _frame_of(names))
+
+    def _let_go(self, context) -> None:
+        """Every end of the fit removes the live preview first: before the result is written (so the fit's undo
+        step holds only the result), on cancel and failure, and when Blender drops the operator."""
+        preview.remove_all()
+        EngineJobOperator._let_go(self, context)
 
     def apply(self, context, results):
         planned = []

@@ -44,7 +44,9 @@ class NEURALSDF_PT_main(NeuralSDFSidebar, bpy.types.Panel):
         col = layout.column(align=True)
         col.prop(settings, "resolution")
         col.row(align=True).prop(settings, "fit_mode", expand=True)
-        layout.prop(settings, "hide_sources")
+        row = layout.row()
+        row.prop(settings, "hide_sources")
+        row.prop(settings, "live_preview")
         header, body = layout.panel("neural_sdf_fit_advanced", default_closed=True)
         header.label(text="Advanced")
         if body is not None:

@@ -43,7 +43,7 @@ MORPH = dict(
 CASES = [
     ("fit", FIT),
     ("fit", {**FIT, "preset": "tiny", "steps": 250, "resolution": 64, "device": "cpu", "seed": 7,
-             "names": ["Cube", "Sphere"]}),
+             "names": ["Cube", "Sphere"], "preview_interval": 3.0}),
     ("extract", dict(model="/cache/Sphere_SDF-1.pt", resolution=256, device="cuda")),
     ("curvature", CURVATURE),
     ("curvature", {**CURVATURE, "quantity": "curvedness", "colormap": "sequential", "value_range": (-0.5, 2.0),
@@ -91,6 +91,7 @@ def test_the_addon_builds_every_job_kind_of_the_engine():
 def test_what_the_addon_leaves_to_the_engine_and_what_it_overrides():
     fit = parsed("fit", params.fit_params(**FIT))
     assert fit.metrics is False and fit.curvature_sampling is False and fit.steps is None
+    assert fit.preview_interval == 0.0  # issue 14: the Fit operator asks for live previews (Live Preview)
     assert parsed("curvature", params.curvature_params(**CURVATURE)).range is None
     evolve = parsed("evolve", params.evolve_params(**EVOLVE))
     assert evolve.curvature is None and evolve.colormap == "auto" and evolve.steps is None
