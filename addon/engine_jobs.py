@@ -117,7 +117,7 @@ def show_progress(context: bpy.types.Context, text: str, fraction: float, short_
     status.short_text = text if short_text is None else short_text
     if context.workspace is not None:
         context.workspace.status_text_set(f"{text}  (Esc to cancel)")
-    _redraw_sidebars(context)
+    redraw_progress(context)
 
 
 def clear_progress(context: bpy.types.Context) -> None:
@@ -125,7 +125,7 @@ def clear_progress(context: bpy.types.Context) -> None:
     status.is_running, status.text, status.short_text, status.fraction = False, "", "", 0.0
     if context.workspace is not None:
         context.workspace.status_text_set(None)
-    _redraw_sidebars(context)
+    redraw_progress(context)
 
 
 def remove_timer(context: bpy.types.Context, operator) -> None:
@@ -135,16 +135,17 @@ def remove_timer(context: bpy.types.Context, operator) -> None:
         operator._timer = None
 
 
-def _redraw_sidebars(context: bpy.types.Context) -> None:
-    """Redraw what shows the progress, every tick: the sidebar (UI region) of each 3D view and the status bar, not
-    the whole 3D views."""
+def redraw_progress(context: bpy.types.Context) -> None:
+    """Redraw what shows the progress, every tick: the sidebar (UI region) of each 3D view, not the whole 3D views,
+    and the Preferences (Set up Engine and Check Engine are pressed there). The status bar is a global area, not in
+    ``screen.areas``: ``status_text_set`` redraws it."""
     for window in context.window_manager.windows:
         for area in window.screen.areas:
             if area.type == "VIEW_3D":
                 for region in area.regions:
                     if region.type == "UI":
                         region.tag_redraw()
-            elif area.type == "STATUSBAR":
+            elif area.type == "PREFERENCES":
                 area.tag_redraw()
 
 
@@ -225,11 +226,12 @@ class EngineJobOperator:
         count = len(session.requests)
         kind = session.requests[min(session.job_index, count - 1)].kind
         progress = session.progress
+        started = session.state is not SessionState.STARTING
         show_progress(
             context,
-            progress_text(kind, session.label, progress, session.job_index, count),
+            progress_text(kind, session.label, progress, session.job_index, count, engine_started=started),
             overall_fraction(kind, progress, session.job_index, count),
-            short_progress_text(kind, progress, session.job_index, count),
+            short_progress_text(kind, progress, session.job_index, count, engine_started=started),
         )
 
     def _let_go(self, context) -> None:

@@ -38,14 +38,18 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def progress_text(kind: str, label: str, progress: Progress | None, job_index: int, job_count: int) -> str:
+def progress_text(
+    kind: str, label: str, progress: Progress | None, job_index: int, job_count: int, *, engine_started: bool = False
+) -> str:
     """One line for the status bar and the panel, e.g. "Fitting 'Sphere' (1/2): step 120/300, loss 0.0123, ETA 14 s",
-    or with a job ``kind`` of several training stages "Morphing 'A' into 'B': training the morph, step 20/500, ..."."""
+    or with a job ``kind`` of several training stages "Morphing 'A' into 'B': training the morph, step 20/500, ...".
+    Before the job's first progress it says the engine is starting, or only "starting" once the engine runs (a warm
+    one, or the job after the first)."""
     head = label[:1].upper() + label[1:]
     if job_count > 1:
         head += f" ({job_index + 1}/{job_count})"
     if progress is None:
-        return f"{head}: starting the engine"
+        return f"{head}: starting" if engine_started else f"{head}: starting the engine"
     phase = JOB_PHASES.get(kind, {}).get(progress.stage)
     parts = [phase] if phase else []
     if progress.stage in TRAINING_STAGES and progress.step == 0:
@@ -79,13 +83,15 @@ SHORT_JOB_PHASES = {"morph": {"fit": "Fitting", "morph": "Morph"}}
 """How the panel names a training stage in jobs that train more than one thing, by job kind."""
 
 
-def short_progress_text(kind: str, progress: Progress | None, job_index: int, job_count: int) -> str:
+def short_progress_text(
+    kind: str, progress: Progress | None, job_index: int, job_count: int, *, engine_started: bool = False
+) -> str:
     """What the panel's progress bar shows, short enough for the default sidebar width, e.g. "Step 77/300 · ETA
     22 s", "Fitting 40/600 · ETA 1 min 05 s" (a morph's fits), "Starting the engine…" until the first progress
     comes; the whole line (`progress_text`) goes to the status bar."""
     head = f"{job_index + 1}/{job_count} · " if job_count > 1 else ""
     if progress is None:
-        return f"{head}Starting the engine\u2026"
+        return f"{head}Starting\u2026" if engine_started else f"{head}Starting the engine\u2026"
     phase = SHORT_JOB_PHASES.get(kind, {}).get(progress.stage)
     if progress.stage in TRAINING_STAGES and progress.step == 0:
         text = f"{phase}: preparing samples\u2026" if phase else "Preparing samples\u2026"

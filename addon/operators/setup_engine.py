@@ -59,7 +59,6 @@ class NEURALSDF_OT_setup_engine(bpy.types.Operator):
         engine_jobs.release(commands)
         engine_jobs.remove_timer(context, self)
         engine_jobs.clear_progress(context)
-        redraw_preferences(context)
         self.setup.finish()
 
     def modal(self, context, event):
@@ -75,7 +74,6 @@ class NEURALSDF_OT_setup_engine(bpy.types.Operator):
         engine_jobs.release(commands)
         engine_jobs.remove_timer(context, self)
         engine_jobs.clear_progress(context)
-        redraw_preferences(context)
         try:
             self.setup.finish()
         except EngineError as error:
@@ -112,13 +110,3 @@ class NEURALSDF_OT_setup_engine(bpy.types.Operator):
     def _show_progress(self, context) -> None:
         text, short_text, fraction = self.setup.progress()
         engine_jobs.show_progress(context, text, fraction, short_text)
-        redraw_preferences(context)
-
-
-def redraw_preferences(context) -> None:
-    """Redraw the Preferences, which show the setup's progress where it was pressed (`engine_jobs.show_progress`
-    redraws the sidebars and the status bar)."""
-    for window in context.window_manager.windows:
-        for area in window.screen.areas:
-            if area.type == "PREFERENCES":
-                area.tag_redraw()

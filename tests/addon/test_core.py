@@ -458,6 +458,8 @@ def test_durations_and_progress_lines():
         == "Fitting 'Sphere' (1/2): step 120/300, loss 0.01234, ETA 14 s"
     )
     assert text.progress_text("fit", "fitting 'Sphere'", None, 0, 1) == "Fitting 'Sphere': starting the engine"
+    # A warm engine (or the second job of a session) is already running: only the job is starting.
+    assert text.progress_text("fit", "fitting 'Sphere'", None, 0, 1, engine_started=True) == "Fitting 'Sphere': starting"
     extract = Progress("extract", 0, 1, None, None)
     assert text.progress_text("fit", "fitting 'Sphere'", extract, 0, 1) == "Fitting 'Sphere': extracting the surface"
     assert text.overall_fraction("fit", fit, 1, 2) == pytest.approx((1 + 0.95 * 0.4) / 2)
@@ -499,6 +501,7 @@ def test_the_panel_shows_short_progress_and_the_status_bar_the_whole_line():
     # Issue 14: at the default sidebar width the whole line was cut off and the bar hid the step count.
     short = text.short_progress_text
     assert short("fit", None, 0, 1) == "Starting the engine\u2026"
+    assert short("fit", None, 0, 1, engine_started=True) == "Starting\u2026"
     assert short("fit", Progress("fit", 0, 300, None, None), 0, 1) == "Preparing samples\u2026"
     assert short("fit", Progress("fit", 77, 300, 0.01, 22.2), 0, 1) == "Step 77/300 · ETA 22 s"
     assert short("fit", Progress("fit", 77, 300, 0.01, 22.2), 1, 2) == "2/2 · Step 77/300 · ETA 22 s"
