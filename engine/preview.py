@@ -5,8 +5,8 @@ weights every few seconds, within a budget of the training time.
   Lipschitz bound, no random draws): the optimizer, the weights and every generator are left as they were, so a fit
   gives the same model, bit for bit, with previews or without.
 - At most one preview per ``interval_s`` seconds (counted from the end of the last one), and none while the previews
-  so far took more than ``budget`` of the elapsed time: their cost stays near ``budget`` of the fit's
-  (bench/preview_cost.py measures it).
+  so far and one more (as costly as the last) would take more than ``budget`` of the elapsed time: after the first,
+  their cost stays within ``budget`` of the fit's (bench/preview_cost.py measures it).
 - A field with no zero level set yet (early in a fit), a broken one, or a preview that cannot be written is skipped:
   a preview never fails the fit.
 """
@@ -46,12 +46,17 @@ class LivePreview:
         self.started = self.last = clock()
         self.spent_s = 0.0
         """Seconds the previews took so far (extraction and writing), skipped ones included."""
+        self.last_cost_s = 0.0
+        """Seconds the last preview took: what the next one is expected to cost."""
         self.shown = 0
         """Previews handed to ``show``."""
 
     def due(self) -> bool:
         now = self.clock()
-        return now - self.last >= self.interval_s and self.spent_s <= self.budget * (now - self.started)
+        return (
+            now - self.last >= self.interval_s
+            and self.spent_s + self.last_cost_s <= self.budget * (now - self.started)
+        )
 
     def show_model(self, model) -> bool:
         """Extract ``model``'s surface at the preview resolution and show it; False when there was none to show
@@ -69,4 +74,5 @@ class LivePreview:
             return True
         finally:
             self.last = self.clock()
-            self.spent_s += self.last - began
+            self.last_cost_s = self.last - began
+            self.spent_s += self.last_cost_s

@@ -32,11 +32,12 @@ def test_previews_wait_for_the_interval_and_stay_within_the_time_budget():
     assert not preview.due()
     clock.now += 0.1
     assert preview.due()
-    # A preview that took 1 s: more than 5 % of the 3 s elapsed, so the next one waits for 20 s of training.
-    preview.spent_s, preview.last = 1.0, clock.now
-    clock.now += 10.0
+    # A first preview that took 1 s: it and one more like it fit in 5 % of 40 s of training, not before.
+    preview.spent_s = preview.last_cost_s = 1.0
+    preview.last = clock.now
+    clock.now += 37.9
     assert not preview.due()
-    clock.now += 8.0  # 20 s elapsed in all
+    clock.now += 0.1  # 40 s elapsed in all
     assert preview.due()
     with pytest.raises(ValueError, match="more than 0 seconds"):
         LivePreview(0.0, lambda vertices, faces: None)
