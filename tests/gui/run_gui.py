@@ -133,12 +133,15 @@ def main() -> int:
         raise SystemExit("The GUI harness needs root (chroot and bind mounts)")
     if not (CHROOT / "usr" / "bin" / "blender").is_file():
         raise SystemExit(f"No Blender in {CHROOT}: run scripts/gui_setup.sh first (or ./gui_test.sh)")
-    engine_python = REPO / ".venv" / "bin" / "python"
-    base_python = Path(sys.base_prefix)
+    venv = (REPO / ".venv").resolve()  # a checkout may link its .venv from elsewhere
+    engine_python = venv / "bin" / "python"
+    mounts = [REPO, Path(sys.base_prefix), Path("/tmp/.X11-unix")]
+    if not venv.is_relative_to(REPO):
+        mounts.insert(1, venv)
     OUT.mkdir(parents=True, exist_ok=True)
     zip_path = build_zip()
     results = {}
-    with bind_mounts([REPO, base_python, Path("/tmp/.X11-unix")]), xvfb():
+    with bind_mounts(mounts), xvfb():
         for name in args.scenarios:
             results[name] = run_scenario(name, zip_path, engine_python)
             print(f"{name}: {'passed' if passed(results[name]) else 'FAILED'} in {results[name]['wall_s']:.0f} s",
