@@ -32,6 +32,8 @@ SETTLE_S = 1.0
 """How long a scenario lets Blender redraw before a screenshot of a finished step."""
 FIT_STEPS = 300
 FIT_RESOLUTION = 96
+LONG_FIT_STEPS = 5000
+"""A fit that is sure to run on while a scenario opens menus (a job that ends closes an open menu)."""
 SIDEBAR_TAB_INSET_PX = 10
 STATUS_BAR_PX = 20
 NEURAL_SDF_TAB_OFFSET_PX = 175
@@ -183,6 +185,8 @@ def install_extension(zip_path: str, engine_python: str) -> None:
     preferences.python_path = engine_python
     preferences.device = "cpu"
     preferences.threads = 1  # one core trains, the other keeps Blender's UI (llvmpipe) drawing
+    # File > New would ask to save the scenario's unsaved scene first (the preview alone makes it dirty).
+    bpy.context.preferences.view.use_save_prompt = False
 
 
 def bunny_scene() -> None:
@@ -326,15 +330,16 @@ def fit_preview_undo(run: Scenario):
 
 
 def file_new_during_job(run: Scenario):
+    bpy.context.scene.neural_sdf.steps = LONG_FIT_STEPS
     run.check("Fit starts modal", invoke("neural_sdf.fit") == {"RUNNING_MODAL"})
     stepping = yield from wait_until(lambda: training_step() >= 5, 120)
     run.check("training runs", stepping, job_status().text)
     pid = running_session().pid
     pressed = time.monotonic()
     press("ctrl+n")
-    yield from wait(1.0)
+    yield from wait(0.5)
     run.shot("file-new-menu", "the File > New menu over the running job")
-    press("Return")
+    xdotool("click", "1")  # the menu opens with its first item, General, under the pointer
     loaded = yield from wait_until(lambda: "Bunny" not in bpy.data.objects, 20)
     run.check("File > New loads the general template", loaded, sorted(scene_snapshot()))
     yield from wait(1.5)
