@@ -15,7 +15,6 @@ from .conventions import Normalization
 from .mesh_io import TriangleMesh, merge_meshes
 from .model import SDFModel
 from .networks import Siren, SirenConfig
-from .preview import LivePreview
 from .sampling import SamplePool, VolumeSampling
 from .settings import SavedSettings
 from .training import Diverged, Progress, TrainingMonitor, cosine_schedule, pick_device, seeded
@@ -53,6 +52,11 @@ class FitConfig(SavedSettings):
     """Learning rate at the last step."""
     weights: LossWeights = field(default_factory=LossWeights)
     """Loss weights."""
+    weight_scale: float = 1.0
+    """Factor on the initial weights of every layer but the output (weight scaling, Yeom et al. ICLR 2025: larger
+    initial weights let a sinusoidal network fit high frequencies sooner); 1: the SIREN initialization."""
+    warmup_steps: int = 0
+    """Steps over which the learning rate rises linearly from near 0 to ``learning_rate`` before the cosine decay."""
     weight_averaging: float = 0.995
     """Decay of an exponential moving average of the weights, validated and kept in place of the raw weights; it
     smooths the step-to-step noise of the last steps. 0 turns it off."""
@@ -82,6 +86,10 @@ class FitConfig(SavedSettings):
             raise ValueError("FitConfig.eikonal_share and refresh_fraction must be in (0, 1]")
         if not 0.0 <= self.weight_averaging < 1.0:
             raise ValueError(f"FitConfig.weight_averaging must be in [0, 1), got {self.weight_averaging}")
+        if not (math.isfinite(self.weight_scale) and self.weight_scale > 0.0):
+            raise ValueError(f"FitConfig.weight_scale must be a positive number, got {self.weight_scale}")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ValueError(f"FitConfig.warmup_steps must be in [0, steps), got {self.warmup_steps}")
         if not 0.0 < self.final_learning_rate <= self.learning_rate:
             raise ValueError("FitConfig needs 0 < final_learning_rate <= learning_rate")
 
@@ -122,7 +130,7 @@ def fit_sdf(
     should_cancel: Callable[[], bool] | None = None,
     progress_interval_s: float = 0.5,
     normalization: Normalization | None = None,
-    preview: LivePreview | None = None,
+    on_step: Callable[[int, SDFModel], None] | None = None,
 ) -> SDFModel:
     """Fit one SIREN SDF to the union of ``meshes`` (in their own coordinates).
 
@@ -130,8 +138,9 @@ def fit_sdf(
       morph passes one shared by both shapes); the returned model maps input coordinates back and forth.
     - ``on_progress`` is called at most every ``progress_interval_s`` seconds and at the last step.
     - ``should_cancel`` is checked every step; when it returns True, `engine.training.Cancelled` is raised.
-    - ``preview`` (`engine.preview.LivePreview`) is shown the weights kept so far whenever it is due; it only reads
-      them, so the model is the same with or without it.
+    - ``on_step(step, model)`` is called after every step with the weights kept so far (the average, where the
+      config averages) as a model, e.g. for live previews or checkpoints; it must only read them, and then the fit
+      gives the same model with it or without it.
     """
     config = config or PRESETS["fast"]
     mesh = merge_meshes([meshes] if isinstance(meshes, TriangleMesh) else list(meshes))
@@ -147,9 +156,16 @@ def fit_sdf(
         unit_mesh, config.pool_size, config.pool_size, config.volume_sampling, config.curvature_sampling, rng
     )
     validation = [t.to(device) for t in pool.batch(generator, config.surface_batch, config.volume_batch)]
-    network = Siren(config.network).to(device)
+    network = Siren(config.network)
+    if config.weight_scale != 1.0:
+        with torch.no_grad():
+            for layer in network.layers:
+                layer.linear.weight.mul_(config.weight_scale)
+    network = network.to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
-    schedule = cosine_schedule(optimizer, config.steps, config.final_learning_rate / config.learning_rate)
+    schedule = cosine_schedule(
+        optimizer, config.steps, config.final_learning_rate / config.learning_rate, config.warmup_steps
+    )
     kept = network
     if config.weight_averaging:
         kept = torch.optim.swa_utils.AveragedModel(
@@ -180,8 +196,8 @@ def fit_sdf(
             if validation_loss < best_loss:
                 best_loss, best_state = validation_loss, copy.deepcopy(kept_network.state_dict())
         monitor.after_step(step, loss, terms)
-        if preview is not None and step != config.steps and preview.due():
-            preview.show_model(SDFModel(kept if kept is network else kept.module, normalization))
+        if on_step is not None:
+            on_step(step, SDFModel(kept if kept is network else kept.module, normalization))
 
     if not math.isfinite(best_loss):
         raise Diverged(

@@ -85,11 +85,14 @@ class TrainingMonitor:
                 )
 
 
-def cosine_schedule(optimizer: torch.optim.Optimizer, steps: int, final_factor: float):
-    """The learning rate decays along a cosine from its start to ``final_factor`` times it at step ``steps``."""
+def cosine_schedule(optimizer: torch.optim.Optimizer, steps: int, final_factor: float, warmup_steps: int = 0):
+    """The learning rate rises linearly over ``warmup_steps`` (none by default), then decays along a cosine from its
+    start to ``final_factor`` times it at step ``steps``."""
 
     def factor(step: int) -> float:
-        progress = min(step / max(steps, 1), 1.0)
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = min((step - warmup_steps) / max(steps - warmup_steps, 1), 1.0)
         return final_factor + (1.0 - final_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -71,16 +71,20 @@ class FitJob(JobSpec):
 
         meshes = input_meshes(inputs, self.names, context)
         config = self.fit_config()
-        preview = None
+        preview = on_step = None
         if self.preview_interval > 0 and context.show_preview is not None:
             preview = LivePreview(self.preview_interval, context.show_preview)
+
+            def on_step(step, model):
+                if step < config.steps and preview.due():  # the last step's surface is the result itself
+                    preview.show_model(model)
         context.report("fit", 0, config.steps, None, None)
         model = fit_sdf(
             meshes,
             config,
             on_progress=context.training_progress("fit"),
             should_cancel=context.should_cancel,
-            preview=preview,
+            on_step=on_step,
         )
         model.metadata["sources"] = list(self.names)
         context.raise_if_cancelled("after training, before extraction")

@@ -53,7 +53,7 @@ def test_a_fit_gives_the_same_model_bit_for_bit_with_previews_or_without():
     # A preview after every step, whatever it costs: the most any preview schedule could disturb.
     preview = LivePreview(1e-9, lambda vertices, faces: shown.append((vertices, faces)), resolution=24, budget=1e9)
     config = preset("tiny", steps=25, device="cpu", seed=3)
-    with_previews = fit_sdf(sphere(), config, preview=preview)
+    with_previews = fit_sdf(sphere(), config, on_step=lambda step, model: preview.show_model(model))
     without = fit_sdf(sphere(), config)
     assert preview.shown == len(shown) > 0
     state, other = with_previews.network.state_dict(), without.network.state_dict()
@@ -73,7 +73,7 @@ def test_a_preview_that_has_no_surface_or_cannot_be_written_is_skipped():
         raise OSError("disk full")
 
     preview = LivePreview(1e-9, refuse, resolution=16, budget=1e9)
-    model = fit_sdf(sphere(), preset("tiny", steps=3, device="cpu"), preview=preview)
+    model = fit_sdf(sphere(), preset("tiny", steps=3, device="cpu"), on_step=lambda step, model: preview.show_model(model))
     assert preview.shown == 0 and preview.spent_s > 0 and model.network is not None
 
 
