@@ -13,7 +13,7 @@ from engine.fit import FitConfig, fit_sdf, preset
 from engine.mesh_io import check_mesh
 from engine.model import MODEL_FORMAT_VERSION, SDFModel, load_model, reexpressed
 from engine.networks import Siren, SirenConfig
-from engine.training import Cancelled
+from engine.training import Cancelled, cosine_schedule
 
 SPHERE_CENTER = np.array([3.0, -2.0, 10.0])
 SPHERE_RADIUS = 2.5
@@ -153,6 +153,45 @@ def test_bad_configs_are_refused():
         preset("fast", eikonal_share=0.0)
     with pytest.raises(ValueError, match="weight_averaging"):
         preset("fast", weight_averaging=1.0)
+    with pytest.raises(ValueError, match="weight_scale must be a positive number"):
+        preset("fast", weight_scale=0.0)
+    with pytest.raises(ValueError, match=r"warmup_steps must be in \[0, steps\)"):
+        preset("fast", steps=100, warmup_steps=100)
+
+
+def test_the_learning_rate_warms_up_linearly_then_follows_the_cosine():
+    optimizer = torch.optim.Adam(torch.nn.Linear(1, 1).parameters(), lr=1.0)
+    schedule = cosine_schedule(optimizer, steps=10, final_factor=0.1, warmup_steps=3)
+    rates = []
+    for _ in range(11):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    np.testing.assert_allclose(rates[:4], [0.25, 0.5, 0.75, 1.0])
+    # The cosine over the 7 steps left: halfway (step 6.5) it is the mean of the start and the end.
+    np.testing.assert_allclose((rates[6] + rates[7]) / 2, 0.55, atol=0.02)
+    assert rates[-1] == pytest.approx(0.1)
+
+
+def test_weight_scaling_multiplies_every_initial_weight_but_the_output_layer(sphere_mesh, monkeypatch):
+    mesh = check_mesh(*sphere_mesh)
+    starts = []
+    original_adam = torch.optim.Adam
+
+    def recording_adam(parameters, **options):
+        parameters = list(parameters)
+        starts.append([p.detach().clone() for p in parameters])
+        return original_adam(parameters, **options)
+
+    monkeypatch.setattr(torch.optim, "Adam", recording_adam)
+    config = preset("tiny", steps=1, pool_size=1000)
+    fit_sdf(mesh, config)
+    fit_sdf(mesh, dataclasses.replace(config, weight_scale=2.0))
+    plain, scaled = starts
+    names = [name for name, _ in Siren(config.network).named_parameters()]
+    for name, before, after in zip(names, plain, scaled):
+        factor = 2.0 if name.startswith("layers.") and name.endswith("weight") else 1.0
+        torch.testing.assert_close(after, factor * before, msg=name)
 
 
 def test_weight_averaging_keeps_the_averaged_weights(sphere_mesh):
