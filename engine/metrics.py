@@ -10,6 +10,10 @@
 - Inside a mesh means a generalized winding number above 1/2 (the sign convention of `sampling.signed_distance`),
   which also gives open meshes a sensible inside.
 - float64 throughout; every random draw comes from a ``seed``, so results are reproducible.
+- Strays and topology (issue 13): `far_surface` measures how far the reconstruction strays from the input (the
+  one-sided distance result -> input catches floaters, inner bubbles and webbing that the two-sided averages hide);
+  `voxel_size` turns an extraction's grid cell into these units; `mesh_components` gives the pieces of a mesh
+  with their faces and genus.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from .conventions import Normalization
 from .mesh_io import MeshError, TriangleMesh
@@ -133,6 +139,144 @@ def volume_iou(pred_vertices, pred_faces, gt_vertices, gt_faces, *, points: int 
     gt = _checked_mesh(gt_vertices, gt_faces, "gt_vertices", "gt_faces")
     _check_count(points, "points")
     return _volume_iou(pred, gt, points, np.random.default_rng(seed))
+
+
+@dataclass(frozen=True)
+class FarSurface:
+    """How far a reconstruction strays from the input surface (one-sided, reconstruction -> input), in units of the
+    ground truth's largest bounding-box side."""
+
+    hausdorff: float
+    """max d(pred -> gt) over the samples and the vertices of the reconstruction (at most the true one-sided
+    Hausdorff distance)."""
+    far_share: float
+    """Share of the reconstruction's area (its samples) farther than ``distance`` from the input surface."""
+    far_components: int
+    """Pieces of the reconstruction (`mesh_components`) whose every vertex is farther than ``distance``: floaters
+    and closed inner bubbles."""
+    distance: float
+    """The threshold."""
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def far_surface(
+    pred_vertices, pred_faces, gt_vertices, gt_faces, distance: float, *, samples: int = 100_000, seed: int = 0
+) -> FarSurface:
+    """The one-sided distance from a reconstruction to the input surface: its maximum, the share of the
+    reconstruction's surface farther than ``distance``, and the pieces lying wholly farther than that.
+
+    - Both meshes are normalized by `ground_truth_normalization`; ``distance`` and the results are in those units
+      (`voxel_size` gives an extraction's cell in them: ``2 * voxel_size(...)`` is "two voxels").
+    - ``samples`` area-weighted points are drawn on the reconstruction (zero-area faces ignored); every vertex is
+      measured too, so the maximum sees small pieces that no sample hits.
+    """
+    pred = _checked_mesh(pred_vertices, pred_faces, "pred_vertices", "pred_faces")
+    gt = _checked_mesh(gt_vertices, gt_faces, "gt_vertices", "gt_faces")
+    _check_count(samples, "samples")
+    if not (np.isfinite(distance) and distance >= 0):
+        raise ValueError(f"distance must be a non-negative finite distance, got {distance!r}")
+    normalization = ground_truth_normalization(gt.vertices, gt.faces)
+    pred = TriangleMesh(normalization.to_unit(pred.vertices), pred.faces)
+    gt = _without_zero_area_faces(TriangleMesh(normalization.to_unit(gt.vertices), gt.faces))
+    surface = _without_zero_area_faces(pred)
+    points, _ = _area_weighted_samples(surface, face_areas(surface), samples, np.random.default_rng(seed))
+    queries = MeshQueries(gt)
+    sample_distances = np.sqrt(queries.squared_distance(points)[0])
+    used = np.unique(pred.faces)
+    vertex_distances = np.full(len(pred.vertices), np.inf)
+    vertex_distances[used] = np.sqrt(queries.squared_distance(pred.vertices[used])[0])
+    labels, components = mesh_components(pred.vertices, pred.faces)
+    nearest = np.full(len(components), np.inf)
+    np.minimum.at(nearest, np.repeat(labels, 3), vertex_distances[pred.faces.reshape(-1)])
+    return FarSurface(
+        hausdorff=float(max(sample_distances.max(), vertex_distances[used].max())),
+        far_share=float(np.mean(sample_distances > distance)),
+        far_components=int(np.count_nonzero(nearest > distance)),
+        distance=float(distance),
+    )
+
+
+def voxel_size(resolution: int, normalization: Normalization, gt_vertices, gt_faces) -> float:
+    """One cell of `engine.extraction.extract_mesh` at ``resolution``, in ground-truth-normalized units.
+
+    - The extraction's grid has ``resolution`` points per axis over [-1, 1]^3 of the model's ``normalization``
+      (the fit's: the input's largest bounding-box side becomes 2 `UNIT_HALF_SIZE`), so a cell is
+      2 / (resolution - 1) there and that divided by ``normalization.scale`` in the input's units.
+    """
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 2:
+        raise ValueError(f"resolution must be an integer of at least 2, got {resolution!r}")
+    return 2.0 / (resolution - 1) / normalization.scale * ground_truth_normalization(gt_vertices, gt_faces).scale
+
+
+@dataclass(frozen=True)
+class Component:
+    """One connected piece of a mesh (faces joined through shared vertices)."""
+
+    faces: int
+    vertices: int
+    edges: int
+    """Distinct undirected edges."""
+    boundary_loops: int
+    """Connected chains of edges that only one face uses (0 for a closed piece)."""
+    zero_area_faces: int
+
+    @property
+    def euler_characteristic(self) -> int:
+        return self.vertices - self.edges + self.faces
+
+    @property
+    def closed(self) -> bool:
+        return self.boundary_loops == 0
+
+    @property
+    def genus(self) -> float:
+        """Handles, from V - E + F = 2 - 2 g - b; a whole number for an orientable manifold piece (a sphere 0, a
+        torus 1, a disk 0), not necessarily one for a non-manifold piece."""
+        return (2 - self.euler_characteristic - self.boundary_loops) / 2
+
+
+def mesh_components(vertices, faces) -> tuple[np.ndarray, list[Component]]:
+    """The connected pieces of a mesh, largest (most faces) first, and the piece of every face (m,).
+
+    - Faces are connected when they share a vertex; vertices at identical coordinates count as one, so a mesh
+      stored with split vertices (e.g. from STL) is not taken apart. Vertices no face uses are ignored.
+    - A piece of one face is a degenerate sliver; count them with ``sum(c.faces == 1 for c in components)``.
+    """
+    mesh = _checked_mesh(vertices, faces, "vertices", "faces")
+    _, welded = np.unique(mesh.vertices, axis=0, return_inverse=True)
+    triangles = welded.reshape(-1)[mesh.faces]
+    count = int(triangles.max()) + 1
+    edges = np.sort(np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]]), axis=1)
+    _, vertex_labels = connected_components(_graph(edges, count), directed=False)
+    _, face_labels, sizes = np.unique(vertex_labels[triangles[:, 0]], return_inverse=True, return_counts=True)
+    order = np.argsort(-sizes, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    labels = rank[face_labels.reshape(-1)]
+    pieces = len(order)
+
+    edge_keys, edge_first, edge_uses = np.unique(
+        edges[:, 0] * count + edges[:, 1], return_index=True, return_counts=True
+    )
+    edge_labels = np.tile(labels, 3)[edge_first]
+    vertex_keys = np.unique(np.repeat(labels, 3) * count + triangles.reshape(-1))
+    boundary = np.stack([edge_keys // count, edge_keys % count], axis=1)[edge_uses == 1]
+    _, loop_labels = connected_components(_graph(boundary, count), directed=False)
+    loops = np.unique(np.stack([edge_labels[edge_uses == 1], loop_labels[boundary[:, 0]]], axis=1), axis=0)
+    per_piece = [
+        np.bincount(values, minlength=pieces)
+        for values in (labels, vertex_keys // count, edge_labels, loops[:, 0], labels[_zero_area(mesh)])
+    ]
+    return labels, [
+        Component(*(int(values[piece]) for values in per_piece)) for piece in range(pieces)
+    ]
+
+
+def _graph(edges: np.ndarray, count: int) -> coo_matrix:
+    ones = np.ones(len(edges), dtype=np.int8)
+    return coo_matrix((ones, (edges[:, 0], edges[:, 1])), shape=(count, count))
 
 
 def _one_sided_match(
