@@ -7,9 +7,19 @@ import re
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 
-from engine.metrics import MeshMetrics, ground_truth_normalization, mesh_metrics, sample_surface, volume_iou
+from engine.metrics import (
+    MeshMetrics,
+    far_surface,
+    ground_truth_normalization,
+    mesh_components,
+    mesh_metrics,
+    sample_surface,
+    voxel_size,
+    volume_iou,
+)
 
 SAMPLES = 20_000
 IOU_POINTS = 200_000
@@ -222,3 +232,128 @@ def test_the_separate_pieces_name_their_own_arguments():
         sample_surface(*GOOD, -1)
     with pytest.raises(ValueError, match=re.escape("points must be a positive integer, got 0")):
         volume_iou(*GOOD, *GOOD, points=0)
+
+
+# Strays and topology (issue 13): one-sided distance result -> input, voxel size, pieces and genus.
+
+
+def marched(sdf, resolution: int = 64, half_side: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The zero level set of ``sdf`` (points (..., 3) -> (...)) on a grid over [-half_side, half_side]^3."""
+    from skimage import measure
+
+    axis = np.linspace(-half_side, half_side, resolution)
+    values = sdf(np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1))
+    vertices, faces, _, _ = measure.marching_cubes(values, 0.0, spacing=(axis[1] - axis[0],) * 3)
+    return vertices - half_side, faces
+
+
+def torus_sdf(points, center=(0.0, 0.0, 0.0), major=0.45, minor=0.18):
+    p = points - np.asarray(center)
+    return np.hypot(np.hypot(p[..., 0], p[..., 1]) - major, p[..., 2]) - minor
+
+
+def lattice_sdf(points, lines=3, radius=0.12):
+    """Tubes along the lines x lines grid lines of each axis: genus 3 lines^2 (lines - 1) - lines^3 + 1."""
+    positions = np.linspace(-0.7, 0.7, lines)
+    nearest = np.abs(points[..., None] - positions).min(axis=-1)
+    along = np.maximum(np.abs(points) - 0.7, 0.0)
+    tubes = [np.sqrt(nearest[..., a] ** 2 + nearest[..., b] ** 2 + along[..., k] ** 2) for k, a, b in
+             ((0, 1, 2), (1, 0, 2), (2, 0, 1))]
+    return np.minimum.reduce(tubes) - radius
+
+
+def genera(mesh) -> list[float]:
+    return [component.genus for component in mesh_components(*mesh)[1]]
+
+
+def test_genus_of_a_sphere_a_torus_a_double_torus_and_a_lattice():
+    torus = trimesh.creation.torus(major_radius=1.0, minor_radius=0.3)
+    assert genera(icosphere(3)) == [0.0]
+    assert genera((torus.vertices, torus.faces)) == [1.0]
+    double = marched(lambda p: np.minimum(torus_sdf(p, (-0.4, 0, 0)), torus_sdf(p, (0.4, 0, 0))))
+    assert genera(double) == [2.0]
+    assert genera(marched(lattice_sdf)) == [3 * 9 * 2 - 27 + 1]  # 28 handles
+    [piece] = mesh_components(*icosphere(3))[1]
+    assert (piece.closed, piece.euler_characteristic, piece.edges) == (True, 2, 1920)
+
+
+def test_genus_counts_boundaries_and_split_vertices_are_welded():
+    tube = trimesh.creation.cylinder(radius=1.0, height=2.0, sections=32)
+    keep = np.abs(tube.face_normals[:, 2]) < 0.5  # the side only: an open tube with two boundary loops
+    [side] = mesh_components(tube.vertices, tube.faces[keep])[1]
+    assert (side.boundary_loops, side.closed, side.genus) == (2, False, 0.0)
+    torus = trimesh.creation.torus(major_radius=1.0, minor_radius=0.3)
+    split = torus.vertices[torus.faces].reshape(-1, 3), np.arange(3 * len(torus.faces)).reshape(-1, 3)  # as in STL
+    [piece] = mesh_components(*split)[1]
+    assert (piece.vertices, piece.genus) == (len(torus.vertices), 1.0)
+
+
+def test_components_find_a_stray_triangle_and_zero_area_faces():
+    vertices, faces = icosphere(2)
+    n = len(vertices)
+    extra = np.array([[3.0, 0.0, 0.0], [3.0, 1.0, 0.0], [3.0, 0.0, 1.0], [0.0, 0.0, 0.5]])
+    vertices = np.concatenate([vertices, extra, [[9.0, 9.0, 9.0]]])  # the last one no face uses
+    sliver = [faces[0][0], faces[0][0], faces[0][1]]  # a zero-area face on the sphere
+    faces = np.concatenate([faces, [[n + 1, n, n + 2]], [sliver]])
+    labels, components = mesh_components(vertices, faces)
+    assert [(c.faces, c.vertices, c.zero_area_faces) for c in components] == [(len(faces) - 1, n, 1), (1, 3, 0)]
+    assert labels[-2] == 1 and (labels[:-2] == 0).all() and labels[-1] == 0
+    assert sum(c.faces == 1 for c in components) == 1
+
+
+def test_the_one_sided_distance_of_a_mesh_to_itself_is_zero_and_to_a_shifted_copy_the_shift():
+    sphere = icosphere(3)
+    same = far_surface(*sphere, *sphere, 0.001, samples=SAMPLES)
+    assert (same.hausdorff < 1e-12, same.far_share, same.far_components) == (True, 0.0, 0)
+    square = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
+    top = square.faces[square.face_normals[:, 2] > 0.5]  # a flat unit square: every point of a copy shifted along
+    vertices = np.asarray(square.vertices)  # its normal by d is d from it, and the largest GT side is 1
+    shifted = vertices + [0.0, 0.0, 0.05]
+    result = far_surface(shifted, top, vertices, top, 0.025, samples=SAMPLES)
+    assert result.hausdorff == pytest.approx(0.05, abs=1e-12) and result.far_share == 1.0
+    assert result.far_components == 1
+    assert far_surface(shifted, top, vertices, top, 0.1, samples=SAMPLES).far_share == 0.0
+
+
+def test_a_floater_is_a_far_component_and_its_area_share_is_measured():
+    vertices, faces = icosphere(3)  # bounding box 2: the GT-normalized units are half the input's
+    floater = np.array([[2.0, 0.0, 0.0], [2.0, 0.1, 0.0], [2.0, 0.0, 0.1]])
+    pred = np.concatenate([vertices, floater]), np.concatenate([faces, [[len(vertices), len(vertices) + 1,
+                                                                        len(vertices) + 2]]])
+    result = far_surface(*pred, vertices, faces, 0.05, samples=SAMPLES)
+    area_share = 0.005 / (4.0 * np.pi * 0.995)  # the floater's area over the total, about
+    assert result.far_components == 1
+    assert result.far_share == pytest.approx(area_share, abs=binomial_tolerance(area_share, SAMPLES) + 2e-5)
+    assert result.hausdorff == pytest.approx((np.hypot(2.0, 0.1) - 1.0) / 2.0, abs=0.002)
+
+
+class _SphereField(torch.nn.Module):
+    """|x| - 0.5 in the model's unit cube."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # the extraction reads the device from a parameter
+
+    def forward(self, points):
+        return points.norm(dim=-1) - 0.5
+
+
+def test_voxel_size_is_the_spacing_of_the_extraction_grid_in_ground_truth_units():
+    from engine.conventions import Normalization
+    from engine.extraction import extract_mesh
+    from engine.model import SDFModel
+
+    gt = box((4.0, 2.0, 1.0), offset=(10.0, -3.0, 1.0))
+    normalization = Normalization.fit_bounds(gt[0])  # as a fit does: the largest half-side 2 becomes 0.9
+    assert voxel_size(65, normalization, *gt) == pytest.approx(1.0 / (0.9 * 64))
+    vertices, _ = extract_mesh(SDFModel(_SphereField(), normalization), 24)
+    voxel = voxel_size(24, normalization, *gt)
+    # Marching-cubes vertices lie on grid edges: two of their three coordinates are on grid planes, which are
+    # whole voxels away from the grid's corner (-1, -1, -1) of the unit cube.
+    gt_normalization = ground_truth_normalization(*gt)
+    corner = gt_normalization.to_unit(normalization.to_input(np.full((1, 3), -1.0)))
+    steps = (gt_normalization.to_unit(vertices) - corner) / voxel
+    on_planes = np.abs(steps - np.round(steps)) < 1e-6
+    assert (on_planes.sum(axis=1) >= 2).all()
+    wrong = (gt_normalization.to_unit(vertices) - corner) / (voxel * 0.9)  # the cube's margin forgotten
+    assert ((np.abs(wrong - np.round(wrong)) < 1e-6).sum(axis=1) >= 2).mean() < 0.5
