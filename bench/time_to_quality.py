@@ -36,7 +36,7 @@ from i3d_baseline import I3DSettings, train_i3d  # noqa: E402
 from engine.extraction import extract_mesh  # noqa: E402
 from engine.fit import fit_sdf, preset  # noqa: E402
 from engine.mesh_io import load_mesh  # noqa: E402
-from engine.metrics import mesh_metrics  # noqa: E402
+from engine.metrics import far_surface, mesh_components, mesh_metrics, voxel_size  # noqa: E402
 from engine.model import SDFModel  # noqa: E402
 
 TARGETS = {
@@ -90,12 +90,17 @@ class Checkpoints:
 
 
 def measure(checkpoints: Checkpoints, network_of, normalization, mesh, resolution: int) -> None:
+    """The metrics of every checkpoint; besides DESIGN §4's, the one-sided Hausdorff distance from the result to the
+    input in voxels of the extraction and the result's pieces (the input's are one per closed part)."""
+    voxel = voxel_size(resolution, normalization, mesh.vertices, mesh.faces)
     for checkpoint in checkpoints.saved:
         network = network_of(checkpoint.state)
         vertices, faces = extract_mesh(SDFModel(network, normalization), resolution)
         result = mesh_metrics(vertices, faces, mesh.vertices, mesh.faces)
+        far = far_surface(vertices, faces, mesh.vertices, mesh.faces, 2.0 * voxel)
         checkpoint.metrics = {
             "chamfer_l1": result.chamfer_l1, "nc": result.normal_consistency, "f1": result.fscore, "iou": result.iou,
+            "hd_voxels": far.hausdorff / voxel, "pieces": len(mesh_components(vertices, faces)[1]),
         }  # fmt: skip
 
 
@@ -179,12 +184,13 @@ def main() -> int:
         target = TARGETS.get(path.name) or ours.saved[-1].metrics
         print(f"\n## {path.name} ({len(mesh.faces)} faces, {len(mesh.vertices)} vertices); target: "
               + ", ".join(f"{key} {value:.4g}" for key, value in target.items()))
-        print("\n| trainer | step | wall s | CPU s | Chamfer-L1 | NC | F@1% | IoU |\n|---|---|---|---|---|---|---|---|")
+        print("\n| trainer | step | wall s | CPU s | Chamfer-L1 | NC | F@1% | IoU | Hausdorff to input, voxels | pieces |"
+              "\n|---|---|---|---|---|---|---|---|---|---|")
         for name, (recorder, *_rest) in runs.items():
             for c in recorder.saved:
                 m = c.metrics
                 print(f"| {name} | {c.step} | {c.wall_s:.1f} | {c.cpu_s:.1f} | {m['chamfer_l1']:.3g} | {m['nc']:.4f} "
-                      f"| {m['f1']:.4f} | {m['iou']:.4f} |")
+                      f"| {m['f1']:.4f} | {m['iou']:.4f} | {m['hd_voxels']:.1f} | {m['pieces']} |")
         print("\n| trainer | sample prep s | to IoU 0.99 | to target |\n|---|---|---|---|")
         reached = {}
         for name, (recorder, _, _, prep_s) in runs.items():
