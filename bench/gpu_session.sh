@@ -1,33 +1,27 @@
 #!/usr/bin/env bash
-# One device-machine session (see /work/.library/device): install the two wheels the GPU image lacks, sweep fit
-# settings on knot2 with CUDA, then run the engine tests with CUDA as the "auto" device. Results go to $OUT.
+# One device-machine session (see /work/.library/device): install the two wheels the GPU image lacks, check the CUDA
+# path against the CPU path, then print the time-to-quality and extraction tables on CUDA. Results go to $OUT.
 #   Here:   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 ... -d .whl libigl==2.6.3 trimesh==5.2.0
-#   There:  bash bench/gpu_session.sh  (with .whl and .devdata carried)
+#           cp ../shared/meshes/{bunny,bunny00,knot2}.ply .devdata/
+#   There:  bash bench/gpu_session.sh  (with .whl and .devdata carried; about 9 minutes)
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1
 OUT=${OUT:-out/gpu}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__, 'cuda', torch.cuda.is_available())"
 
-sweep() {  # label, then --set arguments
-    local label=$1; shift
-    timeout 120 python3 bench/fit_quality.py .devdata/knot2.ply --threads 8 --json "$OUT/sweep_$label.json" "$@" \
-        2>&1 | tail -1 | tee -a "$OUT/sweep.txt"
-}
-sweep base
-sweep seed1 --set seed=1
-sweep ema995 --set weight_averaging=0.995
-sweep steps2500 --set steps=2500
-sweep steps2500ema --set steps=2500 --set weight_averaging=0.995
-sweep omega60 --set network.first_omega=60
-sweep batch2x --set surface_batch=10000 --set volume_batch=10000
-sweep sdf600 --set weights.sdf=600
-sweep lr1e3 --set learning_rate=1e-3
-sweep quality_ema --preset quality --set weight_averaging=0.995
-sweep omega45_ema --set network.first_omega=45 --set weight_averaging=0.995
-
+echo "=== engine tests with CUDA as the auto device (GPU results against the CPU references in the tests) ==="
 timeout 240 python3 -m pytest -q -x -p no:cacheprovider tests/engine 2>&1 | tail -15 | tee "$OUT/tests.txt"
-echo "=== sweep (knot2, CUDA) ==="
-cat "$OUT/sweep.txt"
+
+echo "=== time to quality on CUDA (default fit vs the i3d baseline, limited to 60 s) ==="
+timeout 300 python3 bench/time_to_quality.py .devdata/knot2.ply .devdata/bunny.ply --threads 8 --every 100 \
+    --baseline-limit-s 60 --json "$OUT/time_to_quality.json" 2>&1 | tee "$OUT/time_to_quality.txt"
+
+echo "=== extraction on CUDA (a model fitted above: knot2, 256^3 and 512^3) ==="
+timeout 60 python3 -c "
+from engine.fit import fit_sdf, preset
+from engine.mesh_io import load_mesh
+fit_sdf(load_mesh('.devdata/knot2.ply'), preset('fast', steps=300)).save('$OUT/knot2.pt')"
+timeout 120 python3 bench/extraction_speed.py "$OUT/knot2.pt" --resolution 256 512 --threads 8 2>&1 | tee "$OUT/extraction.txt"

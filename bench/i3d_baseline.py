@@ -38,6 +38,7 @@ from engine.mesh_io import TriangleMesh
 from engine.model import SDFModel
 from engine.networks import Siren, SirenConfig
 from engine.sampling import signed_distance
+from engine.training import pick_device
 
 WEIGHTS = {"surface": 3e3, "sdf": 2e2, "normal": 1e2, "eikonal": 5e1}
 
@@ -53,6 +54,7 @@ class I3DSettings:
     epochs: int = 100
     refresh_share: float = 0.1
     seed: int = 0
+    device: str = "auto"
 
     def i3d_steps(self, mesh: TriangleMesh) -> int:
         """i3d's own step count, epochs * 2N / B."""
@@ -99,13 +101,14 @@ def train_i3d(
     returns the kept model (the best weights after warm-up), the last step run and the seconds of sample
     preparation. ``on_step(step, model)`` sees the weights i3d would return if it stopped there."""
     started = time.perf_counter()
+    device = pick_device(settings.device)
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     normalization = i3d_normalization(mesh)
     unit = TriangleMesh(normalization.to_unit(mesh.vertices), mesh.faces)
-    vertices = torch.from_numpy(unit.vertices).float()
-    normals = torch.from_numpy(vertex_normals(unit)).float()
+    vertices = torch.from_numpy(unit.vertices).float().to(device)
+    normals = torch.from_numpy(vertex_normals(unit)).float().to(device)
     on_count = min(settings.batch // 2, len(vertices))
     off_count = settings.batch - settings.batch // 2
     steps = settings.steps
@@ -114,12 +117,13 @@ def train_i3d(
 
     def volume_samples():
         points = rng.uniform(-1.0, 1.0, size=(off_count, 3))
-        return torch.from_numpy(points).float(), torch.from_numpy(signed_distance(unit, points)).float()
+        sdf = signed_distance(unit, points)
+        return torch.from_numpy(points).float().to(device), torch.from_numpy(sdf).float().to(device)
 
     off_points, off_sdf = volume_samples()
     prep_s = time.perf_counter() - started
     network = Siren(SirenConfig(hidden_features=settings.hidden_features, hidden_layers=settings.hidden_layers,
-                                first_omega=settings.omega, hidden_omega=settings.omega))
+                                first_omega=settings.omega, hidden_omega=settings.omega)).to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=settings.learning_rate)
     best_loss, best = math.inf, network
     training_started = time.perf_counter()
@@ -128,7 +132,7 @@ def train_i3d(
             refresh_started = time.perf_counter()
             off_points, off_sdf = volume_samples()
             prep_s += time.perf_counter() - refresh_started
-        chosen = torch.randperm(len(vertices), generator=generator)[:on_count]
+        chosen = torch.randperm(len(vertices), generator=generator)[:on_count].to(device)
         points = torch.cat([vertices[chosen], off_points])
         loss = true_sdf_loss(network, points, normals[chosen], off_sdf, on_count)
         optimizer.zero_grad(set_to_none=True)
