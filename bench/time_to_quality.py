@@ -121,13 +121,18 @@ def run_ours(mesh, config, every: int):
     recorder.start()
     model = fit_sdf(mesh, config, on_step=recorder)
     prep_s = recorder.first_step_wall - model.metadata["train_seconds"] / config.steps
-    template = copy.deepcopy(model.network)
+    return recorder, loader(model.network), model.normalization, prep_s
+
+
+def loader(network):
+    """``network_of(state)``: a copy of ``network`` holding the weights ``state`` (one copy, reloaded each time)."""
+    template = copy.deepcopy(network)
 
     def network_of(state):
         template.load_state_dict(state)
         return template
 
-    return recorder, network_of, model.normalization, prep_s
+    return network_of
 
 
 def run_baseline(mesh, every: int, limit_s: float, seed: int):
@@ -137,13 +142,7 @@ def run_baseline(mesh, every: int, limit_s: float, seed: int):
     model, last_step, prep_s = train_i3d(mesh, settings, on_step=recorder, time_limit_s=limit_s)
     if recorder.saved[-1].step != last_step:  # stopped by the time limit between checkpoints
         recorder.save(last_step, model)
-    template = copy.deepcopy(model.network)
-
-    def network_of(state):
-        template.load_state_dict(state)
-        return template
-
-    return recorder, network_of, model.normalization, prep_s
+    return recorder, loader(model.network), model.normalization, prep_s
 
 
 def describe(checkpoint: Checkpoint | None) -> str:
