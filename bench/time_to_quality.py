@@ -140,7 +140,7 @@ def run_baseline(mesh, every: int, limit_s: float, seed: int):
     recorder = Checkpoints(every, settings.steps)
     recorder.start()
     model, last_step, prep_s = train_i3d(mesh, settings, on_step=recorder, time_limit_s=limit_s)
-    if recorder.saved[-1].step != last_step:  # stopped by the time limit between checkpoints
+    if not recorder.saved or recorder.saved[-1].step != last_step:  # the time limit stopped it between checkpoints
         recorder.save(last_step, model)
     return recorder, loader(model.network), model.normalization, prep_s
 
