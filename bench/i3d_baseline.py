@@ -38,7 +38,7 @@ from engine.mesh_io import TriangleMesh
 from engine.model import SDFModel
 from engine.networks import Siren, SirenConfig
 from engine.sampling import signed_distance
-from engine.training import pick_device
+from engine.training import pick_device, seeded
 
 WEIGHTS = {"surface": 3e3, "sdf": 2e2, "normal": 1e2, "eikonal": 5e1}
 
@@ -102,9 +102,7 @@ def train_i3d(
     preparation. ``on_step(step, model)`` sees the weights i3d would return if it stopped there."""
     started = time.perf_counter()
     device = pick_device(settings.device)
-    torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
-    generator = torch.Generator().manual_seed(settings.seed)
+    rng, generator = seeded(settings.seed)
     normalization = i3d_normalization(mesh)
     unit = TriangleMesh(normalization.to_unit(mesh.vertices), mesh.faces)
     vertices = torch.from_numpy(unit.vertices).float().to(device)

@@ -182,7 +182,8 @@ def main() -> int:
         ours = runs["ours"][0]
         target = TARGETS.get(path.name) or ours.saved[-1].metrics
         print(f"\n## {path.name} ({len(mesh.faces)} faces, {len(mesh.vertices)} vertices); target: "
-              + ", ".join(f"{key} {value:.4g}" for key, value in target.items()))
+              + ", ".join(f"{key} {value:.4g}" for key, value in target.items())
+              + ("" if args.no_baseline else f"; i3d's own step count here: {I3DSettings().i3d_steps(mesh)}"))
         print("\n| trainer | step | wall s | CPU s | Chamfer-L1 | NC | F@1% | IoU | Hausdorff to input, voxels | pieces |"
               "\n|---|---|---|---|---|---|---|---|---|---|")
         for name, (recorder, *_rest) in runs.items():

@@ -19,6 +19,7 @@ configuration (``index-url``, ``find-links``, ``extra-index-url``) applies to th
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import platform
 import queue
@@ -189,18 +190,17 @@ def choose_torch_build(machine: Machine, wanted: str = "AUTO") -> TorchBuild:
     cpu = TorchBuild("CPU", DOWNLOAD_SIZES["cpu"], cpu_index, "")
     cuda = TorchBuild(CUDA_BUILD_NAME, DOWNLOAD_SIZES["cuda"], f"{PYTORCH_INDEX}/{CUDA_BUILD}", "")
     if wanted != "AUTO":
-        chosen = cuda if wanted == "CUDA" else cpu
-        return TorchBuild(chosen.name, chosen.download, chosen.index_url, "chosen in the preferences")
+        return dataclasses.replace(cuda if wanted == "CUDA" else cpu, reason="chosen in the preferences")
     driver = machine.nvidia_driver
     if driver is None:
-        return TorchBuild(cpu.name, cpu.download, cpu.index_url, "no NVIDIA driver found")
+        return dataclasses.replace(cpu, reason="no NVIDIA driver found")
     oldest = MIN_CUDA_DRIVER.get(machine.system, 0)
     if int(driver.split(".")[0]) < oldest:
-        return TorchBuild(
-            cpu.name, cpu.download, cpu.index_url,
-            f"NVIDIA driver {driver} is older than {oldest}, which {CUDA_BUILD_NAME} needs: update it for the GPU",
-        )  # fmt: skip
-    return TorchBuild(cuda.name, cuda.download, cuda.index_url, f"NVIDIA driver {driver} found")
+        return dataclasses.replace(
+            cpu,
+            reason=f"NVIDIA driver {driver} is older than {oldest}, which {CUDA_BUILD_NAME} needs: update it for the GPU",
+        )
+    return dataclasses.replace(cuda, reason=f"NVIDIA driver {driver} found")
 
 
 def torch_pin(requirements: Path) -> str:

@@ -399,7 +399,6 @@ class EngineSession:
         if not self.finished:
             self._end(SessionState.CANCELLED, self._cancel_message())
         if self.worker is not None and not self._closed:
-            self._closed = True
             kept = (
                 self.state is SessionState.SUCCEEDED
                 and self.warm is not None

@@ -173,7 +173,7 @@ def scene_snapshot() -> dict:
 
 
 def preview_objects() -> list[str]:
-    return [obj.name for obj in bpy.data.objects if "preview" in obj.name.lower()]
+    return [obj.name for obj in bpy.data.objects if obj.get(addon("preview").MARK)]
 
 
 # --- set-up -------------------------------------------------------------------------------------------------------

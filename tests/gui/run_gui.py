@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 CHROOT = Path(os.environ.get("NEURAL_SDF_GUI_ROOT", "/opt/neural-sdf-gui/trixie"))
 OUT = REPO / "out" / "gui"
 DISPLAY = ":77"
+X11_SOCKETS = Path("/tmp/.X11-unix")
+"""Where Xvfb puts its socket; bind-mounted into the chroot so Blender there reaches the display."""
 SCREEN = "1600x1000x24"
 SCENARIO_TIMEOUT_S = 900
 SCENARIOS = ("fit_then_esc", "fit_preview_undo", "file_new_during_job", "failed_job", "close_preferences_during_check")
@@ -52,12 +54,10 @@ def bind_mounts(paths: list[Path]):
 
 @contextlib.contextmanager
 def xvfb():
-    socket_dir = Path("/tmp/.X11-unix")
-    socket_dir.mkdir(mode=0o1777, exist_ok=True)
     server = subprocess.Popen(["Xvfb", DISPLAY, "-screen", "0", SCREEN, "-nolisten", "tcp"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        socket = socket_dir / f"X{DISPLAY[1:]}"
+        socket = X11_SOCKETS / f"X{DISPLAY[1:]}"
         for _ in range(100):
             if socket.exists():
                 break
@@ -135,7 +135,9 @@ def main() -> int:
         raise SystemExit(f"No Blender in {CHROOT}: run scripts/gui_setup.sh first (or ./gui_test.sh)")
     venv = (REPO / ".venv").resolve()  # a checkout may link its .venv from elsewhere
     engine_python = venv / "bin" / "python"
-    mounts = [REPO, Path(sys.base_prefix), Path("/tmp/.X11-unix")]
+    X11_SOCKETS.mkdir(exist_ok=True)  # before it is bind-mounted: a fresh machine may not have it yet
+    X11_SOCKETS.chmod(0o1777)
+    mounts = [REPO, Path(sys.base_prefix), X11_SOCKETS]
     if not venv.is_relative_to(REPO):
         mounts.insert(1, venv)
     OUT.mkdir(parents=True, exist_ok=True)
