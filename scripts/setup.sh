@@ -28,7 +28,7 @@ fi
 # Reinstall only when the requirement files or the package description change. The engine itself goes in
 # editable (bench/ and scripts/ import it; edits take effect at once), built with the setuptools in .venv.
 stamp=.venv/.requirements.sha256
-wanted=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+wanted=$(cat requirements.txt requirements-batch.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "setup: installing requirements and the engine into .venv"
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt

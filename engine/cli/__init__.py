@@ -1,8 +1,11 @@
-"""Command line: ``python -m engine fit MESH [MESH...] -o OUTDIR``, ``extract``, ``curvature``, ``evolve``, ``morph``.
+"""Command line: ``python -m engine fit MESH [MESH...] -o OUTDIR``, ``extract``, ``curvature``, ``evolve``, ``morph``;
+``serve`` and ``batch``.
 
-Each command runs the job spec of its kind (`engine.jobs`), as the worker does: the options are the spec's fields
+Each job command runs the job spec of its kind (`engine.jobs`), as the worker does: the options are the spec's fields
 (help texts, defaults and choices come from there), files become the job's input arrays, and the job's outputs are
-written as PLY and JSON files. The names of commands, options and output files are a stable interface: scripts
+written as PLY and JSON files. ``serve`` (the remote engine server, `engine.remote.server`) and ``batch`` (many jobs,
+locally or on Ray, `engine.batch`) are programs of their own with their own options: `main` hands them the rest of
+the command line. The names of commands, options and output files are a stable interface: scripts
 depend on them.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import os
 import shutil
 import sys
@@ -69,18 +73,30 @@ def add_options(parser: argparse.ArgumentParser, kind: str, options: tuple[Optio
         parser.add_argument(*option.flags, **settings)
 
 
+PROGRAMS = {
+    "serve": ("engine.remote.server", "Serve engine jobs to Blender add-ons over WebSocket (remote GPU engine)"),
+    "batch": ("engine.batch", "Run many fit, evolve or morph jobs, one after another or as Ray tasks"),
+}
+"""Commands that are programs of their own: module (with ``main(argv) -> int``) and help."""
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..mesh_io import MeshError
     from ..training import Cancelled
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in PROGRAMS:
+        return importlib.import_module(PROGRAMS[argv[0]][0]).main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, (_module, text) in PROGRAMS.items():
+        subparsers.add_parser(name, help=f"{text} (python -m engine {name} --help)", add_help=False)
     for name, command in COMMANDS.items():
         subparser = subparsers.add_parser(name, help=command.help, description=command.help)
         command.arguments(subparser)
         add_options(subparser, command.kind, command.options)
         subparser.set_defaults(command=command)
-    args = parser.parse_args(_negative_times_joined(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(_negative_times_joined(argv))
     command = args.command
     try:
         params = command.derive(args)
