@@ -64,6 +64,8 @@ above that and still stops a truly hung worker soon."""
 LOG_PREFIX = "[neural_sdf engine] "
 PREVIEW_FILENAME = "preview.npz"
 """The file in a job's folder that holds the latest preview surface (the engine's ``protocol.PREVIEW_FILENAME``)."""
+REMOTE_RELAY_MODULE = "engine.remote.relay"
+"""The module a `WorkerLaunch` runs for a remote engine: the same protocol on stdin/stdout, relayed to the server."""
 TRAINING_STAGES = ("fit", "evolve", "morph")
 """Progress stages that train a network: their steps are optimizer steps, prepared by sampling before step 1
 (the engine's ``protocol.TRAINING_STAGES``)."""
@@ -115,14 +117,17 @@ class SessionState(enum.Enum):
 
 @dataclass(frozen=True)
 class WorkerLaunch:
-    """How to start a worker: the Python interpreter and the folder that holds the ``engine`` package."""
+    """How to start a worker: the Python interpreter, the folder that holds the ``engine`` package, and the module
+    that speaks the protocol on stdin/stdout: the local worker, or the relay to a remote engine server
+    (`REMOTE_RELAY_MODULE`, which takes the server's address and token from ``extra_env``)."""
 
     python: str
     engine_root: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    module: str = "engine.worker"
 
     def command(self) -> list[str]:
-        return [self.python, "-m", "engine.worker"]
+        return [self.python, "-m", self.module]
 
     def environment(self) -> dict[str, str]:
         env = {**os.environ, **self.extra_env}
