@@ -1,5 +1,6 @@
-"""Add-on preferences: which Python runs the engine, on which device, where its files go, which PyTorch build Set up
-engine installs; and, while Set up engine runs, its progress (where it was pressed)."""
+"""Add-on preferences: where the engine runs (here, or a remote server: `core.remote`), which Python runs it (or
+the relay to the server), on which device, where its files go, which PyTorch build Set up engine installs; and,
+while Set up engine runs, its progress (where it was pressed)."""
 
 from pathlib import Path
 
@@ -7,7 +8,8 @@ import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from .core.engine_env import VENV_DIRNAME, choose_python, engine_root, progress_detail
-from .core.items import DEVICE_ITEMS, TORCH_BUILD_ITEMS
+from .core.items import DEVICE_ITEMS, ENGINE_MODE_ITEMS, TORCH_BUILD_ITEMS
+from .core.remote import DEFAULT_URL, remote_launch
 from .core.worker_client import MIN_HANG_TIMEOUT_S, WorkerLaunch
 
 JOBS_DIRNAME = "jobs"
@@ -16,6 +18,15 @@ JOBS_DIRNAME = "jobs"
 class NeuralSDFPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
+    engine_mode: EnumProperty(name="Engine", items=ENGINE_MODE_ITEMS, default="LOCAL")
+    remote_url: StringProperty(
+        name="Server", default=DEFAULT_URL,
+        description="Address of the engine server (python -m engine serve prints it): ws://host:port, wss:// with TLS",
+    )  # fmt: skip
+    remote_token: StringProperty(
+        name="Token", subtype='PASSWORD',
+        description="The server's token (the content of its --token-file); empty for a server on this computer without one",
+    )  # fmt: skip
     python_path: StringProperty(
         name="Python", subtype='FILE_PATH',
         description="Interpreter that runs the engine; empty: the one Set up engine made, else Blender's own",
@@ -57,10 +68,16 @@ class NeuralSDFPreferences(bpy.types.AddonPreferences):
         layout = self.layout
         layout.use_property_split = True
         col = layout.column()
+        col.prop(self, "engine_mode", expand=True)
+        remote = self.engine_mode == "REMOTE"
+        if remote:
+            col.prop(self, "remote_url")
+            col.prop(self, "remote_token")
         col.prop(self, "python_path")
-        col.label(text=f"Runs: {python(self)}", icon="CONSOLE")
+        col.label(text=f"{'Relay runs' if remote else 'Runs'}: {python(self)}", icon="CONSOLE")
         col.prop(self, "device")
-        col.prop(self, "threads")
+        if not remote:
+            col.prop(self, "threads")
         col.prop(self, "cache_dir")
         col.prop(self, "hang_timeout")
         col.prop(self, "keep_warm")
@@ -106,6 +123,10 @@ def python(prefs: NeuralSDFPreferences) -> str:
 
 
 def worker_launch(prefs: NeuralSDFPreferences) -> WorkerLaunch:
+    """How a job's engine starts: the local worker, or the relay to the remote server (raises `EngineError` for an
+    unusable server address)."""
+    if prefs.engine_mode == "REMOTE":
+        return remote_launch(python(prefs), engine_root(), prefs.remote_url, prefs.remote_token)
     threads = {name: str(prefs.threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")} if prefs.threads else {}
     return WorkerLaunch(python(prefs), engine_root(), threads)
 

@@ -13,6 +13,12 @@ DEVICE_ITEMS = (
 )
 """Where the engine runs (every job's ``device``), in the add-on's preferences."""
 
+ENGINE_MODE_ITEMS = (
+    ("LOCAL", "Local", "The engine runs on this computer, started by the add-on"),
+    ("REMOTE", "Remote", "The engine runs on a server (python -m engine serve), e.g. a GPU machine on the network"),
+)
+"""Where the jobs run, in the preferences (`addon.core.remote`)."""
+
 TORCH_BUILD_ITEMS = (
     ("AUTO", "Automatic", "CUDA where an NVIDIA driver is found (Linux, Windows), else the CPU build"),
     ("CPU", "CPU", "The CPU build (about 200 MB); on macOS the only build, which also uses the Apple GPU"),

@@ -120,9 +120,11 @@ def curvature_unit(quantity: str, length_unit: str) -> str:
 
 
 def describe_engine(hello: dict) -> str:
-    """What Check engine shows: versions and the device the worker found."""
+    """What Check engine shows: versions and the device the worker found, and the server's address when the engine
+    is remote (its hello names it)."""
     device = f"CUDA GPU: {hello['cuda']}" if hello.get("cuda") else "CPU only (PyTorch sees no CUDA GPU)"
+    where = f"Remote engine at {hello['remote']}: " if hello.get("remote") else ""
     return (
-        f"Engine {hello.get('engine')} (protocol {hello.get('protocol')}), Python {hello.get('python')}, "
+        f"{where}Engine {hello.get('engine')} (protocol {hello.get('protocol')}), Python {hello.get('python')}, "
         f"torch {hello.get('torch')}, numpy {hello.get('numpy')}; {device}"
     )
