@@ -288,3 +288,123 @@ def evaluate(network: nn.Module, points: torch.Tensor, batch_size: int = 65536) 
             chunk = points[start : start + batch_size].to(device, torch.float32)
             out[start : start + batch_size] = network(chunk).float().cpu()
     return out
+
+
+# Integer first layers (periodic networks, TUNER) and a forward-mode Jacobian (issue 16: images use them; nothing
+# here is image-specific, a surface's SIREN chain can use them as they are).
+
+
+def integer_frequencies(
+    count: int, band_limit: int, dims: int = 2, low_limit: int | None = None, low_share: float = 0.7,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``count`` distinct integer frequency vectors (count, dims) int64 for a frozen first layer sin(2pi<k, x>/P + b).
+
+    - Only one of k and -k (the half-space whose first non-zero entry is positive): sin(<k, x> + a) and
+      sin(<-k, x> + b) span the same functions.
+    - |k|_inf <= band_limit; the axis rows (1, 0, ...), (0, 1, ...) come first, the others in random order, drawn
+      without replacement (TUNER's public code draws its low frequencies with replacement, giving duplicate neurons,
+      and takes its candidates in product order).
+    - With ``low_limit`` L (TUNER): ``low_share`` of them from the dense low cube |k|_inf <= L, the rest from
+      L < |k|_inf <= band_limit (either side lends to the other when it runs short); without: from the whole cube.
+    A ValueError when the cube holds fewer than ``count`` vectors.
+    """
+    if dims < 1 or band_limit < 1 or count < dims:
+        raise ValueError(f"need dims >= 1, band_limit >= 1 and count >= dims, got {dims}, {band_limit}, {count}")
+    axis = torch.arange(-band_limit, band_limit + 1)
+    cube = torch.cartesian_prod(*[axis] * dims) if dims > 1 else axis[:, None]
+    lead = cube.gather(1, (cube != 0).int().argmax(dim=1, keepdim=True)).squeeze(1)
+    half = cube[lead > 0]
+    if len(half) < count:
+        raise ValueError(
+            f"only {len(half)} distinct integer frequencies have |k| <= {band_limit} in {dims}D; {count} were asked "
+            "for: raise the band limit or use fewer features"
+        )
+    axes = torch.eye(dims, dtype=torch.int64)
+    rest = half[half.abs().sum(dim=1) != 1]  # every k but the axis rows
+    rest = rest[torch.randperm(len(rest), generator=generator)]
+    wanted = count - dims
+    if low_limit is None:
+        return torch.cat([axes, rest[:wanted]])
+    is_low = rest.abs().amax(dim=1) <= low_limit
+    low, high = rest[is_low], rest[~is_low]
+    low_count = min(len(low), max(round(low_share * count) - dims, 0))
+    low_count = max(low_count, wanted - len(high))
+    return torch.cat([axes, low[:low_count], high[: wanted - low_count]])
+
+
+class IntegerSineLayer(nn.Module):
+    """sin(2pi <k, x> / P + b): integer frequencies k (a buffer, never trained) and a trainable bias b ~ U(-pi/2, pi/2).
+
+    A network that starts with it is P-periodic along each axis by construction: every later sine layer only makes
+    integer combinations of these frequencies. The layer is evaluated in float64 and returned in the input's dtype,
+    so f(x + P) = f(x) up to the output's rounding rather than up to float32's rounding of large phases."""
+
+    def __init__(self, frequencies: torch.Tensor, period, generator: torch.Generator | None = None):
+        super().__init__()
+        frequencies = torch.as_tensor(frequencies, dtype=torch.int64)
+        if frequencies.ndim != 2 or len(tuple(period)) != frequencies.shape[1]:
+            raise ValueError(f"frequencies must be (width, dims) with one period per dim, got {tuple(frequencies.shape)}")
+        self.period = tuple(float(p) for p in period)
+        self.register_buffer("frequencies", frequencies)
+        self.bias = nn.Parameter(torch.empty(len(frequencies)).uniform_(-math.pi / 2, math.pi / 2, generator=generator))
+
+    def angular(self) -> torch.Tensor:
+        """2pi k / P (width, dims), float64: the layer's frozen weights in radians per unit."""
+        period = torch.tensor(self.period, dtype=torch.float64, device=self.frequencies.device)
+        return self.frequencies.double() * (2.0 * math.pi / period)
+
+    def phase(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias.double(), x.double(), self.angular().T)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(self.phase(x)).to(x.dtype)
+
+
+def tuner_bounds(frequencies: torch.Tensor, low_limit: int, omega: float, c_low: float = 1.0, c_high: float = 0.5):
+    """TUNER's bound c_j / omega on column j of the first hidden layer's weights (width,): c_low for the columns fed by
+    low frequencies (|k|_inf <= low_limit), c_high for the high ones. A hidden neuron sin(sum_j a_j sin(<k_j, x> +
+    p_j) + b) holds the integer combinations of the k_j, order m weighted by at most prod (|a_j|/2)^|m_j| / |m_j|!,
+    so bounding |omega W| caps the energy above the input band (c = 1: 0.5, 0.125, 0.021 for orders 1-3)."""
+    low = frequencies.abs().amax(dim=1) <= low_limit
+    return torch.where(low, c_low, c_high).float() / omega
+
+
+def tuner_initialize(layer: SineLayer, bounds: torch.Tensor, generator: torch.Generator | None = None) -> None:
+    """TUNER's first hidden layer: column j ~ N(0, (0.3 * bounds_j)^2), inside its bound (`tuner_bounds`); columns
+    with an infinite bound (inputs that are not sines of the input frequencies) keep their initialization."""
+    with torch.no_grad():
+        weight = layer.linear.weight
+        bounds = bounds.to(weight.device)
+        bounded = torch.isfinite(bounds)
+        noise = torch.randn(weight.shape, generator=generator).to(weight.device)
+        drawn = (noise * (0.3 * bounds.clamp(max=1e30))).clamp(-bounds, bounds)
+        weight.copy_(torch.where(bounded, drawn, weight))
+
+
+def clamp_columns(layer: SineLayer, bounds: torch.Tensor) -> None:
+    """Clamp column j of a layer's weights to +-bounds_j (TUNER, after every optimizer step)."""
+    with torch.no_grad():
+        weight = layer.linear.weight
+        bounds = bounds.to(weight.device)
+        weight.copy_(weight.clamp(-bounds, bounds))
+
+
+def sine_jacobian(first: nn.Module, hidden, output: nn.Linear, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chain output(hidden[-1](... hidden[0](first(x)))) (n, out) and its Jacobian d out / dx (n, out, dims),
+    carried forward as one tangent per input dimension: differentiable with respect to the weights (a loss may use
+    both), and about (1 + dims) forward passes whatever the number of outputs. ``first`` is a `SineLayer` or an
+    `IntegerSineLayer`, ``hidden`` a sequence of `SineLayer`."""
+    if isinstance(first, IntegerSineLayer):
+        phase = first.phase(x)
+        value = torch.sin(phase).to(x.dtype)
+        tangent = (torch.cos(phase).unsqueeze(1) * first.angular().T.unsqueeze(0)).to(x.dtype)
+    else:
+        phase = first.omega * first.linear(x)
+        value = torch.sin(phase)
+        tangent = (first.omega * torch.cos(phase)).unsqueeze(1) * first.linear.weight.T.unsqueeze(0)
+    for layer in hidden:
+        phase = layer.omega * layer.linear(value)
+        tangent = (layer.omega * torch.cos(phase)).unsqueeze(1) * (tangent @ layer.linear.weight.T)
+        value = torch.sin(phase)
+    return output(value), (tangent @ output.weight.T).transpose(1, 2)
