@@ -23,7 +23,7 @@ import types
 import typing
 from pathlib import Path
 
-from ..jobs import JOBS, JobContext, JobParamError, field_docs
+from ..jobs import JOBS, JobContext, JobParamError, JobSpec, field_docs
 from ..protocol import TRAINING_STAGES
 from .commands import (
     COMMANDS,
@@ -32,6 +32,7 @@ from .commands import (
     METRICS_FILENAME,
     SOURCE_FRAME_FILENAME,
     TIMES_FILENAME,
+    Command,
     Option,
 )
 
@@ -80,14 +81,23 @@ PROGRAMS = {
 """Commands that are programs of their own: module (with ``main(argv) -> int``) and help."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ..mesh_io import MeshError
-    from ..training import Cancelled
+class UsageError(ValueError):
+    """A command line that argparse refuses (unknown option, bad value), raised by `job_parser(raising=True)` where
+    the command line's own parser prints its usage and exits."""
 
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in PROGRAMS:
-        return importlib.import_module(PROGRAMS[argv[0]][0]).main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__.splitlines()[0])
+
+class _RaisingParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UsageError(message)
+
+
+def job_parser(raising: bool = False) -> argparse.ArgumentParser:
+    """The parser of ``python -m engine``: the programs (by name only) and every job command with its options.
+
+    ``raising``: refuse a bad command line with `UsageError` rather than printing the usage and exiting (batch
+    checks its job lists with it)."""
+    parser_class = _RaisingParser if raising else argparse.ArgumentParser
+    parser = parser_class(prog="python -m engine", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, (_module, text) in PROGRAMS.items():
         subparsers.add_parser(name, help=f"{text} (python -m engine {name} --help)", add_help=False)
@@ -96,33 +106,79 @@ def main(argv: list[str] | None = None) -> int:
         command.arguments(subparser)
         add_options(subparser, command.kind, command.options)
         subparser.set_defaults(command=command)
-    args = parser.parse_args(_negative_times_joined(argv))
+    return parser
+
+
+def parse_job_command(argv: list[str], raising: bool = False) -> argparse.Namespace:
+    """The arguments of one job command line (``fit MESH -o OUT ...``), as the command line reads them."""
+    return job_parser(raising).parse_args(_negative_times_joined(argv))
+
+
+@dataclasses.dataclass
+class PreparedCommand:
+    """A job command whose arguments are checked: the command, its arguments and the job spec they make."""
+
+    command: Command
+    args: argparse.Namespace
+    spec: JobSpec
+
+
+def prepare(args: argparse.Namespace) -> PreparedCommand:
+    """The job spec of parsed arguments (reading at most small JSON files such as ``--fields``); raises
+    `JobParamError` or ValueError naming what is wrong, before any work."""
     command = args.command
+    params = command.derive(args)
+    params.update({option.field: getattr(args, option.field) for option in command.options})
+    return PreparedCommand(command, args, JOBS[command.kind].from_params(params))
+
+
+def run_prepared(prepared: PreparedCommand, inputs: dict | None = None, report=None) -> str:
+    """Run a prepared job and write its outputs at ``-o`` as the command line does (in a staging folder first,
+    published whole); returns the summary line.
+
+    - ``inputs``: the job's input arrays, if already read (else they are read from the files of the arguments);
+    - ``report``: the progress callback (default: `ProgressPrinter`).
+    """
+    command, args = prepared.command, prepared.args
+    staging = _staging_folder(args.output, command.writes_folder)
     try:
-        params = command.derive(args)
-        params.update({option.field: getattr(args, option.field) for option in command.options})
-        spec = JOBS[command.kind].from_params(params)
-        staging = _staging_folder(args.output, command.writes_folder)
-        try:
-            inputs = command.read_inputs(args)
-            context = JobContext(output_dir=staging, report=ProgressPrinter(), input_name=lambda name: Path(name).name)
-            summary = command.write(args, inputs, spec.run(inputs, context), staging)
-            _publish(staging, args.output, command.writes_folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        print(summary)
-        return 0
-    except JobParamError as error:
+        inputs = command.read_inputs(args) if inputs is None else inputs
+        context = JobContext(
+            output_dir=staging,
+            report=ProgressPrinter() if report is None else report,
+            input_name=lambda name: Path(name).name,
+        )
+        summary = command.write(args, inputs, prepared.spec.run(inputs, context), staging)
+        _publish(staging, args.output, command.writes_folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return summary
+
+
+def error_line(error: Exception, command: Command) -> str:
+    """The one line the command line prints (after ``error: ``) for a refused job: a bad option named by its flag,
+    a file that cannot be read, a bad mesh or value."""
+    if isinstance(error, JobParamError):
         flags = {option.field: option.flags[0] for option in command.options}
-        shown = f"{flags[error.param]} {error.problem}" if error.param in flags else str(error)
-        print(f"error: {shown}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        shown = f"{error.strerror}: {error.filename}" if error.filename and error.strerror else str(error)
-        print(f"error: {shown}", file=sys.stderr)
-        return 2
-    except (MeshError, ValueError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        return f"{flags[error.param]} {error.problem}" if error.param in flags else str(error)
+    if isinstance(error, OSError):
+        return f"{error.strerror}: {error.filename}" if error.filename and error.strerror else str(error)
+    return str(error)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..mesh_io import MeshError
+    from ..training import Cancelled
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in PROGRAMS:
+        return importlib.import_module(PROGRAMS[argv[0]][0]).main(argv[1:])
+    args = parse_job_command(argv)
+    try:
+        print(run_prepared(prepare(args)))
+        return 0
+    except (OSError, MeshError, ValueError, RuntimeError) as error:
+        print(f"error: {error_line(error, args.command)}", file=sys.stderr)
         return 2
     except (Cancelled, KeyboardInterrupt):
         print("\ncancelled", file=sys.stderr)
@@ -199,4 +255,5 @@ class ProgressPrinter:
 
 
 __all__ = ["COMMANDS", "FRAME_FILENAME", "MESH_FILENAME", "METRICS_FILENAME", "SOURCE_FRAME_FILENAME", "TIMES_FILENAME",
-           "main"]  # fmt: skip
+           "PreparedCommand", "UsageError", "error_line", "job_parser", "main", "parse_job_command", "prepare",
+           "run_prepared"]  # fmt: skip
