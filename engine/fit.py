@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from .conventions import Normalization
-from .mesh_io import TriangleMesh, merge_meshes
+from .mesh_io import MeshError, TriangleMesh, merge_meshes
 from .model import SDFModel
 from .networks import Siren, SirenConfig
+from .point_clouds import PointCloud, PointSource, merge_point_clouds, with_normals
 from .sampling import SamplePool, VolumeSampling
 from .settings import SavedSettings
 from .training import Diverged, Progress, TrainingMonitor, cosine_schedule, pick_device, seeded
@@ -32,6 +33,11 @@ class LossWeights:
     """Normal alignment 1 - cos(grad f, n) on the surface."""
     eikonal: float = 5e1
     """(|grad f| - 1)^2 on the volume samples."""
+    off_surface: float = 1e2
+    """SIREN's exp(-off_surface_alpha |f(x)|) on volume samples without a distance (point clouds fitted with
+    ``point_method`` "siren"), in place of the off-surface SDF term: it keeps the zero set away from them."""
+    off_surface_alpha: float = 1e2
+    """The alpha of the off-surface term (SIREN's 100, in unit-cube lengths)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,12 @@ class FitConfig(SavedSettings):
     """Share of the volume samples that also get the eikonal term; the others need only f, not grad f, which
     makes them about half as costly."""
     curvature_sampling: bool = False
-    """Draw surface samples from |curvature| bands (i3d: 20/60/20 % from low/medium/high) instead of by area."""
+    """Draw surface samples from |curvature| bands (i3d: 20/60/20 % from low/medium/high) instead of by area
+    (meshes only)."""
+    point_method: Literal["winding", "siren"] = "winding"
+    """How a point cloud's volume samples are supervised (meshes ignore it): ``winding``, a signed distance (sign
+    from the generalized winding number of the oriented points, distance from the nearest points and their tangent
+    planes, `engine.point_clouds.PointSource`); ``siren``, none (SIREN's off-surface term on uniform samples)."""
     volume_sampling: VolumeSampling = field(default_factory=VolumeSampling)
     """Where volume samples go."""
     pool_size: int = 400_000
@@ -123,7 +134,7 @@ def preset(name: str, **overrides) -> FitConfig:
 
 
 def fit_sdf(
-    meshes: TriangleMesh | Sequence[TriangleMesh],
+    meshes: TriangleMesh | PointCloud | Sequence[TriangleMesh] | Sequence[PointCloud],
     config: FitConfig | None = None,
     *,
     on_progress: Callable[[Progress], None] | None = None,
@@ -132,7 +143,8 @@ def fit_sdf(
     normalization: Normalization | None = None,
     on_step: Callable[[int, SDFModel], None] | None = None,
 ) -> SDFModel:
-    """Fit one SIREN SDF to the union of ``meshes`` (in their own coordinates).
+    """Fit one SIREN SDF to the union of ``meshes`` (in their own coordinates): triangle meshes, or point clouds
+    (`engine.point_clouds.PointCloud`; those without normals get `engine.point_clouds.estimate_normals`), not both.
 
     - The shape is normalized into the unit cube (``normalization``, by default the one of its bounding box; a
       morph passes one shared by both shapes); the returned model maps input coordinates back and forth.
@@ -143,19 +155,32 @@ def fit_sdf(
       gives the same model with it or without it.
     """
     config = config or PRESETS["fast"]
-    mesh = merge_meshes([meshes] if isinstance(meshes, TriangleMesh) else list(meshes))
-    normalization = normalization or Normalization.fit_bounds(mesh.vertices)
-    outside = np.abs(normalization.to_unit(mesh.vertices)).max()
+    shapes = [meshes] if isinstance(meshes, (TriangleMesh, PointCloud)) else list(meshes)
+    if shapes and all(isinstance(shape, PointCloud) for shape in shapes):
+        if config.curvature_sampling:
+            raise ValueError("curvature sampling needs meshes: point clouds are sampled by their points' areas")
+        shape = merge_point_clouds([with_normals(shape) for shape in shapes])
+        coordinates = shape.points
+    elif any(isinstance(shape, PointCloud) for shape in shapes):
+        raise MeshError("one fit takes meshes or point clouds, not both: fit them separately")
+    else:
+        shape = merge_meshes(shapes)
+        coordinates = shape.vertices
+    normalization = normalization or Normalization.fit_bounds(coordinates)
+    outside = np.abs(normalization.to_unit(coordinates)).max()
     if outside > 1.0:
-        raise ValueError(f"the mesh reaches {outside:.3g} in the given normalization's cube; it must lie within [-1, 1]")
-    unit_mesh = TriangleMesh(normalization.to_unit(mesh.vertices), mesh.faces)
+        raise ValueError(f"the shape reaches {outside:.3g} in the given normalization's cube; it must lie within [-1, 1]")
+    if isinstance(shape, TriangleMesh):
+        source = TriangleMesh(normalization.to_unit(shape.vertices), shape.faces)
+    else:
+        source = PointSource(PointCloud(normalization.to_unit(shape.points), shape.normals), config.point_method)
     device = pick_device(config.device)
     rng, generator = seeded(config.seed)
 
     pool = SamplePool(
-        unit_mesh, config.pool_size, config.pool_size, config.volume_sampling, config.curvature_sampling, rng
+        source, config.pool_size, config.pool_size, config.volume_sampling, config.curvature_sampling, rng
     )
-    validation = [t.to(device) for t in pool.batch(generator, config.surface_batch, config.volume_batch)]
+    validation = _on(device, pool.batch(generator, config.surface_batch, config.volume_batch))
     network = Siren(config.network)
     if config.weight_scale != 1.0:
         with torch.no_grad():
@@ -181,7 +206,7 @@ def fit_sdf(
         monitor.before_step(step)
         if step % config.refresh_every == 0:
             pool.refresh(config.refresh_fraction)
-        batch = [t.to(device, non_blocking=True) for t in pool.batch(generator, config.surface_batch, config.volume_batch)]
+        batch = _on(device, pool.batch(generator, config.surface_batch, config.volume_batch), non_blocking=True)
         loss, terms = fitting_loss(network, *batch, config.weights, config.eikonal_share)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -216,12 +241,16 @@ def fit_sdf(
     return SDFModel(network.cpu(), normalization, metadata)
 
 
+def _on(device: torch.device, batch, non_blocking: bool = False) -> list:
+    return [None if t is None else t.to(device, non_blocking=non_blocking) for t in batch]
+
+
 def fitting_loss(
     network: torch.nn.Module,
     surface_points: torch.Tensor,
     surface_normals: torch.Tensor,
     volume_points: torch.Tensor,
-    volume_sdf: torch.Tensor,
+    volume_sdf: torch.Tensor | None,
     weights: LossWeights,
     eikonal_share: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -229,7 +258,8 @@ def fitting_loss(
     read waits for the device) for one batch.
 
     Gradients are taken at the surface samples (normal term) and the first ``eikonal_share`` of the volume
-    samples (eikonal term); the off-surface term uses every volume sample.
+    samples (eikonal term); the off-surface term uses every volume sample: (f - sdf)^2, or SIREN's
+    exp(-alpha |f|) where ``volume_sdf`` is None (samples without a distance).
     """
     surface_count = len(surface_points)
     eikonal_count = int(round(len(volume_points) * eikonal_share))
@@ -237,9 +267,13 @@ def fitting_loss(
     values = network(with_gradient)
     (gradients,) = torch.autograd.grad(values.sum(), with_gradient, create_graph=True)
     volume_values = torch.cat([values[surface_count:], network(volume_points[eikonal_count:])])
+    if volume_sdf is None:
+        off_surface = ("off_surface", weights.off_surface * torch.exp(-weights.off_surface_alpha * volume_values.abs()).mean())
+    else:
+        off_surface = ("sdf", weights.sdf * (volume_values - volume_sdf).square().mean())
     terms = {
         "surface": weights.surface * values[:surface_count].square().mean(),
-        "sdf": weights.sdf * (volume_values - volume_sdf).square().mean(),
+        off_surface[0]: off_surface[1],
         "normal": weights.normal
         * (1.0 - torch.nn.functional.cosine_similarity(gradients[:surface_count], surface_normals, dim=-1)).mean(),
         "eikonal": weights.eikonal * (gradients[surface_count:].norm(dim=-1) - 1.0).square().mean(),

@@ -92,6 +92,17 @@ def _triangulate(faces, name: str) -> np.ndarray:
 def load_mesh(path: str | Path) -> TriangleMesh:
     """Read a PLY/OBJ/STL/OFF/GLB file (every mesh in a scene file is merged, with its scene transform)."""
     path = Path(path)
+    loaded = load_geometry(path)
+    if not isinstance(loaded, trimesh.Trimesh):
+        raise MeshError(f"{path.name} contains no faces ({type(loaded).__name__}); a surface mesh is needed")
+    return check_mesh(loaded.vertices, loaded.faces, name=path.name)
+
+
+def load_geometry(path: str | Path):
+    """What a PLY/OBJ/STL/OFF/GLB file holds as trimesh reads it: a ``trimesh.Trimesh`` (every mesh of a scene file
+    merged, with its scene transform) or, for a file of points without faces, a ``trimesh.PointCloud``. Raises
+    `MeshError` naming the file for a missing file, a folder, an unsupported format or an unreadable file."""
+    path = Path(path)
     if path.is_dir():
         raise MeshError(f"{path} is a folder, not a mesh file: give the path of a PLY/OBJ/STL/OFF/GLB file")
     if not path.is_file():
@@ -107,9 +118,9 @@ def load_mesh(path: str | Path) -> TriangleMesh:
         if not geometry:
             raise MeshError(f"{path.name} contains no triangle mesh (only points, lines or an empty scene)")
         loaded = trimesh.util.concatenate(geometry)
-    if not isinstance(loaded, trimesh.Trimesh):
+    if not isinstance(loaded, (trimesh.Trimesh, trimesh.PointCloud)):
         raise MeshError(f"{path.name} contains no faces ({type(loaded).__name__}); a surface mesh is needed")
-    return check_mesh(loaded.vertices, loaded.faces, name=path.name)
+    return loaded
 
 
 def merge_meshes(meshes: Sequence[TriangleMesh]) -> TriangleMesh:

@@ -207,44 +207,71 @@ class VolumeSampling:
     """Noise scales of the near-surface samples (equal shares); small scales pin down the zero level set."""
 
 
+class MeshSource:
+    """What `SamplePool` draws from for a triangle mesh: surface points by area (or curvature bands) with their face
+    normals, near-surface starting points by area, and the exact signed distance (`MeshQueries`).
+
+    A sample source (this, or `engine.point_clouds.PointSource`) has ``surface(rng, count) -> (points, normals)``,
+    ``near_surface(rng, count) -> points`` on the surface, to be moved off it by noise, ``has_distance`` and, where
+    that is True, ``signed_distance(points) -> (m,)``."""
+
+    has_distance = True
+
+    def __init__(self, mesh: TriangleMesh, curvature_aware: bool = False):
+        self.queries = MeshQueries(mesh)
+        self.surface_sampler = SurfaceSampler(mesh, curvature_aware)
+        # Near-surface volume points start from plain area-weighted samples so their density follows the shape,
+        # whatever the surface sampling emphasises.
+        self.uniform_surface_sampler = self.surface_sampler if not curvature_aware else SurfaceSampler(mesh)
+
+    def surface(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.surface_sampler.sample(rng, count)
+
+    def near_surface(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        return self.uniform_surface_sampler.sample(rng, count)[0]
+
+    def signed_distance(self, points: np.ndarray) -> np.ndarray:
+        return self.queries.signed_distance(points)
+
+
 class SamplePool:
-    """Pools of surface samples (points, normals) and volume samples (points, signed distance) as float32 tensors."""
+    """Pools of surface samples (points, normals) and volume samples (points, signed distance) as float32 tensors,
+    drawn from a sample source (a `TriangleMesh` is drawn from through `MeshSource`).
+
+    A source without distances (``has_distance`` False: a point cloud fitted with SIREN's loss) gets only uniform
+    volume samples, as SIREN's off-surface term needs, and ``volume_sdf`` None."""
 
     def __init__(
         self,
-        mesh: TriangleMesh,
+        source,
         surface_size: int,
         volume_size: int,
         volume_sampling: VolumeSampling,
         curvature_aware: bool,
         rng: np.random.Generator,
     ):
-        self.mesh = mesh
-        self.queries = MeshQueries(mesh)
+        self.source = MeshSource(source, curvature_aware) if isinstance(source, TriangleMesh) else source
         self.rng = rng
         self.volume_sampling = volume_sampling
-        self.surface_sampler = SurfaceSampler(mesh, curvature_aware)
-        # Near-surface volume points start from plain area-weighted samples so their density follows the shape,
-        # whatever the surface sampling emphasises.
-        self.uniform_surface_sampler = self.surface_sampler if not curvature_aware else SurfaceSampler(mesh)
-        points, normals = self.surface_sampler.sample(rng, surface_size)
+        points, normals = self.source.surface(rng, surface_size)
         self.surface_points = torch.from_numpy(points.astype(np.float32))
         self.surface_normals = torch.from_numpy(normals.astype(np.float32))
         points, distances = self.draw_volume(volume_size)
         self.volume_points = torch.from_numpy(points.astype(np.float32))
-        self.volume_sdf = torch.from_numpy(distances.astype(np.float32))
+        self.volume_sdf = None if distances is None else torch.from_numpy(distances.astype(np.float32))
         self._next_refresh = 0
 
-    def draw_volume(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+    def draw_volume(self, count: int) -> tuple[np.ndarray, np.ndarray | None]:
         sampling = self.volume_sampling
-        uniform_count = int(round(count * sampling.uniform_share))
+        uniform_share = sampling.uniform_share if self.source.has_distance else 1.0
+        uniform_count = int(round(count * uniform_share))
         near_count = count - uniform_count
         uniform = self.rng.uniform(-1.0, 1.0, size=(uniform_count, 3))
-        base, _ = self.uniform_surface_sampler.sample(self.rng, near_count)
+        base = self.source.near_surface(self.rng, near_count)
         sigmas = np.asarray(sampling.near_surface_sigmas)[self.rng.integers(len(sampling.near_surface_sigmas), size=near_count)]
         near = base + self.rng.normal(size=base.shape) * sigmas[:, None]
         points = np.concatenate([uniform, near])
-        return points, self.queries.signed_distance(points)
+        return points, self.source.signed_distance(points) if self.source.has_distance else None
 
     def refresh(self, fraction: float) -> None:
         """Replace a rolling ``fraction`` of both pools with new samples."""
@@ -256,17 +283,19 @@ class SamplePool:
 
     def _refresh_surface(self, where: slice) -> None:
         count = where.stop - where.start
-        points, normals = self.surface_sampler.sample(self.rng, count)
+        points, normals = self.source.surface(self.rng, count)
         self.surface_points[where] = torch.from_numpy(points.astype(np.float32))
         self.surface_normals[where] = torch.from_numpy(normals.astype(np.float32))
 
     def _refresh_volume(self, where: slice) -> None:
         points, distances = self.draw_volume(where.stop - where.start)
         self.volume_points[where] = torch.from_numpy(points.astype(np.float32))
-        self.volume_sdf[where] = torch.from_numpy(distances.astype(np.float32))
+        if distances is not None:
+            self.volume_sdf[where] = torch.from_numpy(distances.astype(np.float32))
 
     def batch(self, generator: torch.Generator, surface_count: int, volume_count: int):
-        """Random (surface points, normals, volume points, volume sdf) drawn from the pools."""
+        """Random (surface points, normals, volume points, volume sdf or None) drawn from the pools."""
         s = torch.randint(len(self.surface_points), (surface_count,), generator=generator)
         v = torch.randint(len(self.volume_points), (volume_count,), generator=generator)
-        return self.surface_points[s], self.surface_normals[s], self.volume_points[v], self.volume_sdf[v]
+        sdf = None if self.volume_sdf is None else self.volume_sdf[v]
+        return self.surface_points[s], self.surface_normals[s], self.volume_points[v], sdf

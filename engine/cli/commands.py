@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -64,6 +65,23 @@ def _mesh_inputs(paths: list[Path]) -> dict:
     return inputs
 
 
+def _fit_inputs(paths: list[Path]) -> dict:
+    """Each file's mesh (``vertices_<i>``, ``faces_<i>``) or, for a file of points without faces, its points
+    (``points_<i>``, and ``normals_<i>`` where the file has them)."""
+    from ..point_clouds import PointCloud, load_shape
+
+    inputs = {}
+    for index, path in enumerate(paths):
+        shape = load_shape(path)
+        if isinstance(shape, PointCloud):
+            inputs[f"points_{index}"] = shape.points
+            if shape.normals is not None:
+                inputs[f"normals_{index}"] = shape.normals
+        else:
+            inputs[f"vertices_{index}"], inputs[f"faces_{index}"] = shape.vertices, shape.faces
+    return inputs
+
+
 def _read_json(path: Path, what: str):
     """A JSON input file's contents; errors name the file (and the line of a syntax error)."""
     if path.is_dir():
@@ -94,7 +112,11 @@ def _no_inputs(args) -> dict:
 
 
 def _fit_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("meshes", nargs="+", type=Path, help="PLY/OBJ/STL/OFF/GLB files, fitted together as one shape")
+    parser.add_argument(
+        "meshes", nargs="+", type=Path,
+        help="PLY/OBJ/STL/OFF/GLB files, fitted together as one shape: meshes, or point clouds (files without faces; "
+        "a PLY's nx ny nz are their normals, else they are estimated)",
+    )  # fmt: skip
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for mesh.ply, model.pt, metrics.json")
 
 
@@ -105,7 +127,11 @@ def _fit_write(args, inputs: dict, output: JobOutput, folder: Path) -> str:
     _write_json(folder / METRICS_FILENAME, output.summary)
     measured = output.summary.get("metrics", {})
     summary = ", ".join(f"{name} {value:.4g}" for name, value in measured.items())
-    return f"wrote {args.output}/{{{MESH_FILENAME},{output.files['model']},{METRICS_FILENAME}}}" + (
+    for warning in output.summary.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+    normals = output.summary.get("normals")
+    noted = f" (normals {normals})" if normals in ("estimated", "partly estimated") else ""
+    return f"wrote {args.output}/{{{MESH_FILENAME},{output.files['model']},{METRICS_FILENAME}}}{noted}" + (
         f": {summary}" if summary else ""
     )
 
@@ -326,11 +352,12 @@ COMMANDS: dict[str, Command] = {
         "fit a neural SDF to meshes, extract it and measure it",
         _fit_arguments,
         (Option("preset", ("--preset",)), Option("steps", ("--steps",)), RESOLUTION, DEVICE, SEED,
-         Option("curvature_sampling", ("--curvature-sampling",)), Option("metrics", ("--metrics",))),
+         Option("curvature_sampling", ("--curvature-sampling",)), Option("point_method", ("--point-method",)),
+         Option("metrics", ("--metrics",))),
         ("names", "preview_interval"),
         # The command line shows no live previews (the add-on's), so its fits make none.
         lambda args: {"names": [str(path) for path in args.meshes], "preview_interval": 0.0},
-        lambda args: _mesh_inputs(args.meshes),
+        lambda args: _fit_inputs(args.meshes),
         _fit_write,
         writes_folder=True,
     ),

@@ -209,6 +209,27 @@ def input_meshes(inputs: dict[str, np.ndarray], names: tuple[str, ...], context:
     return [check_mesh(*mesh, name=context.input_name(name)) for mesh, name in zip(arrays, names)]
 
 
+def input_shapes(inputs: dict[str, np.ndarray], names: tuple[str, ...], context: JobContext) -> list:
+    """One checked shape per name: the mesh ``vertices_<i>`` / ``faces_<i>`` or the point cloud ``points_<i>``
+    (with ``normals_<i>`` where given; `engine.point_clouds.PointCloud`, normals None when not given)."""
+    from ..mesh_io import check_mesh
+    from ..point_clouds import check_point_cloud
+
+    shapes = []
+    for i, name in enumerate(names):
+        shown = context.input_name(name)
+        if f"points_{i}" in inputs:
+            if f"vertices_{i}" in inputs or f"faces_{i}" in inputs:
+                raise ValueError(f"the job's inputs give {shown} both as points_{i} and as a mesh: send one of them")
+            shapes.append(check_point_cloud(inputs[f"points_{i}"], inputs.get(f"normals_{i}"), name=shown))
+        elif f"normals_{i}" in inputs:
+            raise ValueError(f"the job's inputs have normals_{i} without points_{i} for {shown}")
+        else:
+            arrays = input_array(inputs, f"vertices_{i}"), input_array(inputs, f"faces_{i}")
+            shapes.append(check_mesh(*arrays, name=shown))
+    return shapes
+
+
 def extract_surface(model, resolution: int, device: str, context: JobContext) -> tuple[np.ndarray, np.ndarray, float]:
     """The model's zero level set (input coordinates, float64 vertices and int32 faces) and the seconds it took,
     reported as the ``extract`` stage."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from .. import protocol
-from .base import Device, JobContext, JobOutput, JobSpec, extract_surface, input_meshes
+from .base import Device, JobContext, JobOutput, JobSpec, extract_surface, input_shapes
 
 MAX_PREVIEW_INTERVAL_S = 3600.0
 """Longest interval between live previews: an hour (longer is as good as none)."""
@@ -15,9 +16,18 @@ MAX_PREVIEW_INTERVAL_S = 3600.0
 
 @dataclass(frozen=True)
 class FitJob(JobSpec):
-    """Fit one SDF to the union of the input meshes ``vertices_<i>`` / ``faces_<i>``, extract its zero level set
-    and (optionally) measure it against the input. Outputs ``vertices`` (n, 3) float64 and ``faces`` (m, 3) int32
-    in the input's coordinates; file ``model.pt``."""
+    """Fit one SDF to the union of the inputs, extract its zero level set and (optionally) measure it against the
+    input. Outputs ``vertices`` (n, 3) float64 and ``faces`` (m, 3) int32 in the input's coordinates; file
+    ``model.pt``.
+
+    Inputs, one per name, all meshes or all point clouds:
+    - a mesh: ``vertices_<i>`` (n, 3) float64 and ``faces_<i>`` (m, 3) integer vertex indices;
+    - a point cloud (a scan, a mesh of vertices only): ``points_<i>`` (n, 3) float64, at least
+      `engine.point_clouds.MIN_POINTS`, and optionally ``normals_<i>`` (n, 3) (any length but zero, outward). Where
+      they are missing they are estimated (`engine.point_clouds.estimate_normals`), and the summary says so:
+      ``"normals": "estimated"`` (or ``"partly estimated"``; ``"given"`` otherwise), ``"normals_estimated_for"``
+      (the names) and a line in ``"warnings"`` for the front end to show. Point clouds are measured against their
+      points (`engine.metrics.point_metrics`: no IoU; ``"metrics_reference"`` says what was compared)."""
 
     kind = "fit"
     stages = ("fit", "extract", "measure")
@@ -35,7 +45,10 @@ class FitJob(JobSpec):
     seed: int = 0
     """Seed of every random draw."""
     curvature_sampling: bool = False
-    """Draw surface samples by curvature bands (i3d) instead of by area."""
+    """Draw surface samples by curvature bands (i3d) instead of by area (meshes only)."""
+    point_method: Literal["winding", "siren"] = "winding"
+    """Point clouds only: winding, a signed distance to fit off the surface (sign from the winding number of the
+    oriented points, distance from the nearest points); siren, no distance (SIREN's off-surface loss)."""
     metrics: bool = True
     """Measure the surface against the input (Chamfer-L1, normal consistency, F-score, IoU, Hausdorff)."""
     preview_interval: float = 0.0
@@ -59,7 +72,8 @@ class FitJob(JobSpec):
         """The `engine.fit.FitConfig` of these settings."""
         from ..fit import preset
 
-        overrides = {"device": self.device, "seed": self.seed, "curvature_sampling": self.curvature_sampling}
+        overrides = {"device": self.device, "seed": self.seed, "curvature_sampling": self.curvature_sampling,
+                     "point_method": self.point_method}  # fmt: skip
         if self.steps is not None:
             overrides["steps"] = self.steps
         return preset(self.preset, **overrides)
@@ -67,9 +81,20 @@ class FitJob(JobSpec):
     def run(self, inputs: dict[str, np.ndarray], context: JobContext) -> JobOutput:
         from ..fit import fit_sdf
         from ..mesh_io import merge_meshes
+        from ..point_clouds import PointCloud, merge_point_clouds, with_normals
         from ..preview import LivePreview
 
-        meshes = input_meshes(inputs, self.names, context)
+        shapes = input_shapes(inputs, self.names, context)
+        clouds = [name for name, shape in zip(self.names, shapes) if isinstance(shape, PointCloud)]
+        if clouds and len(clouds) < len(shapes):
+            meshes = [name for name in self.names if name not in clouds]
+            raise ValueError(
+                f"one fit takes meshes or point clouds, not both: {_listed(meshes, context)} "
+                f"{'is a mesh' if len(meshes) == 1 else 'are meshes'}, {_listed(clouds, context)} "
+                f"{'is a point cloud' if len(clouds) == 1 else 'are point clouds'}; fit them separately"
+            )
+        if clouds and self.curvature_sampling:
+            self.fail("curvature_sampling", "needs meshes: point clouds are sampled by their points' areas")
         config = self.fit_config()
         preview = on_step = None
         if self.preview_interval > 0 and context.show_preview is not None:
@@ -79,8 +104,12 @@ class FitJob(JobSpec):
                 if step < config.steps and preview.due():  # the last step's surface is the result itself
                     preview.show_model(model)
         context.report("fit", 0, config.steps, None, None)
+        estimated = [name for name, shape in zip(self.names, shapes) if clouds and shape.normals is None]
+        if estimated:
+            shapes = [with_normals(shape) for shape in shapes]
+            context.raise_if_cancelled("after estimating normals")
         model = fit_sdf(
-            meshes,
+            shapes,
             config,
             on_progress=context.training_progress("fit"),
             should_cancel=context.should_cancel,
@@ -89,7 +118,7 @@ class FitJob(JobSpec):
         model.metadata["sources"] = list(self.names)
         context.raise_if_cancelled("after training, before extraction")
         vertices, faces, extract_seconds = extract_surface(model, self.resolution, self.device, context)
-        reference = merge_meshes(meshes)
+        reference = merge_point_clouds(shapes) if clouds else merge_meshes(shapes)
         summary = {
             "train_seconds": round(model.metadata["train_seconds"], 2),
             "extract_seconds": round(extract_seconds, 2),
@@ -98,26 +127,49 @@ class FitJob(JobSpec):
             "steps": config.steps,
             "preset": self.preset,
             "resolution": self.resolution,
-            "input_faces": int(len(reference.faces)),
+            **({"input_points": int(len(reference.points))} if clouds else {"input_faces": int(len(reference.faces))}),
             "output_vertices": int(len(vertices)),
             "output_faces": int(len(faces)),
         }
+        if clouds:
+            summary["point_method"] = self.point_method
+            summary["normals"] = "given" if not estimated else "estimated" if len(estimated) == len(shapes) else "partly estimated"
+            if estimated:
+                summary["normals_estimated_for"] = estimated
+                summary["warnings"] = [
+                    f"normals of {_listed(estimated, context)} were estimated from the points (PCA over their nearest "
+                    "neighbours, oriented along a spanning tree and by the winding number): where the result's inside "
+                    "and outside look swapped, give normals"
+                ]
         if preview is not None:
             summary["previews"] = preview.shown
             summary["preview_seconds"] = round(preview.spent_s, 2)
         if self.metrics:
-            from ..metrics import mesh_metrics
+            from ..metrics import mesh_metrics, point_metrics
             from ..ply_io import as_written
 
             context.raise_if_cancelled("before measuring the surface")
             context.report("measure", 0, 1, None, None)
             # Measured as a PLY file holds them: float32 coordinates where they keep the mesh's precision.
-            measured = mesh_metrics(as_written(vertices), faces, reference.vertices, reference.faces)
+            if clouds:
+                measured = point_metrics(as_written(vertices), faces, reference.points, reference.normals)
+                summary["metrics_normalization"] = "input points scaled so their largest bounding-box side is 1"
+                summary["metrics_reference"] = (
+                    "the input points: distances from the surface to the nearest point and from each point to the "
+                    f"surface, normal consistency with the {'estimated' if estimated else 'given'} normals; no IoU"
+                )
+            else:
+                measured = mesh_metrics(as_written(vertices), faces, reference.vertices, reference.faces)
+                summary["metrics_normalization"] = "ground truth scaled so its largest bounding-box side is 1"
             context.report("measure", 1, 1, None, None)
             summary["metrics"] = measured.to_dict()
-            summary["metrics_normalization"] = "ground truth scaled so its largest bounding-box side is 1"
         model.save(context.output_dir / protocol.MODEL_FILENAME)
         return JobOutput({"vertices": vertices, "faces": faces}, {"model": protocol.MODEL_FILENAME}, summary)
+
+
+def _listed(names: list[str], context: JobContext) -> str:
+    shown = [context.input_name(name) for name in names[:3]]
+    return ", ".join(shown) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 @dataclass(frozen=True)
