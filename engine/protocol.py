@@ -46,6 +46,16 @@ Coordinates (vertices, positions) come back as float64, as the engine computed t
 origin keeps its precision until the add-on moves it into its object's frame; colours and curvature fields are
 float32.
 
+Over WebSocket (`engine.remote`): ``python -m engine serve`` runs workers on a server and relays this protocol to
+clients; ``python -m engine.remote.relay`` speaks it on stdin/stdout to the add-on exactly as a worker does, so the
+add-on cannot tell the difference but for the hello's ``"remote": URL``. Text messages carry these JSON messages;
+binary messages carry the files of the job folder (`engine.remote.frames`: a 4-byte header length, a JSON header
+naming the job, the role and the size, then the bytes). The client uploads a job's ``inputs.npz`` and the model file
+of each of its file params (`MODEL_FILE_PARAMS`) before the job message; the server sends a result's files and each
+new preview before the message that names them. The server opens no path a client names: it runs each job in a
+folder of its own, with the uploaded copies. The server's hello adds ``"server": true``, ``"workers": N`` and its
+size limits; its ``alive`` heartbeats reach the add-on through the relay.
+
 The ``preview`` field needs no new version: it is optional, and an add-on that ignores it (or the file) works as
 before.
 
@@ -79,6 +89,15 @@ PREVIEW_FILENAME = "preview.npz"
 """The latest preview surface of a training job (``vertices``, ``faces``), replaced whole each time."""
 CURVATURE_FIELDS = ("mean", "gaussian", "k1", "k2")
 """Per-point curvature arrays (input units; ``mean`` is H = kappa / 2); `engine.fields` takes them from here."""
+MODEL_FILE_PARAMS = {"extract": ("model",), "curvature": ("model",), "evolve": ("model",)}
+"""The params of each kind that name a file the job reads (a model file written by a fit): a remote engine gets a copy
+of each uploaded with the job (tested equal to the spec fields documented as "Path of ...")."""
+REMOTE_URL_VARIABLE = "NEURAL_SDF_REMOTE_URL"
+"""The environment variable that gives the relay (`engine.remote.relay`) the server's ws:// or wss:// address."""
+REMOTE_TOKEN_VARIABLE = "NEURAL_SDF_REMOTE_TOKEN"
+"""The environment variable that gives the relay the server's token (empty or absent: none)."""
+REMOTE_CAFILE_VARIABLE = "NEURAL_SDF_REMOTE_CAFILE"
+"""Optional: a PEM file of the certificate authority that signed a wss:// server's certificate (a private CA)."""
 COLORMAPS = ("auto", "diverging", "sequential")
 """Colour map choices (tested equal to `engine.colormaps.COLORMAPS`)."""
 
