@@ -20,9 +20,9 @@
     trips of the matching points themselves (T(T(y, -1), 1) = y for y on the target). Without those round trips
     T(., -1) reached thin parts of the target by folding while T(., 1) never got there: the level set looked
     right but the carried source mesh missed them.
-  - smoothness: a thin-plate-like penalty on the displacement u = t w (`_smoothness_terms`), a weak membrane term
-    |du/dx|^2 that picks the least deformation among equally good matches (a translation rather than a translation
-    and a spin for a sphere), and a fold term on det dT/dx.
+  - smoothness: a thin-plate-like penalty on the displacement u = t w (`engine.morph.warp_field.smoothness_terms`,
+    shared with the image morph), a weak membrane term |du/dx|^2 that picks the least deformation among equally good
+    matches (a translation rather than a translation and a spin for a sphere), and a fold term on det dT/dx.
   - steadiness: w(x, t) = w(x, s) for times of the same sign, so every point moves at a steady pace along a nearly
     straight path and the frame at t = 0.5 is halfway (the smoothness terms alone put the motion off to the end).
   - landmarks: |T(p_i, 1) - q_i|^2 + |T(q_i, -1) - p_i|^2 for pairs given in input coordinates.
@@ -54,11 +54,7 @@ from ..sampling import SurfaceSampler
 from ..settings import SavedSettings
 from ..training import Progress, TrainingMonitor, cosine_schedule, pick_device, seeded
 from .common import MORPH_KEY, check_fitted, checked_landmarks, frozen_networks, morph_metadata, shared_normalization
-
-
-MIN_JACOBIAN_DETERMINANT = 0.1
-"""The fold term pushes det dT/dx above this: a warp may compress a region tenfold in volume (a sphere's cap into
-a cube's corner), not fold it."""
+from .warp_field import MIN_JACOBIAN_DETERMINANT, displacement, smoothness_terms  # noqa: F401  (re-exported)
 NEAR_SURFACE_SIGMA = 0.1
 """Noise (cube units) around the surface samples used as inverse-consistency and smoothness points: the warp matters
 most near the shapes, and most folds were seen within 0.1 of them."""
@@ -87,10 +83,7 @@ class FlowMorph(nn.Module):
 
     def displacement(self, points: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         """t w(x, t) for points (n, 3) and t (n,) or one float: (n, 3), exactly zero at t = 0."""
-        if not torch.is_tensor(t):
-            t = points.new_full((len(points),), float(t))
-        t = t.reshape(-1, 1).to(points.dtype)
-        return t * self.warp(torch.cat([points, t], dim=-1))
+        return displacement(self.warp, points, t)
 
     def transform(self, points: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         """T(x, t) = x + t w(x, t) for points (n, 3) and t (n,) or one float; (n, 3). T(x, 0) = x exactly."""
@@ -313,7 +306,7 @@ def flow_loss(
         times = (torch.rand(len(points), generator=generator) * 2 - 1).to(device)
         directions = torch.randn(len(points), 3, generator=generator).to(device)
         directions = directions / directions.norm(dim=-1, keepdim=True)
-        thin_plate, membrane, fold = _smoothness_terms(morph.warp, points, times, directions, config.smoothness_step)
+        thin_plate, membrane, fold = smoothness_terms(morph.warp, points, times, directions, config.smoothness_step)
         terms["thin_plate"] = weights.thin_plate * thin_plate
         terms["membrane"] = weights.membrane * membrane
         terms["fold"] = weights.fold * fold
@@ -336,30 +329,6 @@ def flow_loss(
 def _wrong_side(values: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
     """Mean squared amount by which ``values`` have the wrong sign: positive where ``inside``, negative elsewhere."""
     return torch.where(inside, values.clamp_min(0.0), values.clamp_max(0.0)).square().mean()
-
-
-def _smoothness_terms(
-    warp: Siren, points: torch.Tensor, times: torch.Tensor, directions: torch.Tensor, step: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Thin-plate-like, membrane and fold penalties of the displacement u(x, t) = t w(x, t), differentiable.
-
-    The thin-plate energy needs the Hessian of a 3-vector field: 9 second-derivative passes through the SIREN,
-    too costly on a CPU. Instead, with D = du/dx (3 backward passes at two points), E_e |D(x + h e) - D(x)|^2 / h^2
-    over random unit directions e is |Hess u|^2 / 3 up to O(h^2): the same quantity, estimated stochastically, and
-    still zero for every affine warp (so scaling or turning a shape costs nothing). The membrane term is |D|^2; the
-    fold term max(0, m - det(I + D))^2 (I + D = dT/dx) with m = `MIN_JACOBIAN_DETERMINANT`.
-    """
-    both = torch.cat([points, points + step * directions]).detach()
-    inputs = torch.cat([both, times.repeat(2).unsqueeze(-1)], dim=-1).requires_grad_(True)
-    values = warp(inputs)
-    rows = [torch.autograd.grad(values[:, axis].sum(), inputs, create_graph=True)[0][:, :3] for axis in range(3)]
-    jacobian = torch.stack(rows, dim=1) * inputs[:, 3:].reshape(-1, 1, 1)
-    here, there = jacobian.split(len(points))
-    thin_plate = (there - here).square().sum((-2, -1)).mean() / step**2
-    membrane = here.square().sum((-2, -1)).mean()
-    determinant = torch.linalg.det(here + torch.eye(3, device=here.device))
-    fold = (MIN_JACOBIAN_DETERMINANT - determinant).clamp_min(0.0).square().mean()
-    return thin_plate, membrane, fold
 
 
 def _surface_pool(network: Siren, config: FlowMorphConfig, rng: np.random.Generator, device, name: str) -> torch.Tensor:
