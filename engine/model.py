@@ -115,11 +115,12 @@ FILE_KINDS = {
     "model": ("a fitted model", "engine.model.load_model"),
     "evolution": ("an evolution", "engine.evolution.load_evolution"),
     "morph": ("a morph", "engine.morph.load_morph"),
+    "image_morph": ("an image morph", "engine.images.morph.load_image_morph"),
 }
 """What a model file can hold (`ModelFile.holds`): its name in messages and the function that loads it. A file of
-named networks is a morph when its metadata has the key "morph" (`engine.morph.MORPH_KEY`, checked first: files of
-engine 0.1.0 kept a morph's time axis under "evolution"), an evolution when it has "evolution"
-(`engine.evolution.EVOLUTION_KEY`)."""
+named networks is an image morph when its metadata has the key "image_morph" (`engine.images.morph.IMAGE_MORPH_KEY`),
+a morph when it has "morph" (`engine.morph.MORPH_KEY`, checked before "evolution": files of engine 0.1.0 kept a
+morph's time axis under "evolution"), an evolution when it has "evolution" (`engine.evolution.EVOLUTION_KEY`)."""
 
 _HEADER_KEYS = {"format_version", "engine_version", "normalization", "metadata"}
 
@@ -254,7 +255,8 @@ def read_model_file(path: str | Path, expected: str | None = None) -> ModelFile:
         raise refuse(f"its engine_version must be a string, got {header['engine_version']!r}")
     if not isinstance(header["metadata"], dict):
         raise refuse(f"its metadata must be a JSON object, got {type(header['metadata']).__name__}")
-    holds = "model" if single else "morph" if "morph" in header["metadata"] else "evolution" if "evolution" in header["metadata"] else None
+    named_kinds = ("image_morph", "morph", "evolution")  # keys of the metadata, in the order they are looked for
+    holds = "model" if single else next((kind for kind in named_kinds if kind in header["metadata"]), None)
     if holds is None:
         raise refuse("its networks are neither an evolution nor a morph")
     model_file = ModelFile(path, header, state, holds)

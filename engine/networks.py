@@ -152,9 +152,11 @@ MAX_OMEGA = 1000.0
 """Largest SIREN frequency factor a model file may hold (the engine trains with 8 to 30): above it the field is
 noise at any grid resolution."""
 IN_FEATURES = (3, 4)
-"""Input sizes of the engine's networks: a point (an SDF, a fit) or a point and a time (an evolution, a morph)."""
-OUT_FEATURES = (1, 3)
-"""Output sizes of the engine's networks: a scalar field (an SDF) or a 3-vector (a flow morph's warp)."""
+"""Input sizes of the engine's networks: a point (an SDF, a fit) or a point and a time (an evolution, a morph; an
+image point and a time: an image morph's warp)."""
+OUT_FEATURES = (1, 2, 3)
+"""Output sizes of the engine's networks: a scalar field (an SDF), a 2-vector (an image morph's warp) or a
+3-vector (a flow morph's warp)."""
 
 
 SIREN_FIELDS_ADDED_LATER = {"out_features": 1}
@@ -196,8 +198,8 @@ def checked_siren_config(architecture) -> SirenConfig:
     if architecture["in_features"] not in IN_FEATURES or architecture["out_features"] not in OUT_FEATURES:
         raise ValueError(
             f"its network takes {architecture['in_features']} inputs and gives {architecture['out_features']} "
-            "outputs; the engine's networks take 3 (a point) or 4 (a point and a time) and give 1 (a distance) or "
-            "3 (a warp)"
+            "outputs; the engine's networks take 3 (a point, or an image point and a time) or 4 (a point and a time) "
+            "and give 1 (a distance), 2 (an image warp) or 3 (a warp)"
         )
     return SirenConfig(**{name: architecture[name] for name in names})
 

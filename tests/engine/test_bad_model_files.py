@@ -319,9 +319,10 @@ def test_saving_replaces_a_link_instead_of_writing_through_it(files, tmp_path):
 def test_files_are_told_apart_by_the_keys_the_evolution_and_the_morph_write():
     from engine.evolution import EVOLUTION_KEY
     from engine.model import FILE_KINDS
+    from engine.images.morph import IMAGE_MORPH_KEY
     from engine.morph import MORPH_KEY
 
-    assert {EVOLUTION_KEY, MORPH_KEY} == set(FILE_KINDS) - {"model"}
+    assert {EVOLUTION_KEY, MORPH_KEY, IMAGE_MORPH_KEY} == set(FILE_KINDS) - {"model"}
 
 
 def test_a_saved_file_gets_the_usual_permissions(files, tmp_path):
