@@ -50,6 +50,48 @@ def evaluated_world_mesh(obj: bpy.types.Object, depsgraph) -> tuple[np.ndarray, 
     return transform_points(world, vertices.reshape(-1, 3)), triangles.reshape(-1, 3)
 
 
+NORMAL_ATTRIBUTES = ("normal", "N", "normals", "Normal")
+"""Point attributes (3D vectors on points) read, in this order, as the normals of a point cloud or of a mesh of
+vertices only; without one the engine estimates them."""
+
+
+def fit_source(obj: bpy.types.Object, depsgraph) -> dict[str, np.ndarray]:
+    """What a fit takes from a selected object, evaluated (modifiers applied) in world space: ``vertices``/``faces``
+    for a mesh with faces (or one with nothing at all, which the engine refuses with its message); ``points`` and,
+    from a `NORMAL_ATTRIBUTES` attribute, ``normals`` for a point cloud object or a mesh of vertices without faces."""
+    evaluated = obj.evaluated_get(depsgraph)
+    if obj.type == "POINTCLOUD":
+        return _world_points(evaluated.data, len(evaluated.data.points), evaluated.matrix_world)
+    mesh = evaluated.to_mesh()
+    try:
+        if len(mesh.polygons) == 0 and len(mesh.vertices) > 0:
+            return _world_points(mesh, len(mesh.vertices), evaluated.matrix_world)
+    finally:
+        evaluated.to_mesh_clear()
+    vertices, faces = evaluated_world_mesh(obj, depsgraph)
+    return {"vertices": vertices, "faces": faces}
+
+
+def _world_points(data, count: int, matrix_world) -> dict[str, np.ndarray]:
+    """World-space ``points`` (n, 3) float64 of a point cloud's or a mesh's ``position`` attribute, and ``normals``
+    (n, 3) float64 from the first `NORMAL_ATTRIBUTES` attribute it has (normals transform by the inverse
+    transpose, then are scaled back to unit length)."""
+    positions = np.empty(count * 3, dtype=np.float32)
+    data.attributes["position"].data.foreach_get("vector", positions)
+    world = matrix_array(matrix_world)
+    arrays = {"points": transform_points(world, positions.reshape(-1, 3))}
+    for name in NORMAL_ATTRIBUTES:
+        attribute = data.attributes.get(name)
+        if attribute is not None and attribute.data_type == "FLOAT_VECTOR" and attribute.domain == "POINT":
+            normals = np.empty(count * 3, dtype=np.float32)
+            attribute.data.foreach_get("vector", normals)
+            normals = normals.reshape(-1, 3).astype(np.float64) @ np.linalg.inv(world[:3, :3])
+            length = np.linalg.norm(normals, axis=1, keepdims=True)
+            arrays["normals"] = np.divide(normals, length, out=np.zeros_like(normals), where=length > 0)
+            break
+    return arrays
+
+
 def evaluated_polygons(obj: bpy.types.Object, depsgraph) -> tuple[np.ndarray, np.ndarray]:
     """The polygons of a mesh object with its modifiers applied: each polygon's corner count (p,) and the vertex
     index of every corner (sum of the counts,), both intc; the vertices are those of `evaluated_world_mesh`."""

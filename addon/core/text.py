@@ -26,6 +26,16 @@ JOB_STAGE_SPANS = {
 frames already meshed: the bar stays full while the text says so, frame by frame with its ETA)."""
 
 
+def estimated_normals_text(estimated: list[str], sources: int) -> str:
+    """What a fit's report adds when the engine estimated the normals of point clouds: " (normals estimated)" when
+    it did for every source, " (normals of 'A', 'B' estimated)" for some, "" for none."""
+    if not estimated:
+        return ""
+    if len(estimated) == sources:
+        return " (normals estimated)"
+    return " (normals of " + ", ".join(f"'{name}'" for name in estimated) + " estimated)"
+
+
 def format_duration(seconds: float) -> str:
     """``"8 s"``, ``"2 min 05 s"``, ``"1 h 02 min"``."""
     seconds = max(int(round(seconds)), 0)

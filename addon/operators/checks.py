@@ -25,6 +25,13 @@ def selected_meshes(cls, context) -> bool:
     return True
 
 
+def selected_fit_sources(cls, context) -> bool:
+    if not fit_source_objects(context):
+        cls.poll_message_set("Select at least one mesh object or point cloud")
+        return False
+    return True
+
+
 def active_mesh(cls, context) -> bool:
     obj = context.active_object
     if obj is None or obj.type != "MESH":
@@ -87,3 +94,9 @@ def source_and_target(context) -> tuple | None:
 
 def selected_mesh_objects(context) -> list:
     return [obj for obj in context.selected_objects if obj.type == "MESH"]
+
+
+def fit_source_objects(context) -> list:
+    """The selected objects a fit takes: meshes (with faces, or vertices only) and point clouds, by name."""
+    chosen = [obj for obj in context.selected_objects if obj.type in ("MESH", "POINTCLOUD")]
+    return sorted(chosen, key=lambda obj: obj.name)

@@ -5,14 +5,15 @@ from .. import model_store, preferences, preview, scene_io
 from ..core import job_files
 from ..core.errors import EngineError
 from ..core.params import fit_params
-from ..core.text import format_duration
+from ..core.text import estimated_normals_text, format_duration
 from ..core.worker_client import JobRequest
 from ..engine_jobs import EngineJobOperator
 from . import checks
 
 
 class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
-    """Fit a neural SDF to the selected meshes (modifiers applied, world space) and add its surface as a new object"""
+    """Fit a neural SDF to the selected meshes or point clouds (modifiers applied, world space) and add its surface as
+    a new object"""
 
     bl_idname = "neural_sdf.fit"
     bl_label = "Fit Neural SDF"
@@ -22,20 +23,23 @@ class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         return (
-            checks.no_job_running(cls) and checks.in_object_mode(cls, context) and checks.selected_meshes(cls, context)
+            checks.no_job_running(cls)
+            and checks.in_object_mode(cls, context)
+            and checks.selected_fit_sources(cls, context)
         )
 
     def requests(self, context):
         settings = context.scene.neural_sdf
         device = preferences.get(context).device
         depsgraph = context.evaluated_depsgraph_get()
-        sources = sorted((obj for obj in context.selected_objects if obj.type == "MESH"), key=lambda obj: obj.name)
+        sources = checks.fit_source_objects(context)
         groups = [sources] if settings.fit_mode == "JOINED" else [[obj] for obj in sources]
         requests = []
         for group in groups:
             inputs = {}
             for index, obj in enumerate(group):
-                inputs[f"vertices_{index}"], inputs[f"faces_{index}"] = scene_io.evaluated_world_mesh(obj, depsgraph)
+                for name, array in scene_io.fit_source(obj, depsgraph).items():
+                    inputs[f"{name}_{index}"] = array
             names = [obj.name for obj in group]
             params = fit_params(
                 preset=settings.preset,
@@ -106,7 +110,9 @@ class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
         resolution = results[0].request.params["resolution"]
         made = ", ".join(f"'{obj.name}' ({faces:,} faces)" for obj, faces in created)
         sources = [name for result in results for name in result.request.params["names"]]
-        return f"Fitted {made} at resolution {resolution}" + scene_io.hide_sources(context, sources)
+        estimated = [name for result in results for name in result.summary.get("normals_estimated_for", [])]
+        noted = estimated_normals_text(estimated, len(sources))
+        return f"Fitted {made} at resolution {resolution}{noted}" + scene_io.hide_sources(context, sources)
 
 
 def _frame_of(names: list[str]) -> Matrix:
