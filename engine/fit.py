@@ -169,7 +169,9 @@ def fit_sdf(
     normalization = normalization or Normalization.fit_bounds(coordinates)
     outside = np.abs(normalization.to_unit(coordinates)).max()
     if outside > 1.0:
-        raise ValueError(f"the shape reaches {outside:.3g} in the given normalization's cube; it must lie within [-1, 1]")
+        raise ValueError(
+            f"the shape reaches {outside:.3g} in the given normalization's cube; it must lie within [-1, 1]"
+        )
     if isinstance(shape, TriangleMesh):
         source = TriangleMesh(normalization.to_unit(shape.vertices), shape.faces)
     else:
@@ -268,7 +270,8 @@ def fitting_loss(
     (gradients,) = torch.autograd.grad(values.sum(), with_gradient, create_graph=True)
     volume_values = torch.cat([values[surface_count:], network(volume_points[eikonal_count:])])
     if volume_sdf is None:
-        off_surface = ("off_surface", weights.off_surface * torch.exp(-weights.off_surface_alpha * volume_values.abs()).mean())
+        away = torch.exp(-weights.off_surface_alpha * volume_values.abs()).mean()
+        off_surface = ("off_surface", weights.off_surface * away)
     else:
         off_surface = ("sdf", weights.sdf * (volume_values - volume_sdf).square().mean())
     terms = {

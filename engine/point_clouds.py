@@ -174,7 +174,8 @@ def _local_winding(points, normals, areas, neighbours: np.ndarray, queries: np.n
         chosen = neighbours[start : start + QUERY_CHUNK]
         offsets = points[chosen] - queries[start : start + QUERY_CHUNK, None]
         dipoles = areas[chosen] * np.einsum("nki,nki->nk", offsets, normals[chosen])
-        total[start : start + QUERY_CHUNK] = (dipoles / (4.0 * np.pi * np.linalg.norm(offsets, axis=2) ** 3)).sum(axis=1)
+        distances = np.linalg.norm(offsets, axis=2)
+        total[start : start + QUERY_CHUNK] = (dipoles / (4.0 * np.pi * distances**3)).sum(axis=1)
     return total
 
 
@@ -326,5 +327,5 @@ def _ply_normals(cloud, name: str) -> np.ndarray | None:
     if not any(present):
         return None
     if not all(present):
-        raise MeshError(f"{name}: its vertices have only some of the normal properties nx, ny, nz; give all three or none")
+        raise MeshError(f"{name}: its vertices have only some of the normal properties nx, ny, nz; give all or none")
     return np.stack([np.asarray(vertex[axis], dtype=np.float64).reshape(-1) for axis in ("nx", "ny", "nz")], axis=1)

@@ -133,7 +133,8 @@ class FitJob(JobSpec):
         }
         if clouds:
             summary["point_method"] = self.point_method
-            summary["normals"] = "given" if not estimated else "estimated" if len(estimated) == len(shapes) else "partly estimated"
+            every = len(estimated) == len(shapes)
+            summary["normals"] = "given" if not estimated else "estimated" if every else "partly estimated"
             if estimated:
                 summary["normals_estimated_for"] = estimated
                 summary["warnings"] = [
