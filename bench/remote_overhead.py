@@ -30,7 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from addon.core.params import fit_params  # noqa: E402
-from addon.core.worker_client import REMOTE_RELAY_MODULE, EngineSession, JobRequest, SessionState, WorkerLaunch  # noqa: E402
+from addon.core.worker_client import (  # noqa: E402
+    REMOTE_RELAY_MODULE,
+    EngineSession,
+    JobRequest,
+    SessionState,
+    WorkerLaunch,
+)
 from engine import protocol  # noqa: E402
 
 DEFAULT_MESH = Path("/work/shared/meshes/bunny00.ply")

@@ -88,7 +88,8 @@ def closed_message(url: str, received, sent, busy: bool) -> str:
     if code == 1008:
         return f"The remote engine at {url} closed the connection: {reason}"
     if code == 1011:
-        return f"The remote engine at {url} failed ({reason or 'internal error'}) and closed the connection; see its log"
+        problem = reason or "internal error"
+        return f"The remote engine at {url} failed ({problem}) and closed the connection; see its log"
     if received is None and sent is not None and sent.code == 1011:
         return (
             f"The connection to the remote engine at {url} was lost ({sent.reason or 'no answer'})"
@@ -255,7 +256,8 @@ class Relay:
         for role, data in uploads:
             started = time.perf_counter()
             await self.connection.send(frames.fragments(job_id, role, data))
-            _log(f"uploaded {role} of job {job_id}: {len(data) / 2**20:.2f} MB in {time.perf_counter() - started:.3f} s")
+            seconds = time.perf_counter() - started
+            _log(f"uploaded {role} of job {job_id}: {len(data) / 2**20:.2f} MB in {seconds:.3f} s")
         await self.connection.send(protocol.encode({**message, "dir": "", "params": params}).rstrip("\n"))
 
     async def _from_server(self) -> None:

@@ -237,8 +237,9 @@ class Server:
         job_id = str(job_id)
         job = client.jobs.get(job_id)
         if job is not None and job.state != "uploading":
-            client.deliver(protocol.error(job_id, f"The remote engine has a job {job_id!r} of this connection already "
-                                                  "waiting or running: ids must differ among unfinished jobs"))  # fmt: skip
+            client.deliver(protocol.error(job_id, f"The remote engine has a job {job_id!r} of this connection "
+                                                  "already waiting or running: ids must differ among unfinished "
+                                                  "jobs"))  # fmt: skip
             return
         job = job or self._new_job(client, job_id)
         problem = self._checked(job, message)
@@ -384,8 +385,9 @@ async def run(settings: Settings) -> int:
         port = listener.sockets[0].getsockname()[1]
         await listener.start_serving()
         where = dataclasses.replace(settings, port=port).url
-        log(f"serving on {where} ({'token required' if settings.token else 'no token'}; "
-            f"{settings.workers} worker(s): {', '.join(str(d or 'CPU') for d in server.hello()['devices'])})")  # fmt: skip
+        devices = ", ".join(str(device or "CPU") for device in server.hello()["devices"])
+        log(f"serving on {where} ({'token required' if settings.token else 'no token'}; {settings.workers} worker(s): "
+            f"{devices})")
         if settings.ssl_context is None and not is_loopback(settings.host):
             log("warning: without --certfile the token and the jobs' data cross the network unencrypted")
         await stop.wait()

@@ -160,7 +160,7 @@ class WorkerProcess:
                 pass
 
     async def stop(self, grace_s: float = CANCEL_GRACE_S) -> None:
-        """End the worker's input (it cancels its job and exits), kill it after ``grace_s``, and wait for its readers."""
+        """End the worker's input (it cancels its job and exits), kill it after ``grace_s``, wait for its readers."""
         if self.process is None:
             return
         if self.process.returncode is None:
@@ -385,7 +385,7 @@ async def _read_regular(path: Path) -> bytes | None:
 
 
 def worker_environment(index: int, count: int) -> dict[str, str]:
-    """The environment of slot ``index`` of ``count``: the engine importable, and one GPU each when there are several."""
+    """The environment of slot ``index`` of ``count``: the engine importable; one GPU each when there are several."""
     engine_root = str(Path(__file__).resolve().parents[2])
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [engine_root, environment.get("PYTHONPATH")]))

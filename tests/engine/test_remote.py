@@ -113,7 +113,8 @@ class RawClient:
     def __init__(self, url: str, token: str | None = TOKEN):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         # legacy=True: connect() returns the connection itself (the tests close it), as websockets documents
-        self.ws = connect(url, additional_headers=headers, open_timeout=30, max_size=None, compression=None, legacy=True)
+        self.ws = connect(url, additional_headers=headers, open_timeout=30, max_size=None, compression=None,
+                          legacy=True)
         OPEN_CLIENTS.append(self)
         self.hello = self.next()
 
@@ -331,7 +332,8 @@ def test_a_fit_then_an_evolve_of_its_model_through_the_addons_client(engine_serv
                 assert data["vertices"].shape[1] == 3 and data["faces"].dtype == np.int32
 
     launch = relay_launch(engine_server.url)
-    session = run_session(launch, [JobRequest("fit", fit, inputs, "fitting 'Sphere'")], tmp_path / "jobs", check_preview)
+    request = JobRequest("fit", fit, inputs, "fitting 'Sphere'")
+    session = run_session(launch, [request], tmp_path / "jobs", check_preview)
     assert session.state is SessionState.SUCCEEDED, session.message
     assert session.hello["remote"] == engine_server.url and session.hello["server"] is True
     assert session.hello["torch"] and session.hello["workers"] == 1
