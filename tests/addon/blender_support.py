@@ -26,6 +26,7 @@ def use_test_preferences(cache_dir: Path) -> None:
     preferences = prefs()
     preferences.cache_dir, preferences.device, preferences.threads = str(cache_dir), "cpu", 1
     preferences.hang_timeout, preferences.python_path = 60.0, ""
+    preferences.engine_mode = "LOCAL"
 
 
 def prefs():

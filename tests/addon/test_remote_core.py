@@ -61,3 +61,9 @@ def test_check_engine_names_the_remote_server_and_its_gpu():
     assert shown.startswith("Remote engine at ws://gpu-box:8765: Engine 0.1.0")
     assert "torch 2.13.0+cu128" in shown and "CUDA GPU: NVIDIA H200" in shown
     assert not text.describe_engine(HELLO).startswith("Remote")
+
+
+def test_the_relays_variables_are_the_engines():
+    from engine import protocol
+
+    assert (remote.URL_VARIABLE, remote.TOKEN_VARIABLE) == (protocol.REMOTE_URL_VARIABLE, protocol.REMOTE_TOKEN_VARIABLE)
