@@ -36,9 +36,9 @@ Add-on to worker:
   `engine.jobs` (``JOBS[kind]``: each field's type, default and docstring; a missing param takes its default, an
   unknown or mistyped one fails the job with a message naming it). Its input arrays (``dir/inputs.npz``, absent
   when a kind takes none), output arrays (``dir/outputs.npz``), files and summary are described in the spec's
-  docstring: ``fit`` (meshes or point clouds in; surface, model.pt), ``extract`` (a model's surface), ``curvature`` (points or the
-  model's surface in; curvature fields and colours), ``evolve`` (frames, evolution.pt), ``morph`` (two meshes in;
-  frames, morph.pt).
+  docstring: ``fit`` (meshes or point clouds in; surface, model.pt), ``extract`` (a model's surface), ``curvature``
+  (points or the model's surface in; curvature fields and colours), ``evolve`` (frames, evolution.pt), ``morph``
+  (two meshes in; frames, morph.pt).
 - ``{"type": "cancel", "job": ID}``: stop that job (running or queued) as soon as possible.
 - End of input: the worker cancels what it is doing and exits.
 
