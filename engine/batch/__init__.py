@@ -8,8 +8,10 @@ python -m engine batch morph JOBS.json -o OUT [--ray ...] [--cpus-per-job C] [--
 
 - Each job is one command line of ``python -m engine`` (`engine.batch.jobs`: a fit per mesh file, or a JSON entry
   per evolve or morph) and writes what that command writes, into ``OUT/<name>``; ``OUT/summary.json`` lists every
-  job (``name``, ``input``, ``status`` "ok" | "error" | "cancelled", ``seconds``, ``cpu_seconds``, ``metrics``: the
-  job's metrics.json or times.json, or ``error``: its message) and a table goes to stdout.
+  job (``name``, ``input``, ``status`` "ok" | "error" | "cancelled" (| "pending" while the batch runs),
+  ``seconds``, ``cpu_seconds``, ``metrics``: the job's metrics.json or times.json, or ``error``: its message (and a
+  ``traceback`` for an error the engine does not expect), ``settings``: the job's params but its input paths) and a
+  table goes to stdout. It is replaced whole after every job.
 - A rerun skips a job whose folder holds its report (its entry says ``"skipped": true``, with the earlier report)
   and refuses one finished with other settings.
 - Without ``--ray`` the jobs run one after another in this process and Ray is never imported; ``--ray auto``
@@ -46,8 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("meshes", nargs="+", type=Path, help="mesh files (PLY/OBJ/STL/OFF/GLB), or folders of them")
     add_options(fit, "fit", COMMANDS["fit"].options)
     for kind, positionals in (("evolve", "model"), ("morph", "source, target")):
-        help = f"the {kind} jobs of a JSON list of entries, each with {positionals} and options by long name"
-        sub = commands.add_parser(kind, help=help, description=help)
+        text = f"the {kind} jobs of a JSON list of entries, each with {positionals} and options by long name"
+        sub = commands.add_parser(kind, help=text, description=text)
         sub.add_argument(
             "jobs", type=Path, help=f'a JSON list of {kind} entries, e.g. [{{"name": "a", {_EXAMPLES[kind]}}}]'
         )

@@ -10,6 +10,10 @@ Where the work and the files are:
   the inputs need to be on the driver's machine only: a cluster needs no shared file system.
 - A task sets torch's threads to the job's CPUs (``--cpus-per-job``), here as on Ray: the same seed on the same
   kind of machine gives the same bits either way (torch's CPU kernels split their sums by thread).
+- Ray workers import the engine from their own Python: every node of a cluster needs the engine and its
+  requirements installed (the same version as the driver's; ``pip install "neural-sdf-engine[batch]"``). A task
+  that asks for no GPU sees none (Ray empties its ``CUDA_VISIBLE_DEVICES``), so ``--device auto`` trains on its CPUs;
+  ``--gpus-per-job 1`` (or 0.5 to share one) gives each job its GPU.
 """
 
 from __future__ import annotations
@@ -287,7 +291,10 @@ def connect_ray(address: str) -> RayConnection:
     try:
         ray.init(address=address)
     except (ConnectionError, ValueError, RuntimeError) as error:
-        raise BatchError(f"--ray {address}: cannot connect to a Ray cluster there: {error}") from None
+        raise BatchError(
+            f"--ray {address}: cannot connect to a Ray cluster there: {error} (to a cluster that asks for a token, "
+            "Ray's default, connect with RAY_AUTH_MODE=token and its token in RAY_AUTH_TOKEN or ~/.ray/auth_token)"
+        ) from None
     return RayConnection(ray, f"Ray: connected to the cluster at {address}", owned=True, fixed_size=False)
 
 
