@@ -233,6 +233,26 @@ def _json_type(value) -> str:
     return {dict: "object", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
 
 
+def flipped_triangles(sources: np.ndarray, targets: np.ndarray) -> list[tuple[int, int, int]]:
+    """The triangles of the Delaunay triangulation of the landmarks of image 0 (``sources`` (k, 2)) whose partners
+    in image 1 (``targets``) turn the other way or collapse, as sorted pair indices: a warp through those pairs must
+    fold or swirl there (a warning, not a refusal: the pairs may be right and the warp can swirl)."""
+    from scipy.spatial import Delaunay, QhullError
+
+    sources, targets = np.asarray(sources, dtype=np.float64), np.asarray(targets, dtype=np.float64)
+    try:
+        triangles = Delaunay(sources).simplices
+    except QhullError:  # collinear landmarks: refused by check_landmarks
+        return []
+
+    def signed_areas(points):
+        a, b, c = (points[triangles[:, i]] for i in range(3))
+        return (b - a)[:, 0] * (c - a)[:, 1] - (b - a)[:, 1] * (c - a)[:, 0]
+
+    ratio = signed_areas(targets) / signed_areas(sources)
+    return sorted(tuple(sorted(int(i) for i in triangle)) for triangle in triangles[~(ratio > 0)])
+
+
 def affine_fit(sources: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """The least-squares affine map of the plane taking ``sources`` (k, 2) to ``targets`` (k, 2), as a 3x3
     homogeneous matrix H (H @ [x, y, 1] = [x', y', 1])."""
@@ -497,6 +517,7 @@ def train_image_morph(
             "landmarks": {"image0": sources.tolist(), "image1": targets.tolist()},
             "affine": affine.tolist(),
             "start": "affine" if logarithm is not None else "identity",
+            "flipped_triangles": flipped_triangles(sources, targets),
             "config": config.to_dict(),
             "train_seconds": monitor.elapsed_s,
             "device": str(device),
@@ -758,7 +779,7 @@ def _bilinear(pixels: np.ndarray, indices: np.ndarray) -> np.ndarray:
 __all__ = [
     "ASPECT_TOLERANCE_PX", "IMAGE_MORPH_KEY", "MIN_LANDMARK_PAIRS", "PRESETS", "ImageError", "ImageGeometry",
     "ImageMorph", "ImageMorphConfig", "ImageMorphWeights", "ImageWarp", "affine_fit", "affine_logarithm", "carried",
-    "check_landmarks", "check_same_aspect",
+    "check_landmarks", "check_same_aspect", "flipped_triangles",
     "image_morph_loss", "load_image_morph", "matched_pair", "preset", "read_landmarks", "render_frames",
     "train_image_morph", "warp_report",
 ]  # fmt: skip

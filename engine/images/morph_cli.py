@@ -92,8 +92,8 @@ def _run(args: argparse.Namespace) -> int:
     from ..cli import ProgressPrinter, _publish, _staging_folder
     from ..fields import even_times
     from .io import read_image, write_image
-    from .morph import MAX_RENDER_SIDE, ImageGeometry, check_same_aspect, load_image_morph, preset, read_landmarks
-    from .morph import render_frames
+    from .morph import MAX_RENDER_SIDE, ImageGeometry, check_same_aspect, flipped_triangles, load_image_morph, preset
+    from .morph import read_landmarks, render_frames
     from .morph import train_image_morph
 
     # Every check before any work: options, the output folder, the images, the landmarks or the model.
@@ -119,6 +119,15 @@ def _run(args: argparse.Namespace) -> int:
         landmarks = None
     else:
         landmarks = read_landmarks(args.landmarks, *geometries)
+        flipped = flipped_triangles(*landmarks)
+        if flipped:
+            listed = ", ".join(f"({a}, {b}, {c})" for a, b, c in flipped[:5]) + (", ..." if len(flipped) > 5 else "")
+            print(
+                f"warning: {len(flipped)} landmark triangle{'s' if len(flipped) > 1 else ''} (pairs {listed}) "
+                f"turn{'' if len(flipped) > 1 else 's'} the other way in image 1: a warp through them must fold or "
+                "swirl there; check those pairs (move or drop one of each triangle)",
+                file=sys.stderr,
+            )
     staging = _staging_folder(args.output, True)
     report = ProgressPrinter()
     try:
@@ -155,6 +164,7 @@ def _run(args: argparse.Namespace) -> int:
             "steps": None if args.render_only else config.steps,
             "landmark_pairs": len(morph.metadata["image_morph"]["landmarks"]["image0"]),
             "start": morph.metadata["image_morph"].get("start"),
+            "flipped_triangles": morph.metadata["image_morph"].get("flipped_triangles", []),
             "train_seconds": train_seconds,
             "frame_seconds": round(time.perf_counter() - started, 2),
             "device": morph.metadata["image_morph"].get("device"),

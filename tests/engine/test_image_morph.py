@@ -24,6 +24,7 @@ from engine.images.morph import (
     affine_fit,
     affine_logarithm,
     check_landmarks,
+    flipped_triangles,
     load_image_morph,
     preset,
     read_landmarks,
@@ -282,6 +283,14 @@ def test_bad_landmark_files_are_refused_with_the_pair_named(tmp_path, content, m
     assert check_landmarks(GOOD, GEOMETRY, GEOMETRY)[0].shape == (4, 2)
 
 
+def test_landmark_triangles_that_turn_the_other_way_are_named():
+    """Pair 3 moved across the line of pairs 1 and 2: the triangle (1, 2, 3) flips (a warning: the warp must swirl or
+    fold there), the others keep their turn."""
+    assert flipped_triangles(*check_landmarks(GOOD, GEOMETRY, GEOMETRY)) == []
+    crossed = GOOD[:3] + [[[20, 30], [40, 30]]]
+    assert flipped_triangles(*check_landmarks(crossed, GEOMETRY, GEOMETRY)) == [(1, 2, 3)]
+
+
 def test_missing_files_and_other_aspects_are_refused(tmp_path, landmarks):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_landmarks(tmp_path / "none.json", GEOMETRY, GEOMETRY)
@@ -309,8 +318,8 @@ def test_the_command_line_writes_frames_times_and_a_morph_that_renders_them_agai
     pairs = tmp_path / "pairs.json"
     pairs.write_text(json.dumps([[list(p), list(q)] for p, q in zip(*landmarks)]))
     out = tmp_path / "out"
-    code, stdout, _ = run_cli([first, second, "--landmarks", pairs, "-o", out, "--frames", 4, "--steps", 20], capsys)
-    assert code == 0 and "wrote 4 frames, times.json and morph.pt" in stdout
+    code, stdout, stderr = run_cli([first, second, "--landmarks", pairs, "-o", out, "--frames", 4, "--steps", 20], capsys)
+    assert code == 0 and "wrote 4 frames, times.json and morph.pt" in stdout and "warning" not in stderr
     summary = json.loads((out / "times.json").read_text())
     assert summary["times"] == pytest.approx([0, 1 / 3, 2 / 3, 1]) and summary["frames"][-1] == "frame_0003.png"
     assert summary["model"] == "morph.pt" and summary["size"] == [WIDTH, HEIGHT] and summary["folds"] is False
@@ -367,8 +376,9 @@ def test_the_command_line_says_when_the_warp_folds(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(image_morph, "train_image_morph", folding)
     first = write_png(tmp_path / "a.png", random_pixels(5))
     pairs = tmp_path / "pairs.json"
-    pairs.write_text(json.dumps([[list(p), list(q)] for p, q in zip(*landmarks)]))
+    pairs.write_text(json.dumps(GOOD[:3] + [[[20, 30], [40, 30]]]))  # the triangle (1, 2, 3) flips
     code, _, stderr = run_cli([first, first, "--landmarks", pairs, "-o", tmp_path / "out", "--frames", 2], capsys)
+    assert "warning: 1 landmark triangle (pairs (1, 2, 3)) turns the other way in image 1" in stderr
     assert code == 1 and "error: the warp folds: det dT/dx = -" in stderr
     summary = json.loads((tmp_path / "out" / "times.json").read_text())
     assert summary["folds"] is True and (tmp_path / "out" / "frame_0001.png").exists()
