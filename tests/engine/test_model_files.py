@@ -118,14 +118,23 @@ def test_the_configs_saved_in_model_files_load_back():
     def as_saved(config) -> dict:
         return json.loads(json.dumps(config.to_dict()))
 
+    def split(loaded: dict, saved: dict, defaults: dict) -> tuple[dict, dict, dict]:
+        """(the loaded settings the file has, the loaded ones it lacks, their defaults), nested settings included."""
+        kept, newer, newer_defaults = {}, {}, {}
+        for name, value in loaded.items():
+            if name not in saved:
+                newer[name], newer_defaults[name] = value, defaults[name]
+            elif isinstance(value, dict):
+                kept[name], newer[name], newer_defaults[name] = split(value, saved[name], defaults[name])
+            else:
+                kept[name] = value
+        return kept, newer, newer_defaults
+
     fit = load_model(DATA / "legacy_v1_model.pt").metadata["fit_config"]
-    loaded = as_saved(FitConfig.from_dict(fit))
-    # Every saved setting comes back as saved; the fields newer than the file take their defaults.
-    assert {name: loaded[name] for name in fit} == fit
-    defaults = as_saved(FitConfig())
-    assert {name: value for name, value in loaded.items() if name not in fit} == {
-        name: value for name, value in defaults.items() if name not in fit
-    }
+    kept, newer, newer_defaults = split(as_saved(FitConfig.from_dict(fit)), fit, as_saved(FitConfig()))
+    # Every saved setting comes back as saved; the fields newer than the file (nested ones too) take their defaults.
+    assert kept == fit
+    assert newer == newer_defaults
     evolve = load_evolution(DATA / "legacy_v1_evolution.pt").metadata[EVOLUTION_KEY]["evolve_config"]
     assert as_saved(EvolveConfig.from_dict(evolve)) == evolve
     morph = load_morph(DATA / "legacy_v1_morph.pt").metadata[MORPH_KEY]["config"]
