@@ -24,6 +24,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -273,7 +274,11 @@ class RayConnection:
 
 def connect_ray(address: str) -> RayConnection:
     """``auto``: the running cluster if there is one, else a local Ray started here; else the cluster at
-    ``address``. A Ray this process started already is used as it is."""
+    ``address``. A Ray this process started already is used as it is.
+
+    Ray's own ``auto`` takes ``RAY_ADDRESS`` or the address the last ``ray start`` on this machine left in its temp
+    folder, which stays there after that cluster is gone, and then waits for it many minutes: so an address that
+    nothing answers counts as no cluster (``auto``) or is refused at once (``ADDRESS``)."""
     try:
         import ray
     except ImportError:
@@ -281,13 +286,19 @@ def connect_ray(address: str) -> RayConnection:
     if ray.is_initialized():
         return RayConnection(ray, "Ray: using the Ray this process started", owned=False, fixed_size=False)
     if address == "auto":
-        try:
-            ray.init(address="auto")
-        except ConnectionError:
+        from ray._private.utils import read_ray_address
+
+        given = os.environ.get("RAY_ADDRESS")
+        found = given or read_ray_address()
+        if found is None or not _answers(found):
             ray.init(address="local", include_dashboard=False)  # "local": a new one, whatever RAY_ADDRESS says
-            return RayConnection(ray, "Ray: no cluster is running; started a local Ray", owned=True, fixed_size=True)
-        said = f"Ray: connected to the running cluster at {ray.get_runtime_context().gcs_address}"
-        return RayConnection(ray, said, owned=True, fixed_size=False)
+            whose = "RAY_ADDRESS" if given else "the address the last ray start on this machine left"
+            why = "no cluster is running" if found is None else f"nothing answers at {found} ({whose})"
+            return RayConnection(ray, f"Ray: {why}; started a local Ray", owned=True, fixed_size=True)
+        ray.init(address="auto")  # "auto" (not the address itself) also takes the token of a local cluster
+        return RayConnection(ray, f"Ray: connected to the running cluster at {found}", owned=True, fixed_size=False)
+    if not _answers(address):
+        raise BatchError(f"--ray {address}: nothing answers there (is the cluster up, and the port its head's?)")
     try:
         ray.init(address=address)
     except (ConnectionError, ValueError, RuntimeError) as error:
@@ -296,6 +307,16 @@ def connect_ray(address: str) -> RayConnection:
             "Ray's default, connect with RAY_AUTH_MODE=token and its token in RAY_AUTH_TOKEN or ~/.ray/auth_token)"
         ) from None
     return RayConnection(ray, f"Ray: connected to the cluster at {address}", owned=True, fixed_size=False)
+
+
+def _answers(address: str, timeout_s: float = 3.0) -> bool:
+    """Whether something accepts a TCP connection at a Ray address (``host:port`` or ``ray://host:port``)."""
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def run_on_ray(batch: Batch, connection: RayConnection) -> None:

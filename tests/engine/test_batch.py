@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -370,22 +371,44 @@ def test_ray_gives_the_serial_results_and_reports_failures(local_ray, serial_run
     capsys.readouterr()
 
 
+def _closed_port() -> int:
+    """A local TCP port that nothing listens on (it was free a moment ago)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_ray_address_that_nothing_answers_is_refused_at_once(meshes, tmp_path, capsys):
+    pytest.importorskip("ray")
+    address = f"127.0.0.1:{_closed_port()}"
+    assert main(["fit", meshes, "-o", tmp_path / "out", "--ray", address]) == 2
+    assert f"--ray {address}: nothing answers there" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
-def test_ray_auto_starts_a_local_ray_when_none_runs_and_stops_it(meshes, tmp_path):
+@pytest.mark.parametrize("stale_address", [False, True])
+def test_ray_auto_starts_a_local_ray_when_none_runs_and_stops_it(stale_address, meshes, tmp_path):
+    """Also when RAY_ADDRESS (or the file the last ``ray start`` left) names a cluster that is gone: Ray itself would
+    wait for it for many minutes."""
     pytest.importorskip("ray")
     environment = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    if stale_address:
+        environment["RAY_ADDRESS"] = address = f"127.0.0.1:{_closed_port()}"
     process = subprocess.Popen(
         [sys.executable, "-m", "engine", "batch", "fit", str(meshes / "box.ply"), "-o", str(tmp_path / "out"),
          *FIT_OPTIONS, "--ray", "auto"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**environment, "OMP_NUM_THREADS": "1"},
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**environment, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     seen = set()
     while process.poll() is None:  # every process below the batch, while it runs
         seen |= _descendants(process.pid)
         time.sleep(0.2)
-    stdout, stderr = process.communicate()
-    assert process.returncode == 0, stderr
-    assert "Ray: no cluster is running; started a local Ray" in stdout
+    stdout = process.stdout.read()
+    assert process.returncode == 0, stdout
+    said = f"nothing answers at {address} (RAY_ADDRESS)" if stale_address else "started a local Ray"
+    assert said in stdout and "; started a local Ray" in stdout
     assert summary(tmp_path / "out")["box"]["status"] == "ok"
     deadline = time.monotonic() + 60
     while _alive(seen) and time.monotonic() < deadline:
