@@ -201,8 +201,10 @@ class SurfaceSampler:
 class VolumeSampling:
     """Where volume (off-surface) samples go, in unit-cube coordinates."""
 
-    uniform_share: float = 0.25
-    """Share drawn uniformly in [-1, 1]^3; the rest are surface points moved by Gaussian noise."""
+    uniform_share: float = 0.5
+    """Share drawn uniformly in [-1, 1]^3; the rest are surface points moved by Gaussian noise. Half, not a quarter:
+    far from the surface a quarter left stray surfaces (a genus-81 lattice's floaters, short fits' specks) and half
+    holds the shared meshes' quality (bench/results/fit_quality_uniform_share_cpu.md, hard_shapes_cpu.md)."""
     near_surface_sigmas: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1)
     """Noise scales of the near-surface samples (equal shares); small scales pin down the zero level set."""
 
