@@ -17,7 +17,12 @@ LOW_LEVEL = {
     "engine.extraction", "engine.geometry", "engine.colormaps", "engine.metrics", "engine.model", "engine.protocol",
     "engine.preview", "engine.point_clouds",
 }
-FRONT_ENDS = {"engine.cli", "engine.worker", "engine.__main__", "engine.jobs"}
+FRONT_ENDS = {
+    "engine.cli", "engine.worker", "engine.__main__", "engine.jobs",
+    "engine.remote", "engine.batch", "engine.images.cli", "engine.images.morph_cli",
+}  # fmt: skip
+"""What the user runs (and the job specs they share): they may import one another, nothing below imports them. The
+server and batch programs sit on the CLI and the worker; the image commands on the CLI's staging."""
 MORPH = "engine.morph"
 ABOVE = {
     # module (or package) -> the modules (or packages) it must not import, directly or through a function
