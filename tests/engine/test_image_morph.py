@@ -163,7 +163,7 @@ def test_the_learned_warp_alone_recovers_an_affine_pair_inside_the_landmarks(lan
     assert error.max() < 0.5, f"inside the landmarks: mean {error.mean():.3f} px, max {error.max():.3f} px"
     report = morph.metadata[IMAGE_MORPH_KEY]["report"]
     assert report["landmark_error_px"]["forward_max"] < 0.1
-    assert report["inverse_error_px"]["mean"] < 0.2  # 0.08 px measured, over the whole image and t = +-1/4 ... +-1
+    assert report["inverse_error_px"]["mean"] < 0.2  # 0.06 px measured, over the whole image and t = +-1/4 ... +-1
     assert not report["folds"] and report["min_det"] > 0
 
 
