@@ -38,7 +38,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.images.io import check_image, to_srgb  # noqa: E402
-from engine.images.morph import ImageGeometry, carried, preset, render_frames, train_image_morph  # noqa: E402
+from engine.images.morph import ImageGeometry, preset, train_image_morph  # noqa: E402
+from engine.images.morph_frames import carried, render_frames  # noqa: E402
 
 FACE_PAIRS = [
     # (astronaut x, y), (cameraman x, y), 256^2 pixel coordinates (origin at the top-left corner), placed by eye on

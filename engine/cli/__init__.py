@@ -1,5 +1,5 @@
 """Command line: ``python -m engine fit MESH [MESH...] -o OUTDIR``, ``extract``, ``curvature``, ``evolve``, ``morph``;
-``serve`` and ``batch``.
+``serve``, ``batch`` and ``image``.
 
 Each job command runs the job spec of its kind (`engine.jobs`), as the worker does: the options are the spec's fields
 (help texts, defaults and choices come from there), files become the job's input arrays, and the job's outputs are
@@ -77,6 +77,7 @@ def add_options(parser: argparse.ArgumentParser, kind: str, options: tuple[Optio
 PROGRAMS = {
     "serve": ("engine.remote.server", "Serve engine jobs to Blender add-ons over WebSocket (remote GPU engine)"),
     "batch": ("engine.batch", "Run many fit, evolve or morph jobs, one after another or as Ray tasks"),
+    "image": ("engine.images.cli", "Image networks: fit, render at any size or level, seamless tiles, image morphs"),
 }
 """Commands that are programs of their own: module (with ``main(argv) -> int``) and help."""
 

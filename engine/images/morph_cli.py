@@ -92,9 +92,9 @@ def _run(args: argparse.Namespace) -> int:
     from ..cli import ProgressPrinter, _publish, _staging_folder
     from ..fields import even_times
     from .io import read_image, write_image
-    from .morph import MAX_RENDER_SIDE, ImageGeometry, check_same_aspect, flipped_triangles, load_image_morph, preset
-    from .morph import read_landmarks, render_frames
-    from .morph import train_image_morph
+    from .landmarks import MAX_RENDER_SIDE, ImageGeometry, check_same_aspect, flipped_triangles, read_landmarks
+    from .morph import load_image_morph, preset, train_image_morph
+    from .morph_frames import render_frames
 
     # Every check before any work: options, the output folder, the images, the landmarks or the model.
     if not 2 <= args.frames <= MAX_FRAMES:

@@ -28,10 +28,10 @@ from engine.images.morph import (
     load_image_morph,
     preset,
     read_landmarks,
-    render_frames,
     train_image_morph,
     warp_report,
 )
+from engine.images.morph_frames import render_frames
 from engine.morph.warp_field import smoothness_terms, transform
 from engine.networks import Siren, SirenConfig
 from engine.training import Cancelled
