@@ -283,6 +283,8 @@ def connect_ray(address: str) -> RayConnection:
         import ray
     except ImportError:
         raise BatchError(f"--ray needs Ray: {RAY_MISSING}") from None
+    if address != "auto" and not _answers(address):
+        raise BatchError(f"--ray {address}: nothing answers there (is the cluster up, and the port its head's?)")
     if ray.is_initialized():
         return RayConnection(ray, "Ray: using the Ray this process started", owned=False, fixed_size=False)
     if address == "auto":
@@ -297,8 +299,6 @@ def connect_ray(address: str) -> RayConnection:
             return RayConnection(ray, f"Ray: {why}; started a local Ray", owned=True, fixed_size=True)
         ray.init(address="auto")  # "auto" (not the address itself) also takes the token of a local cluster
         return RayConnection(ray, f"Ray: connected to the running cluster at {found}", owned=True, fixed_size=False)
-    if not _answers(address):
-        raise BatchError(f"--ray {address}: nothing answers there (is the cluster up, and the port its head's?)")
     try:
         ray.init(address=address)
     except (ConnectionError, ValueError, RuntimeError) as error:

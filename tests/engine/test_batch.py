@@ -381,7 +381,7 @@ def _closed_port() -> int:
 def test_a_ray_address_that_nothing_answers_is_refused_at_once(meshes, tmp_path, capsys):
     pytest.importorskip("ray")
     address = f"127.0.0.1:{_closed_port()}"
-    assert main(["fit", meshes, "-o", tmp_path / "out", "--ray", address]) == 2
+    assert main(["fit", meshes, "-o", tmp_path / "out", *FIT_OPTIONS, "--ray", address]) == 2
     assert f"--ray {address}: nothing answers there" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
