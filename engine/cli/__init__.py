@@ -214,15 +214,26 @@ def _staging_folder(destination: Path, is_folder: bool) -> Path:
 
 def _publish(staging: Path, destination: Path, is_folder: bool) -> None:
     """Move the finished outputs into place: a new folder as a whole, else file by file with the JSON report last
-    (it lists the files of this run); a single-file output by one rename."""
+    (it lists the files of this run); a single-file output by one rename. Each gets the permissions a file or folder
+    made by the user gets (the umask's): the staging folder and files written through temporary files are private."""
+    umask = _umask()
+    for path in staging.iterdir():
+        path.chmod(0o666 & ~umask)
     if not is_folder:
         os.replace(staging / destination.name, destination)
         return
     if not destination.exists():
+        staging.chmod(0o777 & ~umask)
         os.replace(staging, destination)
         return
     for path in sorted(staging.iterdir(), key=lambda path: (path.suffix == ".json", path.name)):
         os.replace(path, destination / path.name)
+
+
+def _umask() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 class ProgressPrinter:

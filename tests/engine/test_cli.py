@@ -1,6 +1,7 @@
 """The command line, end to end on the bundled mesh, in a separate process as a user would run it."""
 
 import json
+import os
 
 import numpy as np
 
@@ -25,6 +26,20 @@ def test_fit_writes_mesh_model_and_metrics_in_input_coordinates(tmp_path):
     np.testing.assert_allclose(fitted.vertices.max(axis=0), source.vertices.max(axis=0), atol=0.05 * extent)
     model = load_model(tmp_path / MODEL_FILENAME)
     assert model.metadata["sources"] == [str(BUNDLED_MESH)]
+
+
+def test_outputs_get_the_permissions_of_what_the_user_makes(tmp_path):
+    """The staging folder (mkdtemp) and files written through temporary files are private; published, they get the
+    umask's permissions, as the folder beside them does."""
+    out = tmp_path / "new"
+    result = run_engine_cli("fit", BUNDLED_MESH, "-o", out, "--preset", "tiny", "--steps", "5", "--resolution", "16")
+    assert result.returncode == 0, result.stderr
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert {path.name: path.stat().st_mode & 0o777 for path in out.iterdir()} == {
+        name: 0o666 & ~umask for name in (MESH_FILENAME, METRICS_FILENAME, MODEL_FILENAME)
+    }
 
 
 def test_bad_input_exits_with_a_clear_message_and_no_traceback(tmp_path):
