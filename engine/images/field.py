@@ -18,6 +18,7 @@ Conventions (one place for them):
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Literal, Sequence
 
@@ -272,6 +273,6 @@ def render(field: ImageField, size: tuple[int, int] | None = None, region=None, 
     if isinstance(level, str) and level == "auto":
         footprint = max((region[2] - region[0]) / size[0], (region[3] - region[1]) / size[1])
         level = float(footprint_level(footprint, field.levels))
-    elif level is not None and not (isinstance(level, (int, float)) and 0.0 <= level <= field.levels):
+    elif level is not None and not (isinstance(level, numbers.Real) and 0.0 <= level <= field.levels):
         raise ValueError(f"level must be 'auto', None or a number in [0, {field.levels}], got {level!r}")
     return sample(field, region_positions(size, region), level)

@@ -6,6 +6,10 @@ TUNER's integer first layers and weight bounds.
   newest stage is in the optimizer; the earlier ones are frozen, and their summed output and (M-Net) last hidden
   features at the level's pixels are computed once and cached, so stage i costs one small forward of the earlier
   stages, not their training again.
+- With ``dense`` (the default) a stage but the finest is trained at twice its level's rate (the Gaussian tower's
+  samples at the next finer level's pixel centres): trained on its own samples only, a stage is free between them,
+  and the middle stages put half their energy above their level's Nyquist frequency (measured in
+  bench/results/image_fit_cpu.md), which shows when a level is rendered off its grid.
 - A stage stops at ``steps`` or when its loss changed by less than ``tolerance`` (relative) over a window of
   `WINDOW` steps (MR-Net's rule).
 - Colour: the pyramid is filtered in linear light (averaging light is only right there); the network is trained on
@@ -32,7 +36,7 @@ from ..settings import SavedSettings
 from ..training import TrainingMonitor, cosine_schedule, pick_device, seeded
 from .field import ImageField, StageConfig, to_field
 from .io import Image, ImageError, to_srgb
-from .pyramid import gaussian_pyramid, level_centres
+from .pyramid import gaussian_pyramid, level_centres, tower_step
 
 WINDOW = 100
 """Steps over which a stage's loss change is measured for the stopping rule."""
@@ -67,9 +71,9 @@ class ImageFitConfig(SavedSettings):
     """omega of the hidden layers."""
     tuner: bool = False
     """TUNER's integer first layers, initialization and bounds (see the module's notes)."""
-    tuner_band: float = 0.5
-    """TUNER's band limit as a share of its level's Nyquist frequency."""
-    tuner_bounds: tuple[float, float] = (1.0, 0.5)
+    tuner_band: float = 0.25
+    """TUNER's band limit as a share of its level's Nyquist frequency (0.25 held out pixels better than 0.5 here)."""
+    tuner_bounds: tuple[float, float] = (1.0, 0.25)
     """TUNER's c_low, c_high: bounds |omega W| of the first hidden layer's low and high columns."""
     steps: int = 1000
     """Most optimizer steps of the finest stage; a stage j levels coarser may take min(2^j, 4) times as many (its
@@ -82,6 +86,10 @@ class ImageFitConfig(SavedSettings):
     """Learning rate at a stage's last step."""
     tolerance: float = 1e-3
     """A stage stops when its loss fell by less than this share over `WINDOW` steps."""
+    dense: bool = True
+    """Train each stage but the finest at twice its level's sample rate: level j's image at level j - 1's pixel
+    centres (`engine.images.pyramid.tower_step`), so the stage is held between its own samples too and its spectrum
+    stays in its band; False: at its level's pixels only (MR-Net's pyramid)."""
     fit_space: Literal["srgb", "linear"] = "srgb"
     """Values the network is trained on: the sRGB-encoded ones (default) or linear light."""
     holdout: float = 0.0
@@ -170,7 +178,8 @@ def fit_image(
 ) -> tuple[ImageField, dict]:
     """Fit an `ImageField` to ``image`` (linear light, `engine.images.io`). ``on_progress(stage, progress)`` gets
     each stage's `engine.training.Progress`. Returns the field (on the CPU, eval mode) and a summary: per stage its
-    steps, seconds and PSNR (dB, sRGB-encoded values) against its pyramid level."""
+    steps, seconds and PSNR (dB, sRGB-encoded values) against its training targets (its pyramid level, or with
+    ``dense`` that level at twice its rate)."""
     config = config or ImageFitConfig()
     check_levels(image, config.levels)
     device = pick_device(config.device)
@@ -181,8 +190,11 @@ def fit_image(
     started, stages = time.perf_counter(), []
     for index in range(config.levels):
         level = config.levels - 1 - index
-        coords = torch.from_numpy(to_field(level_centres(image.height, image.width, level), image.height, image.width))
-        targets = torch.from_numpy(fit_space_values(pyramid[level], config.fit_space).reshape(-1, image.channels))
+        grid, values = level, pyramid[level]
+        if config.dense and level > 0:
+            grid, values = level - 1, tower_step(pyramid[level - 1], alpha=image.has_alpha)
+        coords = torch.from_numpy(to_field(level_centres(image.height, image.width, grid), image.height, image.width))
+        targets = torch.from_numpy(fit_space_values(values, config.fit_space).reshape(-1, image.channels))
         keep = None
         if level == 0 and config.holdout > 0:
             keep = torch.rand(len(coords), generator=torch.Generator().manual_seed(config.seed + 1)) >= config.holdout

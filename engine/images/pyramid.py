@@ -61,6 +61,21 @@ def downsample(pixels: np.ndarray, alpha: bool = False, sigma: float = SIGMA) ->
     return (_straight(out) if alpha else out).astype(np.float32)
 
 
+def tower_step(pixels: np.ndarray, alpha: bool = False, sigma: float = SIGMA) -> np.ndarray:
+    """The next level's image at THIS level's pixel centres (h, w, c), float32: the same Gaussian with its taps centred
+    on each pixel (offsets -3..3) instead of between two. `downsample` samples G * pixels half a pixel off, this at
+    the pixels, so both are samples of one continuous image (a Gaussian "tower" level, twice the pyramid's rate)."""
+    pixels = np.asarray(pixels, dtype=np.float64)
+    weights = np.exp(-(np.arange(-3, 4) ** 2) / (2.0 * sigma**2))
+    weights /= weights.sum()
+    work = _premultiplied(pixels) if alpha else pixels
+    for axis in (0, 1):
+        moved = np.moveaxis(work, axis, 0)
+        padded = np.pad(moved, [(3, 3)] + [(0, 0)] * (moved.ndim - 1), mode="symmetric")
+        work = np.moveaxis(sum(w * padded[t : t + len(moved)] for t, w in enumerate(weights)), 0, axis)
+    return (_straight(work) if alpha else work).astype(np.float32)
+
+
 def gaussian_pyramid(pixels: np.ndarray, levels: int, alpha: bool = False, sigma: float = SIGMA) -> list[np.ndarray]:
     """Levels 0 (the image itself) to ``levels`` - 1 of the Gaussian pyramid of linear pixels (h, w, c)."""
     if levels < 1:

@@ -181,6 +181,7 @@ def fit_tile(
     band_pixels = (torch.arange(len(coords), device=device) if config.jacobian == "everywhere"
                    else torch.from_numpy(np.flatnonzero(weights < 1.0)).to(device))  # fmt: skip
     band_share = len(band_pixels) / len(coords)
+    use_gradients = config.gradient_weight > 0 and len(band_pixels) > 0  # a mask of ones leaves no border band
     to_pixels = 2.0 * 2**level / max(image.height, image.width)  # field units per training pixel
     optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=config.learning_rate)
     schedule = cosine_schedule(optimizer, config.steps, config.final_learning_rate / config.learning_rate)
@@ -197,10 +198,12 @@ def fit_tile(
         monitor.before_step(step)
         pick = draw(everything, config.value_batch)
         value_loss = torch.mean(weights_t[pick, None] * (network(coords[pick])[0] - targets[pick]) ** 2)
-        pick = draw(band_pixels, config.gradient_batch)
-        jacobian = _jacobian(network, coords[pick], config.gradients) * to_pixels
-        error = ((jacobian - gradients[pick]) ** 2).sum(dim=2).mean(dim=1)
-        gradient_loss = band_share * torch.mean((1.0 - weights_t[pick]) * error)
+        gradient_loss = torch.zeros((), device=device)
+        if use_gradients:
+            pick = draw(band_pixels, config.gradient_batch)
+            jacobian = _jacobian(network, coords[pick], config.gradients) * to_pixels
+            error = ((jacobian - gradients[pick]) ** 2).sum(dim=2).mean(dim=1)
+            gradient_loss = band_share * torch.mean((1.0 - weights_t[pick]) * error)
         loss = value_loss + config.gradient_weight * gradient_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

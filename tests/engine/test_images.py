@@ -20,7 +20,9 @@ from engine.images.fit import ImageFitConfig, check_levels, fit_image, psnr, tun
 from engine.images.io import (
     ImageError, check_image, linear_to_srgb, read_image, srgb_to_linear, to_linear, to_srgb, write_image,
 )
-from engine.images.pyramid import box_downsample, downsample, downsample_weights, gaussian_pyramid, level_centres, level_shape
+from engine.images.pyramid import (
+    box_downsample, downsample, downsample_weights, gaussian_pyramid, level_centres, level_shape, tower_step,
+)
 from engine.networks import clamp_columns, integer_frequencies
 
 
@@ -137,6 +139,20 @@ def test_pyramid_alignment_a_ramp_stays_the_ramp_at_each_level_centres():
         expected = np.stack([0.01 * centres[..., 0] + 0.002 * centres[..., 1], 0.003 * centres[..., 1]], axis=2)
         inner = slice(3, -3)  # three pixels of each level are within reach of the mirrored border
         np.testing.assert_allclose(values[inner, inner], expected[inner, inner], atol=1e-5)
+
+
+def test_a_tower_step_samples_the_next_level_at_this_levels_pixels():
+    """The tower step is the same Gaussian centred on the pixels: a ramp stays the ramp at the same centres, and
+    its pixels midway between two of the pyramid's next level agree with the pyramid there."""
+    y, x = np.mgrid[0:32, 0:48] + 0.5
+    ramp = (0.01 * x + 0.003 * y)[..., None]
+    np.testing.assert_allclose(tower_step(ramp)[4:-4, 4:-4], ramp[4:-4, 4:-4], atol=1e-6)
+    wave = (0.5 + 0.3 * np.sin(0.35 * x + 0.2 * y))[..., None]
+    tower, coarse = tower_step(wave)[..., 0], downsample(wave)[..., 0]
+    # the coarse pixel (a, b) sits at level-0 position (2a + 1, 2b + 1): the corner shared by four tower pixels,
+    # whose mean (bilinear) matches it to second order in the wave's frequency
+    midway = 0.25 * (tower[:-1:2, :-1:2] + tower[1::2, :-1:2] + tower[:-1:2, 1::2] + tower[1::2, 1::2])
+    np.testing.assert_allclose(midway[2:-2, 2:-2], coarse[2:-2, 2:-2], atol=0.01)
 
 
 def test_pyramid_keeps_constants_blob_centres_and_odd_sides():

@@ -139,7 +139,10 @@ def test_cli_tile_writes_the_tile_its_preview_and_a_periodic_model(tmp_path, cap
     assert "seam score" in capsys.readouterr().out
 
 
-def test_tile_settings_are_checked():
+def test_tile_settings_are_checked_and_a_mask_without_a_border_band_trains_on_values_alone():
     with pytest.raises(ValueError, match="border"):
         TileConfig(border=0.6)
+    image = check_image(synthetic_photo(16).astype(np.float32))
+    _, summary = fit_tile(image, TileConfig(hidden_features=16, steps=3, border=1e-3, gradient_weight=0.0, device="cpu"))
+    assert np.isfinite(summary["psnr_inside_db"])
     assert psnr(np.zeros(3), np.zeros(3)) == float("inf")
