@@ -3,7 +3,7 @@ preset on the bundled textures (brick, grass, gravel): seam scores before and af
 periodicity, seconds; with a plain periodic fit (values everywhere, no gradient term) as the baseline.
 
     nice .venv/bin/python bench/seamless_tile.py [--sections cost,quality] [--textures brick,grass,gravel]
-        [--steps N] [--json out/bench/seamless_tile.json] [--save out/bench/tiles]
+        [--steps N] [--set KEY=VALUE] [--no-baseline] [--json out/bench/seamless_tile.json] [--save out/bench/tiles]
 
 One torch thread. Times: CPU seconds of this process (time.process_time) and wall seconds. Seam score: mean jump
 across the wrap / mean step between neighbours inside, averaged over both axes, on sRGB-encoded values
@@ -87,8 +87,10 @@ def section_quality(args, rows):
         image = check_image(getattr(skimage.data, name)(), name)
         held = mask(image.height, image.width, PRESETS["cpu"].border) >= 0.99
         photo = to_srgb(image.pixels)
-        methods = [("seamless", PRESETS["cpu"]),
-                   ("plain periodic", dataclasses.replace(PRESETS["cpu"], border=1e-3, gradient_weight=0.0))]  # fmt: skip
+        chosen = dataclasses.replace(PRESETS["cpu"], **args.overrides)
+        methods = [("seamless", chosen), ("plain periodic", dataclasses.replace(chosen, border=1e-3, gradient_weight=0.0))]
+        if args.no_baseline:
+            methods = methods[:1]
         for label, config in methods:
             if args.steps:
                 config = dataclasses.replace(config, steps=args.steps)
@@ -120,10 +122,16 @@ def main() -> int:
     parser.add_argument("--sections", default="cost,quality")
     parser.add_argument("--textures", default=",".join(TEXTURES))
     parser.add_argument("--steps", type=int, default=None, help="override the preset's steps in the quality runs")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="replace a TileConfig field of the cpu preset in the quality runs (e.g. train_size=512)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the plain periodic fit")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--save", type=Path, help="folder for 2x2 previews of each result")
     args = parser.parse_args()
     args.textures = args.textures.split(",")
+    hints = {f.name: f.type for f in dataclasses.fields(TileConfig)}
+    args.overrides = {key: (int if hints[key] in ("int", int) else float if hints[key] in ("float", float) else str)(value)
+                      for key, value in (item.split("=", 1) for item in args.overrides)}  # fmt: skip
     torch.set_num_threads(1)
     rows = []
     for name in args.sections.split(","):
