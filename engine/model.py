@@ -7,6 +7,8 @@
   architecture: ``"kind"`` beside ``"architecture"`` for one model (`SDFModel.save`, `load_model`);
   ``"networks": {name: {"kind": ..., "architecture": {...}}}`` for several sharing one normalization
   (`save_networks`, `load_networks`: evolutions and morphs).
+- A fitted model with a colour network (`SDFModel.colors`, `engine.surface_colors`) is saved as named networks
+  ``"sdf"`` and ``"colors"`` with ``metadata[COLORS_KEY]``; `load_model` reads both layouts.
 - Format 1 (engine 0.1.0) names no kind: its networks are SIRENs, and it is still read.
 - A file is untrusted input, checked whole before any network is built (`read_model_file`): a PyTorch zip of at
   most `MAX_MODEL_FILE_BYTES`, read with ``weights_only=True``; a header of the keys and JSON types above and no
@@ -60,6 +62,9 @@ class SDFModel:
     normalization: Normalization
     metadata: dict = field(default_factory=dict)
     """Free JSON-serializable facts saved with the model (fit settings, source files, training summary)."""
+    colors: nn.Module | None = None
+    """A colour network c: unit-cube points (n, 3) -> linear RGB (n, 3), constant along the normal near the surface
+    (`engine.surface_colors`), or None; with it the file also needs ``metadata[COLORS_KEY]``."""
 
     @torch.no_grad()
     def sdf(self, points: np.ndarray, batch_size: int = 65536) -> np.ndarray:
@@ -72,6 +77,12 @@ class SDFModel:
 
     def save(self, path: str | Path) -> None:
         """Write the model file (see the module's notes) whole or not at all (`replaced_whole`)."""
+        if self.colors is not None:
+            if not isinstance(self.metadata.get(COLORS_KEY), dict):
+                raise ValueError(f"a model with a colour network needs the facts of its colour fit in metadata[{COLORS_KEY!r}]")
+            networks = {SDF_NETWORK: self.network, COLOR_NETWORK: self.colors}
+            save_networks(path, networks, self.normalization, self.metadata)
+            return
         header = {
             "format_version": MODEL_FORMAT_VERSION,
             "engine_version": __version__,
@@ -120,7 +131,15 @@ FILE_KINDS = {
 """What a model file can hold (`ModelFile.holds`): its name in messages and the function that loads it. A file of
 named networks is an image morph when its metadata has the key "image_morph" (`engine.images.morph.IMAGE_MORPH_KEY`),
 a morph when it has "morph" (`engine.morph.MORPH_KEY`, checked before "evolution": files of engine 0.1.0 kept a
-morph's time axis under "evolution"), an evolution when it has "evolution" (`engine.evolution.EVOLUTION_KEY`)."""
+morph's time axis under "evolution"), an evolution when it has "evolution" (`engine.evolution.EVOLUTION_KEY`), a
+fitted model with colours when it has `COLORS_KEY`."""
+
+COLORS_KEY = "surface_colors"
+"""Metadata key of a fitted model with a colour network (the facts of its colour fit): a file of named networks that
+has it holds a model (`FILE_KINDS`), its networks `SDF_NETWORK` and `COLOR_NETWORK`."""
+SDF_NETWORK, COLOR_NETWORK = "sdf", "colors"
+COLORED_MODEL_SHAPES = {SDF_NETWORK: (3, 1), COLOR_NETWORK: (3, 3)}
+"""The networks of a coloured model file: name -> (inputs, outputs)."""
 
 _HEADER_KEYS = {"format_version", "engine_version", "normalization", "metadata"}
 
@@ -218,8 +237,13 @@ def load_model(path: str | Path) -> SDFModel:
     """Read a model file written by `SDFModel.save`: checked whole (`read_model_file`) before its network is built;
     a file of another kind (an evolution, a morph) is named as what it is."""
     model_file = read_model_file(path, "model")
-    network = model_file.single_network().eval()
-    return SDFModel(network, model_file.normalization(), model_file.header["metadata"])
+    metadata = model_file.header["metadata"]
+    if "networks" not in model_file.header:
+        return SDFModel(model_file.single_network().eval(), model_file.normalization(), metadata)
+    if not isinstance(metadata[COLORS_KEY], dict):
+        raise model_file.refusal(f"its {COLORS_KEY} must be a JSON object, got {type(metadata[COLORS_KEY]).__name__}")
+    networks = model_file.networks(COLORED_MODEL_SHAPES)
+    return SDFModel(networks[SDF_NETWORK], model_file.normalization(), metadata, networks[COLOR_NETWORK])
 
 
 def read_model_file(path: str | Path, expected: str | None = None) -> ModelFile:
@@ -257,8 +281,10 @@ def read_model_file(path: str | Path, expected: str | None = None) -> ModelFile:
         raise refuse(f"its metadata must be a JSON object, got {type(header['metadata']).__name__}")
     named_kinds = ("image_morph", "morph", "evolution")  # keys of the metadata, in the order they are looked for
     holds = "model" if single else next((kind for kind in named_kinds if kind in header["metadata"]), None)
+    if holds is None and COLORS_KEY in header["metadata"]:
+        holds = "model"
     if holds is None:
-        raise refuse("its networks are neither an evolution nor a morph")
+        raise refuse("its networks are neither an evolution, a morph nor a coloured model")
     model_file = ModelFile(path, header, state, holds)
     model_file.normalization()
     if expected is not None and holds != expected:
@@ -336,7 +362,7 @@ def load_networks(path: str | Path) -> tuple[dict[str, nn.Module], Normalization
     """Read a file written by `save_networks` (no pickle), every network checked before any is built. The loaders of
     evolutions and morphs use `read_model_file` and `ModelFile.networks`, which also check the networks' names."""
     model_file = read_model_file(path)
-    if model_file.holds == "model":
+    if model_file.holds == "model" and "networks" not in model_file.header:
         raise ValueError(
             f"{path} holds a fitted model, not a set of networks (an evolution or a morph); load it with "
             "engine.model.load_model"
