@@ -79,7 +79,9 @@ class SDFModel:
         """Write the model file (see the module's notes) whole or not at all (`replaced_whole`)."""
         if self.colors is not None:
             if not isinstance(self.metadata.get(COLORS_KEY), dict):
-                raise ValueError(f"a model with a colour network needs the facts of its colour fit in metadata[{COLORS_KEY!r}]")
+                raise ValueError(
+                    f"a model with a colour network needs the facts of its colour fit in metadata[{COLORS_KEY!r}]"
+                )
             networks = {SDF_NETWORK: self.network, COLOR_NETWORK: self.colors}
             save_networks(path, networks, self.normalization, self.metadata)
             return
