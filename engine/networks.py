@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from torch import nn
@@ -37,6 +37,21 @@ class SirenConfig:
     """Input size: 3 for an SDF f(x), 4 for a time-dependent f(x, t)."""
     out_features: int = 1
     """Output size: 1 for a scalar field (``forward`` gives (n,)), 3 for a vector field such as a warp (n, 3)."""
+    first_layer: Literal["trained", "integer"] = "trained"
+    """``trained``: SIREN's first layer. ``integer`` (TUNER, periodic networks): its weights are distinct integer
+    vectors k (`integer_frequencies`) times 2 pi / (period first_omega), frozen (no gradient), its bias trainable;
+    the network is then ``period``-periodic along every axis (`Siren.first_layer_frequencies` recovers k)."""
+    period: float = 4.0
+    """Period P of an ``integer`` first layer (unit-cube lengths; TUNER's 4 is twice the cube, so nothing tiles)."""
+    band_limit: int = 0
+    """Largest |k_i| of an ``integer`` first layer's frequencies (2 pi band_limit / period radians per unit)."""
+    low_limit: int = 0
+    """The dense low cube |k|_inf <= low_limit of an ``integer`` first layer holds 70 % of its frequencies, the rest
+    lie sparse up to ``band_limit`` (TUNER); 0: drawn from the whole cube."""
+    hidden_bounds: tuple[float, float] | None = None
+    """TUNER's (c_low, c_high) with an ``integer`` first layer and a low cube: the first hidden layer's weights on the
+    columns fed by low (high) frequencies start N(0, (0.3 c / hidden_omega)^2) and stay within +-c / hidden_omega,
+    clamped after every optimizer step (`Siren.clamp_hidden_weights`); None: unbounded."""
 
 
 class SineLayer(nn.Module):
@@ -69,6 +84,45 @@ class Siren(nn.Module):
         bound = math.sqrt(6.0 / width) / config.hidden_omega
         with torch.no_grad():
             self.output.weight.uniform_(-bound, bound)
+        if config.first_layer == "integer":
+            self._integer_first_layer()
+
+    def _integer_first_layer(self) -> None:
+        config, first = self.config, self.layers[0].linear
+        frequencies = integer_frequencies(
+            config.hidden_features, config.band_limit, config.in_features, config.low_limit or None
+        )
+        with torch.no_grad():
+            first.weight.copy_(frequencies.double() * (2.0 * math.pi / (config.period * config.first_omega)))
+            # A phase shift U(-pi/2, pi/2) (TUNER): the layer multiplies its bias by omega too.
+            first.bias.uniform_(-math.pi / 2, math.pi / 2).div_(config.first_omega)
+        first.weight.requires_grad_(False)
+        bounds = self.hidden_column_bounds()
+        if bounds is not None:
+            tuner_initialize(self.layers[1], bounds)
+
+    def first_layer_frequencies(self) -> torch.Tensor | None:
+        """The integer frequency vectors k (width, in_features) int64 of an ``integer`` first layer, recovered from its
+        weights as k = W first_omega period / (2 pi) (TUNER's public code divides by period pi / 2 instead); None for a
+        trained first layer."""
+        if self.config.first_layer != "integer":
+            return None
+        scaled = self.layers[0].linear.weight.double() * (self.config.first_omega * self.config.period / (2.0 * math.pi))
+        return scaled.round().long()
+
+    def hidden_column_bounds(self) -> torch.Tensor | None:
+        """TUNER's bound c_j / hidden_omega on each column of the first hidden layer (`tuner_bounds`), or None where
+        the config bounds nothing (no ``hidden_bounds``, no hidden layer)."""
+        config = self.config
+        if config.hidden_bounds is None or config.hidden_layers == 0 or config.first_layer != "integer":
+            return None
+        return tuner_bounds(self.first_layer_frequencies().cpu(), config.low_limit, config.hidden_omega, *config.hidden_bounds)
+
+    def clamp_hidden_weights(self, bounds: torch.Tensor | None) -> None:
+        """Clamp the first hidden layer's columns to ``bounds`` (`hidden_column_bounds`, computed once per fit: after
+        every optimizer step); nothing for None."""
+        if bounds is not None:
+            clamp_columns(self.layers[1], bounds)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.output(self.layers(x))
@@ -159,9 +213,68 @@ OUT_FEATURES = (1, 2, 3)
 3-vector (a flow morph's warp)."""
 
 
-SIREN_FIELDS_ADDED_LATER = {"out_features": 1}
+MAX_PERIOD = 1000.0
+"""Longest period of an integer first layer a model file may hold (the engine trains with 4: twice the cube)."""
+MAX_FREQUENCY_CUBE = 2_000_000
+"""Most integer vectors (2 band_limit + 1)^in_features an integer first layer may draw from (a cube of 16 MB of
+int64 per axis): a model file cannot make the engine build a larger one (the engine trains 3D with a band of 16:
+35,937)."""
+MAX_HIDDEN_BOUND = 100.0
+"""Largest TUNER bound c a model file may hold (TUNER uses 0.4 to 1; above ~10 it bounds nothing)."""
+
+SIREN_FIELDS_ADDED_LATER = {
+    "out_features": 1, "first_layer": "trained", "period": 4.0, "band_limit": 0, "low_limit": 0, "hidden_bounds": None
+}
 """Fields of `SirenConfig` that files written before them lack, with the value those files mean (out_features came
-with the flow morph's vector warp, issue 6); every other field is required."""
+with the flow morph's vector warp, issue 6; the integer first layer and hidden bounds with TUNER, issue 15); every
+other field is required."""
+
+
+def _checked_frequency_control(architecture: dict) -> None:
+    """The integer first layer's and the hidden bounds' fields of an architecture (issue 15; see `SirenConfig`)."""
+    first_layer, period = architecture["first_layer"], architecture["period"]
+    if first_layer not in ("trained", "integer"):
+        raise ValueError(f"its architecture's first_layer must be 'trained' or 'integer', got {first_layer!r}")
+    if not isinstance(period, (int, float)) or isinstance(period, bool) or not 0.0 < period <= MAX_PERIOD:
+        raise ValueError(f"its architecture's period must be a number in (0, {MAX_PERIOD:g}], got {period!r}")
+    for name in ("band_limit", "low_limit"):
+        value = architecture[name]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"its architecture's {name} must be an integer >= 0, got {value!r}")
+    band, low, bounds = architecture["band_limit"], architecture["low_limit"], architecture["hidden_bounds"]
+    if first_layer == "trained":
+        if band or low or bounds is not None:
+            raise ValueError(
+                "its architecture gives band_limit, low_limit or hidden_bounds to a trained first layer: they belong to "
+                "an integer one (first_layer 'integer')"
+            )
+        return
+    dims = architecture["in_features"]
+    if not 1 <= band or (2 * band + 1) ** dims > MAX_FREQUENCY_CUBE:
+        raise ValueError(
+            f"its architecture's band_limit is {band}: an integer first layer needs 1 to "
+            f"{int((MAX_FREQUENCY_CUBE ** (1 / dims) - 1) // 2)} with {dims} inputs"
+        )
+    if ((2 * band + 1) ** dims - 1) // 2 < architecture["hidden_features"]:
+        raise ValueError(
+            f"its architecture's band_limit {band} leaves fewer distinct integer frequencies than its "
+            f"{architecture['hidden_features']} first-layer neurons"
+        )
+    if low > band:
+        raise ValueError(f"its architecture's low_limit {low} exceeds its band_limit {band}")
+    if bounds is None:
+        return
+    if (
+        not isinstance(bounds, (list, tuple)) or len(bounds) != 2
+        or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and 0.0 < c <= MAX_HIDDEN_BOUND for c in bounds)
+    ):  # fmt: skip
+        raise ValueError(
+            f"its architecture's hidden_bounds must be null or two numbers (c_low, c_high) in (0, {MAX_HIDDEN_BOUND:g}], "
+            f"got {bounds!r}"
+        )
+    if low < 1:
+        raise ValueError("its architecture bounds the hidden weights (hidden_bounds) without a low cube (low_limit 0)")
+    architecture["hidden_bounds"] = (float(bounds[0]), float(bounds[1]))
 
 
 def checked_siren_config(architecture) -> SirenConfig:
@@ -201,6 +314,7 @@ def checked_siren_config(architecture) -> SirenConfig:
             "outputs; the engine's networks take 3 (a point, or an image point and a time) or 4 (a point and a time) "
             "and give 1 (a distance), 2 (an image warp) or 3 (a warp)"
         )
+    _checked_frequency_control(architecture)
     return SirenConfig(**{name: architecture[name] for name in names})
 
 
