@@ -39,6 +39,7 @@ from torch import nn
 
 from . import __version__
 from .conventions import Normalization
+from . import multires  # noqa: F401  (registers the "multires" network kind: every reader of model files knows it)
 from .networks import Siren, checked_config, evaluate, network_from_state, network_kind
 from .networks import SirenConfig  # noqa: F401  (re-exported for one release: `from engine.model import SirenConfig`)
 
@@ -372,13 +373,14 @@ def load_networks(path: str | Path) -> tuple[dict[str, nn.Module], Normalization
     return model_file.networks(), model_file.normalization(), model_file.header["metadata"]
 
 
-def reexpressed(model: SDFModel, normalization: Normalization) -> Siren:
+def reexpressed(model: SDFModel, normalization: Normalization) -> nn.Module:
     """The model's network in the unit cube of another ``normalization``: an exact change of coordinates (the first
     layer absorbs the scale and shift, the output layer the change of distance unit), so two models fitted apart can
-    share one cube (a morph) or a shape can get room to move (an evolution). Supports SIRENs (kind ``siren``)."""
-    if not isinstance(model.network, Siren):
+    share one cube (a morph) or a shape can get room to move (an evolution). Supports SIRENs (kind ``siren``) and
+    multiresolution SDFs (kind ``multires``: every stage moved, the band half-widths in the new distance unit)."""
+    if not isinstance(model.network, (Siren, multires.MultiresSDF)):
         raise ValueError(
-            f"only a SIREN (network kind 'siren') can be re-expressed in other coordinates, got a "
+            f"only a SIREN (network kind 'siren') or a multires SDF can be re-expressed in other coordinates, got a "
             f"{type(model.network).__name__}"
         )
     if model.network.config.in_features != 3:
@@ -388,10 +390,14 @@ def reexpressed(model: SDFModel, normalization: Normalization) -> Siren:
     ratio = own.scale / normalization.scale
     shift = (torch.tensor(normalization.center, dtype=torch.float64) - torch.tensor(own.center, dtype=torch.float64)) * own.scale
     network = copy.deepcopy(model.network)
-    first = network.layers[0].linear
+    sirens = network.stages if isinstance(network, multires.MultiresSDF) else [network]
     with torch.no_grad():
-        first.bias.add_((first.weight.double() @ shift.to(first.weight.device)).to(first.bias.dtype))
-        first.weight.mul_(ratio)
-        network.output.weight.div_(ratio)
-        network.output.bias.div_(ratio)
+        for siren in sirens:
+            first = siren.layers[0].linear
+            first.bias.add_((first.weight.double() @ shift.to(first.weight.device)).to(first.bias.dtype))
+            first.weight.mul_(ratio)
+            siren.output.weight.div_(ratio)
+            siren.output.bias.div_(ratio)
+    if isinstance(network, multires.MultiresSDF):
+        network.with_deltas([delta / ratio for delta in network.config.deltas])
     return network

@@ -1,0 +1,198 @@
+"""Levels of detail from one model: a multiresolution SDF network (network kind ``"multires"``).
+
+Conventions (one place for them):
+- f(x, lambda) = sum_i c_i(lambda) g_i(x) over the stages g_0 (a small, smooth SIREN: low omega, few parameters) to
+  g_{N-1} (residual SIRENs of rising frequency band), with c_0 = 1 and c_i(lambda) = clamp(lambda - i + 1, 0, 1)
+  (MR-Net's weights shifted by one). The level lambda runs over [0, N - 1]: lambda = k is the sum g_0 + ... + g_k
+  ("level k", a surface of its own; level 0 is the coarsest, level N - 1 = ``None`` all stages, the finest), and
+  lambda = k + t is g_0 + ... + g_k + t g_{k+1}, a continuous blend. (MR-Net's images count lambda = k as k stages,
+  see `engine.images.field`: a surface needs at least one stage, so its levels start at 0 on the first.)
+- Nesting (M-plicits): ``deltas[k]`` is a band half-width delta_k with every finer surface (level k + 1 and up,
+  blends included) inside {|f_<=k| <= delta_k}, f_<=k = g_0 + ... + g_k; the last one is 0 (nothing is finer). Stage
+  k + 1 is trained in that band (`engine.multires_fit`), so away from it the finer levels keep the coarser level's
+  sign and a ray or a grid may be culled on the cheap coarse sums first (`LevelOfDetail.band_bounded`).
+- Stages take unit-cube points (n, 3) and, as every scalar SIREN of the engine, give (n,) values; so does
+  `MultiresSDF.forward`.
+- Model files keep every stage's architecture and the deltas in the header (``architecture: {"stages": [...],
+  "deltas": [...]}``), checked as strictly as a SIREN's (`checked_multires_config`). Importing this module
+  registers the kind in `engine.networks.NETWORK_KINDS` (`engine.model` imports it, so every reader knows it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .networks import NETWORK_KINDS, NetworkKind, Siren, SirenConfig, checked_siren_config
+
+KIND = "multires"
+"""The network kind a model file's header gives a `MultiresSDF`."""
+MAX_STAGES = 8
+"""Most stages a model file may hold: twice the most the engine trains (`engine.multires_fit.MAX_LEVELS`)."""
+MAX_DELTA = 4.0
+"""Largest band half-width a model file may hold: the unit cube's diagonal is 2 sqrt(3) ~ 3.5, so a wider band culls
+nothing."""
+
+
+@dataclass(frozen=True)
+class MultiresConfig:
+    """Architecture of a `MultiresSDF`: its stages, coarsest first, and their band half-widths."""
+
+    stages: tuple[SirenConfig, ...] = (SirenConfig(64, 2, 8.0), SirenConfig())
+    """Each stage's SIREN (3 inputs, 1 output), coarsest first; stage i's ``first_omega`` sets its frequency band."""
+    deltas: tuple[float, ...] = (0.0, 0.0)
+    """Band half-width delta_k per stage (unit-cube distance): every finer level's surface lies in |f_<=k| <= delta_k;
+    the last is 0. Measured by the fit (`engine.multires_fit`)."""
+
+    @property
+    def in_features(self) -> int:
+        return 3
+
+    @property
+    def out_features(self) -> int:
+        return 1
+
+    @property
+    def levels(self) -> int:
+        return len(self.stages)
+
+
+def level_weights(level, count: int) -> list[float]:
+    """c_i(lambda) for i < count (c_0 = 1, c_i = clamp(lambda - i + 1, 0, 1)); ``level`` None means the finest,
+    count - 1. A ValueError names a level that is not a number in [0, count - 1]."""
+    if level is None:
+        return [1.0] * count
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not math.isfinite(level):
+        raise ValueError(f"a level must be a number in [0, {count - 1}], got {level!r}")
+    if not 0.0 <= level <= count - 1:
+        raise ValueError(
+            f"level {level:g} is outside [0, {count - 1}]: this model has {count} level{'s' if count > 1 else ''} "
+            f"(0 the coarsest, {count - 1} the finest)"
+        )
+    return [1.0] + [min(max(level - i + 1.0, 0.0), 1.0) for i in range(1, count)]
+
+
+class MultiresSDF(nn.Module):
+    """f(x, lambda): SIREN stages summed with the level weights (see the module's notes)."""
+
+    def __init__(self, config: MultiresConfig):
+        super().__init__()
+        if len(config.deltas) != len(config.stages) or not config.stages:
+            raise ValueError(f"a MultiresConfig needs one delta per stage, got {len(config.deltas)} for {len(config.stages)}")
+        self.config = config
+        self.stages = nn.ModuleList(Siren(stage) for stage in config.stages)
+        # Not in the state dict: the header keeps the deltas (readable, and checked with the architecture).
+        self.register_buffer("deltas", torch.tensor(config.deltas, dtype=torch.float32), persistent=False)
+
+    @property
+    def levels(self) -> int:
+        return len(self.stages)
+
+    def forward(self, x: torch.Tensor, level=None) -> torch.Tensor:
+        """f(x, level) (n,) at unit-cube points (n, 3); ``level`` None: every stage (the finest level)."""
+        total = None
+        for stage, weight in zip(self.stages, level_weights(level, self.levels)):
+            if weight == 0.0:
+                break
+            out = stage(x)
+            total = out if total is None else total + (out if weight == 1.0 else weight * out)
+        return total
+
+    def with_deltas(self, deltas) -> "MultiresSDF":
+        """Set the band half-widths (config and buffer together); returns the network."""
+        deltas = tuple(float(d) for d in deltas)
+        self.config = dataclasses.replace(self.config, deltas=deltas)
+        self.deltas = torch.tensor(deltas, dtype=torch.float32, device=self.deltas.device)
+        return self
+
+    @staticmethod
+    def state_shapes(config: MultiresConfig) -> dict[str, tuple[int, ...]]:
+        """The names and shapes of a `MultiresSDF`'s ``state_dict`` with architecture ``config``."""
+        return {
+            f"stages.{index}.{name}": shape
+            for index, stage in enumerate(config.stages)
+            for name, shape in Siren.state_shapes(stage).items()
+        }
+
+
+class LevelOfDetail(nn.Module):
+    """One level lambda of a `MultiresSDF` as a field of x alone (what extraction and curvature take), counting the
+    points each stage is evaluated at by `band_bounded`."""
+
+    def __init__(self, network: MultiresSDF, level=None):
+        super().__init__()
+        self.weights = level_weights(level, network.levels)
+        self.network, self.level = network, level
+        self.config = network.config
+        self.stage_evaluations = [0] * network.levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x, self.level)
+
+    def band_bounded(self, x: torch.Tensor, margin: float) -> torch.Tensor:
+        """Values (n,) with the sign of f(x, lambda) (where the nesting holds) that equal it wherever every coarser
+        sum is within its band plus ``margin`` (|f_<=k| <= delta_k + margin), evaluating each finer stage only there.
+        Elsewhere (culled at stage k) they are sign(f_<=k)(|f_<=k| - delta_k): at most L times the distance to the
+        finer surface for an L-Lipschitz f_<=k, so a Lipschitz bound that proves space empty stays sound. With a
+        ``margin`` of the Lipschitz bound times a grid cell's diagonal, every corner of a cell that holds the
+        surface gets its exact value: marching cubes then gives the mesh of the full evaluation."""
+        stages, deltas = self.network.stages, self.network.deltas.tolist()
+        value = stages[0](x)
+        self.stage_evaluations[0] += len(x)
+        active = torch.arange(len(x), device=x.device)
+        for index in range(1, len(stages)):
+            weight = self.weights[index]
+            if weight == 0.0 or len(active) == 0:
+                break
+            coarse = value[active]
+            near = coarse.abs() <= deltas[index - 1] + margin
+            culled = active[~near]
+            value[culled] = torch.sign(value[culled]) * (value[culled].abs() - deltas[index - 1])
+            active = active[near]
+            out = stages[index](x[active])
+            self.stage_evaluations[index] += len(active)
+            value[active] = value[active] + (out if weight == 1.0 else weight * out)
+        return value
+
+
+def finest(network: nn.Module) -> nn.Module:
+    """The network itself, or a `MultiresSDF`'s finest level: for consumers that evaluate f(x) with one argument."""
+    return LevelOfDetail(network) if isinstance(network, MultiresSDF) else network
+
+
+def checked_multires_config(architecture) -> MultiresConfig:
+    """The `MultiresConfig` of a model file's architecture (a JSON object of ``stages`` and ``deltas`` and nothing
+    else): 1 to `MAX_STAGES` stages, each a SIREN architecture within `engine.networks`' limits taking a point and
+    giving a distance, one finite delta in [0, `MAX_DELTA`] per stage. A ValueError says what does not fit."""
+    if not isinstance(architecture, dict) or set(architecture) != {"stages", "deltas"}:
+        got = sorted(architecture) if isinstance(architecture, dict) else type(architecture).__name__
+        raise ValueError(f"its multires architecture must be a JSON object of stages and deltas, got {got}")
+    stages, deltas = architecture["stages"], architecture["deltas"]
+    if not isinstance(stages, list) or not 1 <= len(stages) <= MAX_STAGES:
+        count = len(stages) if isinstance(stages, list) else type(stages).__name__
+        raise ValueError(f"its multires architecture must list 1 to {MAX_STAGES} stages, got {count}")
+    if not isinstance(deltas, list) or len(deltas) != len(stages):
+        raise ValueError(f"its multires architecture must give one delta per stage ({len(stages)}), got {deltas!r}")
+    for index, delta in enumerate(deltas):
+        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0.0 <= delta <= MAX_DELTA:
+            raise ValueError(f"its stage {index}'s delta must be a number in [0, {MAX_DELTA:g}], got {delta!r}")
+    configs = []
+    for index, stage in enumerate(stages):
+        try:
+            config = checked_siren_config(stage)
+        except ValueError as error:
+            raise ValueError(f"stage {index}: {error}") from None
+        if (config.in_features, config.out_features) != (3, 1):
+            raise ValueError(
+                f"stage {index} takes {config.in_features} inputs and gives {config.out_features} outputs; a "
+                "multires SDF's stages take a point (3) and give a distance (1)"
+            )
+        configs.append(config)
+    return MultiresConfig(tuple(configs), tuple(float(d) for d in deltas))
+
+
+NETWORK_KINDS[KIND] = NetworkKind(MultiresSDF, MultiresConfig, checked_multires_config, MultiresSDF.state_shapes)
