@@ -155,27 +155,7 @@ def fit_sdf(
       gives the same model with it or without it.
     """
     config = config or PRESETS["fast"]
-    shapes = [meshes] if isinstance(meshes, (TriangleMesh, PointCloud)) else list(meshes)
-    if shapes and all(isinstance(shape, PointCloud) for shape in shapes):
-        if config.curvature_sampling:
-            raise ValueError("curvature sampling needs meshes: point clouds are sampled by their points' areas")
-        shape = merge_point_clouds([with_normals(shape) for shape in shapes])
-        coordinates = shape.points
-    elif any(isinstance(shape, PointCloud) for shape in shapes):
-        raise MeshError("one fit takes meshes or point clouds, not both: fit them separately")
-    else:
-        shape = merge_meshes(shapes)
-        coordinates = shape.vertices
-    normalization = normalization or Normalization.fit_bounds(coordinates)
-    outside = np.abs(normalization.to_unit(coordinates)).max()
-    if outside > 1.0:
-        raise ValueError(
-            f"the shape reaches {outside:.3g} in the given normalization's cube; it must lie within [-1, 1]"
-        )
-    if isinstance(shape, TriangleMesh):
-        source = TriangleMesh(normalization.to_unit(shape.vertices), shape.faces)
-    else:
-        source = PointSource(PointCloud(normalization.to_unit(shape.points), shape.normals), config.point_method)
+    source, normalization = unit_source(meshes, config, normalization)
     device = pick_device(config.device)
     rng, generator = seeded(config.seed)
 
@@ -241,6 +221,34 @@ def fit_sdf(
         "device": str(device),
     }
     return SDFModel(network.cpu(), normalization, metadata)
+
+
+def unit_source(meshes, config: FitConfig, normalization: Normalization | None = None):
+    """The sample source of a fit's inputs in unit-cube coordinates (a `TriangleMesh`, or a
+    `engine.point_clouds.PointSource`) and the normalization (by default the one of their bounding box), after the
+    checks of `fit_sdf` (meshes or point clouds, not both; inside the cube)."""
+    shapes = [meshes] if isinstance(meshes, (TriangleMesh, PointCloud)) else list(meshes)
+    if shapes and all(isinstance(shape, PointCloud) for shape in shapes):
+        if config.curvature_sampling:
+            raise ValueError("curvature sampling needs meshes: point clouds are sampled by their points' areas")
+        shape = merge_point_clouds([with_normals(shape) for shape in shapes])
+        coordinates = shape.points
+    elif any(isinstance(shape, PointCloud) for shape in shapes):
+        raise MeshError("one fit takes meshes or point clouds, not both: fit them separately")
+    else:
+        shape = merge_meshes(shapes)
+        coordinates = shape.vertices
+    normalization = normalization or Normalization.fit_bounds(coordinates)
+    outside = np.abs(normalization.to_unit(coordinates)).max()
+    if outside > 1.0:
+        raise ValueError(
+            f"the shape reaches {outside:.3g} in the given normalization's cube; it must lie within [-1, 1]"
+        )
+    if isinstance(shape, TriangleMesh):
+        source = TriangleMesh(normalization.to_unit(shape.vertices), shape.faces)
+    else:
+        source = PointSource(PointCloud(normalization.to_unit(shape.points), shape.normals), config.point_method)
+    return source, normalization
 
 
 def _on(device: torch.device, batch, non_blocking: bool = False) -> list:
