@@ -90,6 +90,27 @@ class FitConfig(SavedSettings):
     """Seed of every random draw: the same inputs and config give the same model on the same device."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to train: ``auto`` takes CUDA when present."""
+    tuner: bool = False
+    """TUNER (issue 15): the network's first layer is frozen integer frequencies of period 4 (twice the cube), 70 %
+    in a dense low cube, the rest sparse up to ``tuner_band``; the first hidden layer starts inside the bounds
+    ``tuner_bounds`` and is clamped to them after every step (`engine.networks.SirenConfig`, saved in the model)."""
+    tuner_band: int = 16
+    """TUNER's band limit: the largest |k_i| of the integer frequencies (2 pi k / 4 radians per unit-cube length)."""
+    tuner_bounds: tuple[float, float] = (1.0, 0.5)
+    """TUNER's (c_low, c_high): bounds |hidden_omega W| of the first hidden layer's low and high columns."""
+
+    def network_config(self) -> SirenConfig:
+        """The architecture a fit builds: ``network``, with TUNER's first layer and bounds where ``tuner`` is set."""
+        if not self.tuner:
+            return self.network
+        width, dims = self.network.hidden_features, self.network.in_features
+        low_limit = 1
+        while ((2 * low_limit + 1) ** dims - 1) // 2 < 0.7 * width:  # the low cube's half holds 70 % of the neurons
+            low_limit += 1
+        return dataclasses.replace(
+            self.network, first_layer="integer", period=4.0, band_limit=self.tuner_band,
+            low_limit=min(low_limit, self.tuner_band), hidden_bounds=tuple(self.tuner_bounds),
+        )  # fmt: skip
 
     def __post_init__(self):
         self.require_counts("steps", "surface_batch", "volume_batch", "pool_size", "refresh_every", "validate_every")
@@ -103,6 +124,19 @@ class FitConfig(SavedSettings):
             raise ValueError(f"FitConfig.warmup_steps must be in [0, steps), got {self.warmup_steps}")
         if not 0.0 < self.final_learning_rate <= self.learning_rate:
             raise ValueError("FitConfig needs 0 < final_learning_rate <= learning_rate")
+        if self.tuner:
+            if self.network.first_layer != "trained" or self.weight_scale != 1.0:
+                raise ValueError(
+                    "FitConfig.tuner sets the network's first layer and initialization: leave network.first_layer "
+                    "'trained' and weight_scale 1"
+                )
+            if ((2 * self.tuner_band + 1) ** self.network.in_features - 1) // 2 < self.network.hidden_features:
+                raise ValueError(
+                    f"FitConfig.tuner_band {self.tuner_band} holds fewer distinct integer frequencies than the "
+                    f"{self.network.hidden_features} first-layer neurons: raise it"
+                )
+            if not all(0.0 < c <= 10.0 for c in self.tuner_bounds) or len(self.tuner_bounds) != 2:
+                raise ValueError(f"FitConfig.tuner_bounds must be two numbers in (0, 10], got {self.tuner_bounds}")
 
 
 PRESETS: dict[str, FitConfig] = {
@@ -163,13 +197,17 @@ def fit_sdf(
         source, config.pool_size, config.pool_size, config.volume_sampling, config.curvature_sampling, rng
     )
     validation = _on(device, pool.batch(generator, config.surface_batch, config.volume_batch))
-    network = Siren(config.network)
+    network = Siren(config.network_config())
     if config.weight_scale != 1.0:
         with torch.no_grad():
             for layer in network.layers:
-                layer.linear.weight.mul_(config.weight_scale)
+                if layer.linear.weight.requires_grad:  # a frozen integer first layer stays integer
+                    layer.linear.weight.mul_(config.weight_scale)
     network = network.to(device)
-    optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
+    bounds = network.hidden_column_bounds()
+    bounds = None if bounds is None else bounds.to(device)
+    trained = [parameter for parameter in network.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.Adam(trained, lr=config.learning_rate)
     schedule = cosine_schedule(
         optimizer, config.steps, config.final_learning_rate / config.learning_rate, config.warmup_steps
     )
@@ -193,6 +231,7 @@ def fit_sdf(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        network.clamp_hidden_weights(bounds)
         schedule.step()
         if kept is not network:
             kept.update_parameters(network)
