@@ -398,6 +398,8 @@ def reexpressed(model: SDFModel, normalization: Normalization) -> nn.Module:
             first.weight.mul_(ratio)
             siren.output.weight.div_(ratio)
             siren.output.bias.div_(ratio)
+    for siren in sirens:
+        siren.release_first_layer()
     if isinstance(network, multires.MultiresSDF):
         network.with_deltas([delta / ratio for delta in network.config.deltas])
     return network

@@ -122,6 +122,14 @@ class Siren(nn.Module):
             return None
         return tuner_bounds(self.first_layer_frequencies().cpu(), config.low_limit, config.hidden_omega, *config.hidden_bounds)
 
+    def release_first_layer(self) -> None:
+        """Make an ``integer`` first layer an ordinary trained one (its config, its gradient) after its weights were
+        changed (a change of coordinates, `engine.model.reexpressed`): they are no longer the integer frequencies."""
+        self.config = dataclasses.replace(
+            self.config, first_layer="trained", period=4.0, band_limit=0, low_limit=0, hidden_bounds=None
+        )
+        self.layers[0].linear.weight.requires_grad_(True)
+
     def clamp_hidden_weights(self, bounds: torch.Tensor | None) -> None:
         """Clamp the first hidden layer's columns to ``bounds`` (`hidden_column_bounds`, computed once per fit: after
         every optimizer step); nothing for None."""
