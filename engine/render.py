@@ -1,0 +1,415 @@
+"""Preview renders straight from the network: sphere tracing, coarse levels first (DESIGN 7.2, M-plicits).
+
+- Rays come from a `engine.render_camera.Camera` in the model's input coordinates and are clipped to the fitted cube
+  [-1, 1]^3 of its normalization (a SIREN is only reliable where it was trained); tracing runs in unit-cube
+  coordinates from each ray's entry point (float32 keeps its precision there), depths come back in input units.
+- Levels (`engine.render_levels.LevelStack`, coarse to fine): a ray at a coarse level k steps by F_k - delta_k (the
+  offset surface {F_k = delta_k} encloses the finest surface, so the step cannot cross it) and moves to the next
+  level once that bound is below the pixel footprint; at the finest level it steps by F_K. Rays at a finer level
+  step by the largest bound they computed and fall back to level j once F_j - delta_j >= ``band_exit`` * delta_j
+  (M-plicits' 1.4 delta_0 rule), so rays that only graze a band go back to the cheap network. Single-scale is the
+  same loop on the finest level alone.
+- Hits: the footprint eps(t) = t * 2 tan(fov / 2) / w (orthographic: ortho_scale / w) sets the smallest step near the
+  surface (``min_step`` * eps); a hit is where F_K changes sign, refined on its bracket by regula falsi
+  (``refine_steps`` evaluations), so silhouettes are where the surface is, and grazing rays do not crawl.
+- Active-ray compaction: every iteration works on the rays still marching only.
+- Normals: the finest level's gradient by the explicit forward-mode pass (`engine.networks.sine_jacobian`) at the
+  refined hit points; world (input) space, unit length. Optional curvature colours (`engine.geometry.curvatures`,
+  mean curvature H = kappa / 2 in input units, `engine.colormaps`).
+- Safety: at most ``max_steps`` iterations per ray (rays that run out count as misses and are reported); a NaN or
+  infinite network value stops the render with a ValueError.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .conventions import Normalization
+from .render_camera import Camera, camera_rays, clip_to_cube
+from .render_levels import LevelStack, level_stack, stage_parameters_device
+
+RENDER_FILES = {"image": "render.png", "depth": "depth.npy", "normal": "normal.npy", "report": "render.json"}
+"""The files `write_render` writes in its folder (stable names)."""
+BATCH_SIZE = 65536
+"""Points per network call: bounds the activations' memory (~70 MB a layer for a 256-wide SIREN)."""
+ALBEDO = 0.8
+"""Grey of the plain shading (linear)."""
+AMBIENT = 0.12
+LIGHT_IN_CAMERA = (-0.4, 0.6, 1.0)
+"""The headlight's direction in camera coordinates (towards the upper left of the viewer)."""
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """How a render traces and shades."""
+
+    multiscale: bool = True
+    """Trace coarse levels first (a nested model's levels); False traces the finest level alone."""
+    max_steps: int = 256
+    """Iterations per ray at most (all levels); rays that run out count as misses and are reported."""
+    min_step: float = 0.5
+    """The smallest step near the finest surface, as a fraction of the pixel footprint eps(t)."""
+    refine_steps: int = 4
+    """Regula falsi iterations on each hit's bracket (value evaluations of the finest level)."""
+    band_exit: float = 0.4
+    """A ray goes back to level j once F_j - delta_j >= band_exit * delta_j."""
+    step_scale: float = 1.0
+    """Factor on every sphere-tracing step (below 1 for a field whose gradient exceeds 1)."""
+    shading: str = "plain"
+    """"plain" (grey, headlight) or "curvature" (coloured by ``quantity``)."""
+    quantity: str = "mean"
+    """Curvature quantity for ``shading="curvature"`` (a name of engine.colormaps.QUANTITIES)."""
+    value_range: tuple[float, float] | None = None
+    """Curvature colour range (default: robust automatic)."""
+
+    def __post_init__(self):
+        from .colormaps import QUANTITIES
+
+        checks = [
+            (1 <= self.max_steps <= 100_000, f"max_steps must be in [1, 100000], got {self.max_steps}"),
+            (0.0 < self.min_step <= 1.0, f"min_step must be in (0, 1], got {self.min_step}"),
+            (0 <= self.refine_steps <= 64, f"refine_steps must be in [0, 64], got {self.refine_steps}"),
+            (0.0 <= self.band_exit <= 10.0, f"band_exit must be in [0, 10], got {self.band_exit}"),
+            (0.0 < self.step_scale <= 1.0, f"step_scale must be in (0, 1], got {self.step_scale}"),
+            (self.shading in ("plain", "curvature"), f'shading must be "plain" or "curvature", got {self.shading!r}'),
+            (self.quantity in QUANTITIES, f"quantity must be one of {', '.join(QUANTITIES)}, got {self.quantity!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+@dataclass
+class Render:
+    """A render's passes (row 0 at the top) and its report."""
+
+    rgba: np.ndarray
+    """(h, w, 4) float32 sRGB-encoded colour in [0, 1], alpha 0 where the ray misses."""
+    depth: np.ndarray
+    """(h, w) float32 distance from the camera along each ray (input units), inf on misses."""
+    normal: np.ndarray
+    """(h, w, 3) float32 outward unit normals in input (world) space, 0 on misses."""
+    report: dict = field(default_factory=dict)
+    """Evaluations per stage, steps, seconds, counts (written as render.json)."""
+
+
+@dataclass
+class _Trace:
+    distance: np.ndarray
+    """(n,) float64 unit-cube distance from each ray's entry point to its hit, NaN on misses."""
+    evaluations: list[int]
+    steps: np.ndarray
+    exhausted: int
+    unbracketed: int
+
+
+def render(
+    stack: LevelStack,
+    normalization: Normalization,
+    camera: Camera,
+    settings: RenderSettings = RenderSettings(),
+    *,
+    should_cancel: Callable[[], bool] = lambda: False,
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
+) -> Render:
+    """Render the SDF ``stack`` (unit-cube coordinates of ``normalization``) from ``camera`` (input coordinates).
+
+    ``on_progress(done, total)`` gets the rays finished after every iteration; ``should_cancel`` is asked as often
+    and True raises `engine.training.Cancelled`."""
+    started_cpu, started = time.process_time(), time.perf_counter()
+    device = stage_parameters_device(stack.stages)
+    rays = camera_rays(camera)
+    origins = normalization.to_unit(rays.origins)
+    t_near, t_far = clip_to_cube(origins, rays.directions)
+    inside = np.flatnonzero(t_near < t_far)
+    scale = normalization.scale
+    entry = origins[inside] + t_near[inside, None] * rays.directions[inside]
+    # The footprint in unit-cube lengths: distances along a ray scale like the offset, the slope is dimensionless.
+    slope, offset = rays.footprint_slope, rays.footprint_offset * scale
+    traced = _trace(stack, settings, device, entry, rays.directions[inside], t_near[inside], t_far[inside] - t_near[inside],
+                    slope, offset, should_cancel, lambda done: on_progress(done + len(rays.origins) - len(inside), len(rays.origins)))  # fmt: skip
+    trace_seconds = time.perf_counter() - started
+
+    pixels = camera.width * camera.height
+    hit = np.isfinite(traced.distance)
+    hit_rays = inside[hit]
+    hit_points = entry[hit] + traced.distance[hit, None] * rays.directions[hit_rays]
+    value, gradient = _finest_gradient(stack, hit_points, device)
+    normals = gradient / np.linalg.norm(gradient, axis=1, keepdims=True).clip(min=1e-30)
+    depth = np.full(pixels, np.inf, dtype=np.float64)
+    depth[hit_rays] = (t_near[hit_rays] + traced.distance[hit]) / scale
+    if not (np.isfinite(depth[hit_rays]).all() and np.isfinite(normals).all()):
+        raise ValueError("the network's surface gives NaN or infinite depths or normals: the model is damaged")
+    colors = _shade(stack, normalization, camera, settings, hit_points, normals)
+    rgba = np.zeros((pixels, 4), dtype=np.float32)
+    rgba[hit_rays, :3], rgba[hit_rays, 3] = colors, 1.0
+    normal = np.zeros((pixels, 3), dtype=np.float32)
+    normal[hit_rays] = normals
+    height, width = camera.height, camera.width
+    levels = len(stack.stages)
+    report = {
+        "resolution": [width, height],
+        "levels": levels,
+        "multiscale": settings.multiscale and levels > 1,
+        "deltas": list(stack.deltas),
+        "evaluations": traced.evaluations,
+        "evaluations_note": "points at which each stage (coarse to fine) was evaluated, tracing and refining hits",
+        "derivative_points": int(len(hit_points)),
+        "pixels": pixels,
+        "rays_in_cube": int(len(inside)),
+        "hits": int(hit.sum()),
+        "rays_out_of_steps": traced.exhausted,
+        "hits_without_bracket": traced.unbracketed,
+        "max_abs_sdf_at_hits": float(np.abs(value).max() / scale) if len(value) else 0.0,
+        "steps": {"total": int(traced.steps.sum()), "mean_per_ray": float(traced.steps.mean()) if len(inside) else 0.0,
+                  "max": int(traced.steps.max()) if len(inside) else 0},  # fmt: skip
+        "seconds": {"trace": round(trace_seconds, 4), "total": round(time.perf_counter() - started, 4)},
+        "cpu_seconds": round(time.process_time() - started_cpu, 4),
+        "settings": {k: getattr(settings, k) for k in ("max_steps", "min_step", "refine_steps", "band_exit",
+                                                       "step_scale", "shading", "quantity")},  # fmt: skip
+        "camera": camera.to_dict(),
+    }
+    return Render(rgba.reshape(height, width, 4), depth.astype(np.float32).reshape(height, width),
+                  normal.reshape(height, width, 3), report)  # fmt: skip
+
+
+def render_model(model, camera: Camera, settings: RenderSettings = RenderSettings(), **callbacks) -> Render:
+    """Render a fitted model (`engine.model.SDFModel`; a nested multiresolution network renders by its levels)."""
+    return render(level_stack(model.network), model.normalization, camera, settings, **callbacks)
+
+
+def _trace(stack, settings, device, entry, directions, t_near, s_far, slope, offset, should_cancel, on_progress) -> _Trace:
+    from .training import Cancelled
+
+    count, finest = len(entry), stack.finest
+    multiscale = settings.multiscale and finest > 0
+    evaluations = [0] * len(stack.stages)
+    distance = np.full(count, np.nan)
+    steps_taken = np.zeros(count, dtype=np.int64)
+    exhausted = 0
+    as_tensor = lambda array: torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32, device=device)  # noqa: E731
+    entry_t, direction_t = as_tensor(entry), as_tensor(directions)
+    eps_base, s_far_t = as_tensor(offset + slope * t_near), as_tensor(s_far)
+    deltas = torch.tensor(list(stack.deltas) + [0.0], dtype=torch.float32, device=device)
+    bound_levels = range(finest) if multiscale else range(0)
+    # The state of the rays still marching (compacted every iteration).
+    index = torch.arange(count, device=device)
+    s = torch.zeros(count, device=device)
+    level = torch.full((count,), 0 if multiscale else finest, dtype=torch.int64, device=device)
+    promoted = torch.zeros(count, dtype=torch.bool, device=device)
+    carried = torch.zeros(count, device=device)  # F_level at the point of a just-promoted ray (cumulative stacks)
+    previous_s = torch.full((count,), -1.0, device=device)  # last finest-level sample with F_K > 0 (a bracket's end)
+    previous_f = torch.zeros(count, device=device)
+    last_s = torch.zeros(count, device=device)  # where the last step started, at whatever level
+    steps = torch.zeros(count, dtype=torch.int64, device=device)
+    found = {"index": [], "low": [], "high": [], "f_low": [], "f_high": []}
+    with torch.no_grad():
+        while len(index):
+            if should_cancel():
+                raise Cancelled(f"cancelled with {len(index)} of {count} rays still marching")
+            points = entry_t[index] + s[:, None] * direction_t[index]
+            eps = eps_base[index] + slope * s
+            known, values = _level_values(stack, points, level, promoted, carried, evaluations, multiscale)
+            at_finest = level == finest
+            f = values[finest]
+            bound = torch.full_like(s, -math.inf)
+            for k in bound_levels:
+                bound = torch.where(known[k], torch.maximum(bound, values[k] - deltas[k]), bound)
+            steps += 1
+            hit = at_finest & (f <= 0.0)  # a sign change (or an exact zero) of the finest level
+            promote = ~at_finest & (bound < eps)  # inside a coarse band: next level, no step
+            marching = ~hit & ~promote
+            largest = torch.where(at_finest, torch.maximum(f, bound), bound)
+            step = settings.step_scale * largest
+            step = torch.where(at_finest, torch.clamp(step, min=settings.min_step * eps), step)
+            back = level.clone()  # the coarsest level whose band the ray has left (its bound is informative again)
+            for k in reversed(bound_levels):
+                left = known[k] & (k < level) & (values[k] - deltas[k] >= settings.band_exit * deltas[k])
+                back = torch.where(left, k, back)
+            stays_fine = at_finest & marching & (back == finest)
+            previous_s = torch.where(stays_fine, s, torch.where(at_finest & ~marching, previous_s, -1.0))
+            previous_f = torch.where(stays_fine, f, previous_f)
+            if hit.any():
+                bracketed = previous_s >= 0.0
+                found["index"].append(index[hit])
+                # Without a finest-level sample before the crossing, the bracket starts where the last step did.
+                found["low"].append(torch.where(bracketed, previous_s, last_s)[hit])
+                found["f_low"].append(torch.where(bracketed, previous_f, math.nan)[hit])
+                found["high"].append(s[hit])
+                found["f_high"].append(f[hit])
+            if multiscale:
+                carried = torch.where(promote, _at_level(values, level), carried)
+                level = torch.where(promote, level + 1, torch.where(marching, back, level))
+            promoted = promote
+            last_s = torch.where(marching, s, last_s)
+            s = torch.where(marching, s + step, s)
+            out = marching & (s > s_far_t[index])
+            tired = ~hit & ~out & (steps >= settings.max_steps)
+            exhausted += int(tired.sum())
+            alive = ~(hit | out | tired)
+            steps_taken[index[~alive].cpu().numpy()] = steps[~alive].cpu().numpy()
+            index, s, level, promoted, carried = index[alive], s[alive], level[alive], promoted[alive], carried[alive]
+            previous_s, previous_f, last_s, steps = previous_s[alive], previous_f[alive], last_s[alive], steps[alive]
+            on_progress(count - len(index))
+        unbracketed = 0
+        if found["index"]:
+            where = torch.cat(found["index"])
+            brackets = [torch.cat(found[key]) for key in ("low", "high", "f_low", "f_high")]
+            refined, unbracketed = _refine(stack, entry_t[where], direction_t[where], *brackets, settings.refine_steps,
+                                           evaluations)  # fmt: skip
+            distance[where.cpu().numpy()] = refined.double().cpu().numpy()
+    return _Trace(distance, evaluations, steps_taken, exhausted, unbracketed)
+
+
+def _at_level(values: list[torch.Tensor], level: torch.Tensor) -> torch.Tensor:
+    stacked = torch.stack([torch.nan_to_num(v) for v in values], dim=1)
+    return stacked.gather(1, level[:, None]).squeeze(1)
+
+
+def _level_values(stack: LevelStack, points, level, promoted, carried, evaluations, multiscale: bool):
+    """Which levels each ray knows at its point this iteration (masks), and their values (NaN where not known).
+
+    Cumulative stacks: a just-promoted ray adds its new stage to the carried sum; the others evaluate stages 0 up to
+    their level (every partial sum on the way is a bound). Independent levels: the ray's own level, and (multiscale)
+    level 0 beside it for rays that did not just move up, so they can fall back to it."""
+    known, values = [], []
+    total = torch.where(promoted, carried, torch.zeros_like(carried))
+    for k in range(len(stack.stages)):
+        if stack.cumulative:
+            need = (level >= k) & ~(promoted & (level > k))
+        else:
+            need = (level == k) | ((k == 0) & ~promoted & multiscale)
+        value = torch.full_like(carried, math.nan)
+        if need.any():
+            stage = _evaluate(stack, k, points[need])
+            evaluations[k] += int(need.sum())
+            if stack.cumulative:
+                total[need] += stage
+                value[need] = total[need]
+            else:
+                value[need] = stage
+        known.append(need)
+        values.append(value)
+    return known, values
+
+
+def _evaluate(stack: LevelStack, index: int, points: torch.Tensor) -> torch.Tensor:
+    out = torch.cat([stack.stage_value(index, points[i : i + BATCH_SIZE]) for i in range(0, len(points), BATCH_SIZE)])
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(f"the network's stage {index} gives NaN or infinite values inside its cube: the model is damaged")
+    return out.float()
+
+
+def _finest(stack: LevelStack, points: torch.Tensor, evaluations: list[int]) -> torch.Tensor:
+    used = range(len(stack.stages)) if stack.cumulative else (stack.finest,)
+    total = torch.zeros(len(points), device=points.device)
+    for k in used:
+        total += _evaluate(stack, k, points)
+        evaluations[k] += len(points)
+    return total
+
+
+def _refine(stack, entry, direction, low, high, f_low, f_high, iterations, evaluations) -> tuple[torch.Tensor, int]:
+    """Regula falsi (Illinois) on brackets [low, high], F_K(low) > 0 >= F_K(high); a NaN F_K(low) is evaluated
+    first. Returns the distances and how many hits past their entry point had no bracket (they keep ``high``)."""
+    unknown = torch.isnan(f_low)
+    if bool(unknown.any()):
+        f_low = f_low.clone()
+        f_low[unknown] = _finest(stack, entry[unknown] + low[unknown, None] * direction[unknown], evaluations)
+    no_bracket = ~(f_low > 0.0) | (low >= high)
+    unbracketed = int((no_bracket & (high > 0.0)).sum())
+    low = torch.where(no_bracket, high, low)
+    f_low = torch.where(no_bracket, f_high, f_low)
+    best, best_f = high.clone(), f_high.clone()
+    kept = torch.zeros_like(low, dtype=torch.int8)  # which end the last iteration kept: 1 high, -1 low, 0 neither
+    for _ in range(iterations):
+        open_ = high > low
+        if not bool(open_.any()):
+            break
+        guess = high - f_high * (high - low) / torch.where(open_, f_high - f_low, 1.0)
+        guess = torch.where(open_, torch.minimum(torch.maximum(guess, low), high), high)
+        f_guess = torch.zeros_like(low)
+        f_guess[open_] = _finest(stack, (entry + guess[:, None] * direction)[open_], evaluations)
+        positive, negative = open_ & (f_guess > 0.0), open_ & (f_guess <= 0.0)
+        closer = open_ & (f_guess.abs() < best_f.abs())
+        best, best_f = torch.where(closer, guess, best), torch.where(closer, f_guess, best_f)
+        # Illinois: the end kept twice in a row has its value halved, so the bracket shrinks from both sides.
+        f_high = torch.where(positive & (kept == 1), f_high * 0.5, torch.where(negative, f_guess, f_high))
+        f_low = torch.where(negative & (kept == -1), f_low * 0.5, torch.where(positive, f_guess, f_low))
+        low, high = torch.where(positive, guess, low), torch.where(negative, guess, high)
+        kept = torch.where(positive, 1, torch.where(negative, -1, 0)).to(torch.int8)
+    return best, unbracketed
+
+
+def _finest_gradient(stack: LevelStack, points: np.ndarray, device) -> tuple[np.ndarray, np.ndarray]:
+    values, gradients = [], []
+    query = torch.as_tensor(points, dtype=torch.float32, device=device)
+    for start in range(0, len(query), BATCH_SIZE // 4):
+        value, gradient = stack.gradient(query[start : start + BATCH_SIZE // 4])
+        values.append(value.cpu())
+        gradients.append(gradient.cpu())
+    if not values:
+        return np.zeros(0), np.zeros((0, 3))
+    return torch.cat(values).double().numpy(), torch.cat(gradients).double().numpy()
+
+
+def _shade(stack, normalization, camera, settings, unit_points, normals) -> np.ndarray:
+    """sRGB colours (n, 3): Lambert under a headlight, on grey or on curvature colours."""
+    if not len(normals):
+        return np.zeros((0, 3))
+    rotation = np.asarray(camera.rotation)
+    light = rotation @ (np.asarray(LIGHT_IN_CAMERA) / np.linalg.norm(LIGHT_IN_CAMERA))
+    lambert = np.clip(normals @ light, 0.0, 1.0)[:, None]
+    albedo = np.full((len(normals), 3), ALBEDO)
+    if settings.shading == "curvature":
+        from .colormaps import colorize, map_kind
+        from .geometry import curvatures
+
+        module = stack.level_module()
+        single = getattr(module, "stages", None)
+        field_module = single[0] if single is not None and len(single) == 1 else module
+        found = curvatures(field_module, torch.as_tensor(unit_points, dtype=torch.float32))
+        scale = normalization.scale
+        per_unit = {"gaussian": scale**2, "abs_mean": scale, "curvedness": scale, "mean": scale, "k1": scale,
+                    "k2": scale, "kappa": scale}  # fmt: skip
+        shown = getattr(found, settings.quantity) * per_unit[settings.quantity]
+        colors, _ = colorize(shown, map_kind(settings.quantity), value_range=settings.value_range)
+        albedo = _to_linear(colors[:, :3].astype(np.float64))
+    return _to_srgb(albedo * (AMBIENT + (1.0 - AMBIENT) * lambert))
+
+
+def _to_linear(srgb: np.ndarray) -> np.ndarray:
+    return np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+
+
+def _to_srgb(linear: np.ndarray) -> np.ndarray:
+    linear = np.clip(linear, 0.0, 1.0)
+    return np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
+
+
+def write_render(folder: str | Path, result: Render) -> dict[str, str]:
+    """The passes as `RENDER_FILES` in ``folder`` (each written whole: a temporary file, then renamed); returns
+    role -> file name."""
+    import imageio.v3 as iio
+
+    from .model import replaced_whole
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with replaced_whole(folder / RENDER_FILES["image"]) as temporary:
+        iio.imwrite(temporary, np.round(np.clip(result.rgba, 0.0, 1.0) * 255.0).astype(np.uint8), extension=".png")
+    for role in ("depth", "normal"):
+        with replaced_whole(folder / RENDER_FILES[role]) as temporary:
+            with open(temporary, "wb") as stream:
+                np.save(stream, getattr(result, role), allow_pickle=False)
+    with replaced_whole(folder / RENDER_FILES["report"]) as temporary:
+        temporary.write_text(json.dumps(result.report, indent=2) + "\n")
+    return dict(RENDER_FILES)

@@ -1,0 +1,128 @@
+"""Levels of detail as the multiscale sphere tracer sees them (`engine.render`): a small protocol of its own, and an
+adapter from a fitted model's network.
+
+- A `LevelStack` is a sequence of stage callables on unit-cube points (n, 3) -> (n,) or (n, 1) and the bands
+  ``deltas``. With ``cumulative`` (MR-Net, M-plicits residual stages) level k is F_k = g_0 + ... + g_k; without it
+  level k is stage k alone (independent networks, e.g. a small coarse SIREN in front of a fitted one).
+- Nesting, which the tracer relies on: the finest surface {F_K = 0} lies in {|F_k| <= deltas[k]} for every k < K,
+  so the offset surface {F_k = deltas[k]} encloses it and a ray may step by F_k - deltas[k] without crossing it.
+- `level_stack(network)`: a plain network (a `Siren`) is one level; anything with ``stages`` (a sequence of
+  modules) and ``deltas`` (a 1-D tensor, deltas[k] for stage k) is its levels, duck-typed, so
+  `engine.multires.MultiresSDF` needs no import here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .networks import Siren, sine_jacobian
+
+Stage = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LevelStack:
+    """Levels of one SDF, coarse to fine, in unit-cube coordinates (see the module's notes)."""
+
+    stages: tuple[Stage, ...]
+    deltas: tuple[float, ...]
+    """deltas[k] for every level k but the finest: the band of F_k that holds the finest surface."""
+    cumulative: bool = True
+    """Level k is the sum of stages 0..k (True) or stage k alone (False)."""
+
+    def __post_init__(self):
+        if not self.stages:
+            raise ValueError("a level stack needs at least one stage")
+        if len(self.deltas) != len(self.stages) - 1:
+            raise ValueError(f"{len(self.stages)} levels need {len(self.stages) - 1} deltas, got {len(self.deltas)}")
+        if not all(math.isfinite(d) and d > 0.0 for d in self.deltas):
+            raise ValueError(f"every delta must be a positive finite number, got {list(self.deltas)}")
+
+    @property
+    def finest(self) -> int:
+        return len(self.stages) - 1
+
+    def stage_value(self, index: int, points: torch.Tensor) -> torch.Tensor:
+        """Stage ``index`` at unit-cube points (n, 3), as (n,) float32."""
+        return _as_values(self.stages[index](points), len(points), index)
+
+    def level_module(self, level: int | None = None) -> nn.Module:
+        """Level ``level`` (default: the finest) as one module (n, 3) -> (n,), e.g. for `engine.geometry`."""
+        level = self.finest if level is None else level
+        used = self.stages[: level + 1] if self.cumulative else self.stages[level : level + 1]
+        if not all(isinstance(stage, nn.Module) for stage in used):
+            raise ValueError("curvatures need the stages as torch modules")
+        return _StageSum(used)
+
+    def gradient(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The finest level's value (n,) and gradient (n, 3) at unit-cube points: each SIREN stage by its explicit
+        forward-mode pass (`engine.networks.sine_jacobian`), other stages by autograd."""
+        used = range(self.finest + 1) if self.cumulative else (self.finest,)
+        value = points.new_zeros(len(points))
+        gradient = points.new_zeros(len(points), 3)
+        for index in used:
+            stage_value, stage_gradient = _stage_gradient(self.stages[index], points, index)
+            value += stage_value
+            gradient += stage_gradient
+        return value, gradient
+
+
+def level_stack(network) -> LevelStack:
+    """The levels of a model's network: ``stages`` and ``deltas`` when it has them (a nested multiresolution
+    network), else the network itself as the only level."""
+    stages, deltas = getattr(network, "stages", None), getattr(network, "deltas", None)
+    if stages is None or deltas is None:
+        return LevelStack((network,), ())
+    stages = tuple(stages)
+    values = [float(d) for d in torch.as_tensor(deltas).detach().reshape(-1).cpu()]
+    if len(values) < len(stages) - 1:
+        raise ValueError(f"the network has {len(stages)} stages but only {len(values)} deltas")
+    return LevelStack(stages, tuple(values[: len(stages) - 1]), cumulative=True)
+
+
+def coarse_first(coarse: Stage, fine: Stage, delta: float) -> LevelStack:
+    """Two independent networks as levels: ``coarse`` (cheap) whose band |coarse| <= ``delta`` holds the surface of
+    ``fine``."""
+    return LevelStack((coarse, fine), (float(delta),), cumulative=False)
+
+
+class _StageSum(nn.Module):
+    def __init__(self, stages):
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum(_as_values(stage(x), len(x), index) for index, stage in enumerate(self.stages))
+
+
+def _as_values(out: torch.Tensor, count: int, index: int) -> torch.Tensor:
+    if out.shape not in ((count,), (count, 1)):
+        raise ValueError(f"stage {index} must map (n, 3) points to (n,) or (n, 1) values, got shape {tuple(out.shape)}")
+    return out.reshape(count)
+
+
+def _stage_gradient(stage: Stage, points: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if type(stage) is Siren and stage.config.in_features == 3 and stage.config.out_features == 1:
+        with torch.no_grad():
+            layers = list(stage.layers)
+            value, jacobian = sine_jacobian(layers[0], layers[1:], stage.output, points)
+        return value.reshape(-1), jacobian[:, 0, :]
+    with torch.enable_grad():
+        query = points.detach().clone().requires_grad_(True)
+        value = _as_values(stage(query), len(query), index)
+        (gradient,) = torch.autograd.grad(value.sum(), query, materialize_grads=True)
+    return value.detach(), gradient.detach()
+
+
+def stage_parameters_device(stages: Sequence[Stage]) -> torch.device:
+    """The device of the first stage that has parameters (the CPU when none has)."""
+    for stage in stages:
+        if isinstance(stage, nn.Module):
+            for tensor in stage.parameters():
+                return tensor.device
+    return torch.device("cpu")
