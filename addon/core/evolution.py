@@ -16,6 +16,8 @@ import numpy as np
 from .errors import EngineError
 from .frames import frame_count
 
+_REINSTALL = "reinstall the extension so that the add-on and the engine come from one release"
+
 ENGINE_FIELD_KINDS = {"SOURCE": "source", "SINK": "source", "TWIST": "twist", "ROTATION": "rotation"}
 """The kinds of field empty and the engine's field for each; a sink is a source with the opposite strength."""
 
@@ -86,3 +88,42 @@ def _model_field(field: FieldEmpty, world_to_model: np.ndarray, scale: float) ->
         "axis": [float(v) for v in axis / np.linalg.norm(axis)],
     }
 
+
+
+def tracked_frames(
+    outputs: dict[str, np.ndarray], frame_count: int, first_vertex_count: int, first_faces: np.ndarray
+) -> np.ndarray:
+    """Checked ``tracked_positions`` (k, n, 3) of an evolve job with ``track_vertices``: the first frame's n
+    vertices at the first k of ``frame_count`` times (1 <= k), on the first frame's faces ``first_faces`` (m, 3),
+    which ``tracked_faces`` must equal; float64, in the job's (model) coordinates."""
+    for name in ("tracked_positions", "tracked_faces"):
+        if name not in outputs:
+            raise EngineError(f"The engine's output has no '{name}' array: {_REINSTALL}")
+    positions, faces = outputs["tracked_positions"], outputs["tracked_faces"]
+    if not np.array_equal(faces, first_faces):
+        raise EngineError(f"The engine's tracked faces are not the first frame's: {_REINSTALL}")
+    if (
+        positions.ndim != 3
+        or not 1 <= len(positions) <= frame_count
+        or positions.shape[1] != first_vertex_count
+        or positions.shape[2] != 3
+        or not np.issubdtype(positions.dtype, np.floating)
+    ):
+        raise EngineError(
+            f"The engine returned tracked positions of shape {positions.shape}, expected (1 to {frame_count}, "
+            f"{first_vertex_count}, 3) floats: {_REINSTALL}"
+        )
+    if not np.isfinite(positions).all():
+        raise EngineError("The engine returned tracked positions with NaN or infinite coordinates: the tracking failed")
+    return positions.astype(np.float64)
+
+
+def tracking_text(tracking: dict, frame_start: int, object_name: str) -> str:
+    """What a bake's report adds about its tracked vertices (the summary's ``tracking``: frames, stop), e.g. "; frames
+    1 to 12 tracked as shape keys of 'X'; tracking stopped at frame 13 (at t = 0.5: ...)"."""
+    count = tracking["frames"]
+    text = f"; frames {frame_start} to {frame_start + count - 1} tracked as shape keys of '{object_name}'"
+    stop = tracking.get("stop")
+    if stop is None:
+        return text
+    return text + f"; tracking stopped at frame {frame_start + stop['frame']} ({stop['message']})"
