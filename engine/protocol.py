@@ -38,7 +38,7 @@ Add-on to worker:
   when a kind takes none), output arrays (``dir/outputs.npz``), files and summary are described in the spec's
   docstring: ``fit`` (meshes or point clouds in; surface, model.pt), ``extract`` (a model's surface), ``curvature``
   (points or the model's surface in; curvature fields and colours), ``evolve`` (frames, evolution.pt), ``morph``
-  (two meshes in; frames, morph.pt).
+  (two meshes in; frames, morph.pt), ``bake`` (a UV-mapped mesh in; float and 8-bit curvature images).
 - ``{"type": "cancel", "job": ID}``: stop that job (running or queued) as soon as possible.
 - End of input: the worker cancels what it is doing and exits.
 
@@ -74,7 +74,7 @@ PROTOCOL_VERSION = 2
 """Bumped on any change a peer of the previous version would misread."""
 
 HEARTBEAT_INTERVAL_S = 1.0
-JOB_KINDS = ("fit", "extract", "curvature", "evolve", "morph")
+JOB_KINDS = ("fit", "extract", "curvature", "evolve", "morph", "bake")
 STAGES = ("fit", "extract", "measure", "curvature", "evolve", "morph", "frames")
 TRAINING_STAGES = ("fit", "evolve", "morph")
 """Stages whose steps are optimizer steps (with a loss), prepared by sampling before step 1."""
@@ -89,7 +89,7 @@ PREVIEW_FILENAME = "preview.npz"
 """The latest preview surface of a training job (``vertices``, ``faces``), replaced whole each time."""
 CURVATURE_FIELDS = ("mean", "gaussian", "k1", "k2")
 """Per-point curvature arrays (input units; ``mean`` is H = kappa / 2); `engine.fields` takes them from here."""
-MODEL_FILE_PARAMS = {"extract": ("model",), "curvature": ("model",), "evolve": ("model",)}
+MODEL_FILE_PARAMS = {"extract": ("model",), "curvature": ("model",), "evolve": ("model",), "bake": ("model",)}
 """The params of each kind that name a file the job reads (a model file written by a fit): a remote engine gets a copy
 of each uploaded with the job (tested equal to the spec fields documented as "Path of ...")."""
 REMOTE_URL_VARIABLE = "NEURAL_SDF_REMOTE_URL"

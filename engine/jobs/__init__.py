@@ -5,13 +5,16 @@
 documentation and `engine.protocol.JOB_KINDS`).
 """
 
+from .bake import BakeJob
 from .base import JobContext, JobOutput, JobParamError, JobSpec, field_docs
 from .curvature import CurvatureJob
 from .evolve import EvolveJob
 from .fit import ExtractJob, FitJob
 from .morph import MorphJob
 
-JOBS: dict[str, type[JobSpec]] = {spec.kind: spec for spec in (FitJob, ExtractJob, CurvatureJob, EvolveJob, MorphJob)}
+JOBS: dict[str, type[JobSpec]] = {
+    spec.kind: spec for spec in (FitJob, ExtractJob, CurvatureJob, EvolveJob, MorphJob, BakeJob)
+}
 """Every job kind by its protocol name."""
 
 __all__ = ["JOBS", "JobContext", "JobOutput", "JobParamError", "JobSpec", "field_docs"]
