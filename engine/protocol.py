@@ -38,7 +38,11 @@ Add-on to worker:
   when a kind takes none), output arrays (``dir/outputs.npz``), files and summary are described in the spec's
   docstring: ``fit`` (meshes or point clouds in; surface, model.pt), ``extract`` (a model's surface), ``curvature``
   (points or the model's surface in; curvature fields and colours), ``evolve`` (frames, evolution.pt), ``morph``
-  (two meshes in; frames, morph.pt), ``bake`` (a UV-mapped mesh in; float and 8-bit curvature images).
+  (two meshes in; frames, morph.pt), ``bake`` (a UV-mapped mesh in; float and 8-bit curvature images),
+  ``image_fit`` (an image in; its render, model.pt), ``image_render`` (an image model's render at any size and level),
+  ``image_tile`` (an image in; a seamless tile, model.pt), ``image_morph`` (two images and landmark pairs in;
+  frames, morph.pt). Images are float32 arrays (height, width, channels), the top row first, encoded as the job's
+  ``encoding`` says on the way in and in linear light on the way out (`engine.jobs.images`).
 - ``{"type": "cancel", "job": ID}``: stop that job (running or queued) as soon as possible.
 - End of input: the worker cancels what it is doing and exits.
 
@@ -74,8 +78,10 @@ PROTOCOL_VERSION = 2
 """Bumped on any change a peer of the previous version would misread."""
 
 HEARTBEAT_INTERVAL_S = 1.0
-JOB_KINDS = ("fit", "extract", "curvature", "evolve", "morph", "bake")
-STAGES = ("fit", "extract", "measure", "curvature", "evolve", "morph", "frames")
+JOB_KINDS = (
+    "fit", "extract", "curvature", "evolve", "morph", "bake", "image_fit", "image_render", "image_tile", "image_morph",
+)  # fmt: skip
+STAGES = ("fit", "extract", "measure", "curvature", "evolve", "morph", "frames", "render")
 TRAINING_STAGES = ("fit", "evolve", "morph")
 """Stages whose steps are optimizer steps (with a loss), prepared by sampling before step 1."""
 MORPH_METHODS = ("levelset", "flow")
@@ -89,7 +95,10 @@ PREVIEW_FILENAME = "preview.npz"
 """The latest preview surface of a training job (``vertices``, ``faces``), replaced whole each time."""
 CURVATURE_FIELDS = ("mean", "gaussian", "k1", "k2")
 """Per-point curvature arrays (input units; ``mean`` is H = kappa / 2); `engine.fields` takes them from here."""
-MODEL_FILE_PARAMS = {"extract": ("model",), "curvature": ("model",), "evolve": ("model",), "bake": ("model",)}
+MODEL_FILE_PARAMS = {
+    "extract": ("model",), "curvature": ("model",), "evolve": ("model",), "bake": ("model",),
+    "image_render": ("model",), "image_morph": ("model",),
+}  # fmt: skip
 """The params of each kind that name a file the job reads (a model file written by a fit): a remote engine gets a copy
 of each uploaded with the job (tested equal to the spec fields documented as "Path of ...")."""
 REMOTE_URL_VARIABLE = "NEURAL_SDF_REMOTE_URL"

@@ -10,10 +10,13 @@ from .base import JobContext, JobOutput, JobParamError, JobSpec, field_docs
 from .curvature import CurvatureJob
 from .evolve import EvolveJob
 from .fit import ExtractJob, FitJob
+from .image_morph import ImageMorphJob
+from .images import ImageFitJob, ImageRenderJob, ImageTileJob
 from .morph import MorphJob
 
 JOBS: dict[str, type[JobSpec]] = {
-    spec.kind: spec for spec in (FitJob, ExtractJob, CurvatureJob, EvolveJob, MorphJob, BakeJob)
+    spec.kind: spec for spec in (FitJob, ExtractJob, CurvatureJob, EvolveJob, MorphJob, BakeJob,
+                                 ImageFitJob, ImageRenderJob, ImageTileJob, ImageMorphJob)
 }
 """Every job kind by its protocol name."""
 
