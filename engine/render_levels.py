@@ -82,6 +82,12 @@ def level_stack(network) -> LevelStack:
     values = [float(d) for d in torch.as_tensor(deltas).detach().reshape(-1).cpu()]
     if len(values) < len(stages) - 1:
         raise ValueError(f"the network has {len(stages)} stages but only {len(values)} deltas")
+    unmeasured = [k for k, delta in enumerate(values[: len(stages) - 1]) if not (math.isfinite(delta) and delta > 0.0)]
+    if unmeasured:
+        raise ValueError(
+            f"the network's level {unmeasured[0]} has no band (delta {values[unmeasured[0]]}), so its finer surfaces "
+            "are not known to lie near it: render it single-scale (multiscale off)"
+        )
     return LevelStack(stages, tuple(values[: len(stages) - 1]), cumulative=True)
 
 
