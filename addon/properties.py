@@ -118,6 +118,10 @@ class NeuralSDFSettings(bpy.types.PropertyGroup):
         name="Project onto Surface",
         description="Evaluate at the vertices moved onto the model's surface (for a mesh that is not the model's own)",
     )
+    bake_size: IntProperty(
+        name="Size", min=8, max=8192, soft_max=4096, default=1024,
+        description="Width and height in texels of the images Bake to Image writes",
+    )
     model_object: PointerProperty(
         name="Model", type=bpy.types.Object, poll=_model_object_poll,
         description="Fitted object whose model colours a mesh that has no model of its own",

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .bake import bake_params
 from .evolution import FieldEmpty, flow_params, frame_times
 from .frames import frame_count
 from .morph import ENGINE_METHODS
@@ -166,5 +167,6 @@ BUILDERS = {
     "curvature": curvature_params,
     "evolve": evolve_params,
     "morph": morph_params,
+    "bake": bake_params,
 }
 """The params builder of each job kind the add-on runs."""

@@ -2,6 +2,7 @@
 
 from .add_flow_field import NEURALSDF_OT_add_flow_field
 from .add_landmark_pair import NEURALSDF_OT_add_landmark_pair
+from .bake_curvature import NEURALSDF_OT_bake_curvature
 from .bake_evolution import NEURALSDF_OT_bake_evolution
 from .check_engine import NEURALSDF_OT_check_engine
 from .curvature_colors import NEURALSDF_OT_curvature_colors
@@ -13,6 +14,7 @@ from .setup_engine import NEURALSDF_OT_setup_engine
 classes = (
     NEURALSDF_OT_fit,
     NEURALSDF_OT_curvature_colors,
+    NEURALSDF_OT_bake_curvature,
     NEURALSDF_OT_reextract,
     NEURALSDF_OT_bake_evolution,
     NEURALSDF_OT_add_flow_field,

@@ -97,6 +97,9 @@ class NEURALSDF_PT_curvature(NeuralSDFSidebar, bpy.types.Panel):
             col = layout.column()
             col.prop(settings, "model_object")
             col.prop(settings, "project")
+        row = layout.row(align=True)
+        row.operator("neural_sdf.bake_curvature", icon="TEXTURE")
+        row.prop(settings, "bake_size", text="")
         if obj is not None and obj.type == "MESH" and obj.data.neural_sdf_curvature.quantity:
             draw_legend(layout.box(), obj.data.neural_sdf_curvature, length_unit_name(context.scene))
 

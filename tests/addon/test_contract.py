@@ -56,6 +56,10 @@ CASES = [
     ("morph", {**MORPH, "method": "FLOW", "frame_start": 5, "frame_end": 6, "preset": "tiny", "fit_steps": 100,
                "steps": 50, "device": "cpu", "seed": 2}),
     ("morph", {**MORPH, "method": "FLOW", "animate_source": False}),
+    ("bake", dict(model="/cache/Sphere_SDF-1.pt", size=2048, quantity="k1", colormap="auto", value_range=None,
+                  project=False, device="auto")),
+    ("bake", dict(model="/m.pt", size=16, quantity="curvedness", colormap="sequential", value_range=(0.0, 2.0),
+                  project=True, device="cpu")),
 ]  # fmt: skip
 """Representative values of what each operator reads from Blender, the optional (None) ones included."""
 
