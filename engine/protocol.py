@@ -41,8 +41,10 @@ Add-on to worker:
   (two meshes in; frames, morph.pt), ``bake`` (a UV-mapped mesh in; float and 8-bit curvature images),
   ``image_fit`` (an image in; its render, model.pt), ``image_render`` (an image model's render at any size and level),
   ``image_tile`` (an image in; a seamless tile, model.pt), ``image_morph`` (two images and landmark pairs in;
-  frames, morph.pt). Images are float32 arrays (height, width, channels), the top row first, encoded as the job's
-  ``encoding`` says on the way in and in linear light on the way out (`engine.jobs.images`).
+  frames, morph.pt), ``render`` (a model's preview render from the camera in its params, no inputs; rgba, depth and
+  normal passes, the evaluations per level in the summary). Images are float32 arrays (height, width, channels),
+  the top row first, encoded as the job's ``encoding`` says on the way in and in linear light on the way out
+  (`engine.jobs.images`).
 - ``{"type": "cancel", "job": ID}``: stop that job (running or queued) as soon as possible.
 - End of input: the worker cancels what it is doing and exits.
 
@@ -80,6 +82,7 @@ PROTOCOL_VERSION = 2
 HEARTBEAT_INTERVAL_S = 1.0
 JOB_KINDS = (
     "fit", "extract", "curvature", "evolve", "morph", "bake", "image_fit", "image_render", "image_tile", "image_morph",
+    "render",
 )  # fmt: skip
 STAGES = ("fit", "extract", "measure", "curvature", "evolve", "morph", "frames", "render")
 TRAINING_STAGES = ("fit", "evolve", "morph")
@@ -97,7 +100,7 @@ CURVATURE_FIELDS = ("mean", "gaussian", "k1", "k2")
 """Per-point curvature arrays (input units; ``mean`` is H = kappa / 2); `engine.fields` takes them from here."""
 MODEL_FILE_PARAMS = {
     "extract": ("model",), "curvature": ("model",), "evolve": ("model",), "bake": ("model",),
-    "image_render": ("model",), "image_morph": ("model",),
+    "image_render": ("model",), "image_morph": ("model",), "render": ("model",),
 }  # fmt: skip
 """The params of each kind that name a file the job reads (a model file written by a fit): a remote engine gets a copy
 of each uploaded with the job (tested equal to the spec fields documented as "Path of ...")."""

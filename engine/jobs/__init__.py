@@ -13,10 +13,11 @@ from .fit import ExtractJob, FitJob
 from .image_morph import ImageMorphJob
 from .images import ImageFitJob, ImageRenderJob, ImageTileJob
 from .morph import MorphJob
+from .render import RenderJob
 
 JOBS: dict[str, type[JobSpec]] = {
     spec.kind: spec for spec in (FitJob, ExtractJob, CurvatureJob, EvolveJob, MorphJob, BakeJob,
-                                 ImageFitJob, ImageRenderJob, ImageTileJob, ImageMorphJob)
+                                 ImageFitJob, ImageRenderJob, ImageTileJob, ImageMorphJob, RenderJob)
 }
 """Every job kind by its protocol name."""
 
