@@ -98,7 +98,8 @@ def time_dependent_copy(network: Siren, extra_width: int = 0) -> Siren:
     if not isinstance(network, Siren):
         raise ValueError(
             f"only a SIREN (network kind 'siren') can be copied into a time-dependent network, got a "
-            f"{type(network).__name__}"
+            f"{type(network).__name__}: a model fitted with levels (fit --levels N) evolves by mean curvature flow "
+            "alone; for normal speeds and vector fields fit it with one level"
         )
     config = network.config
     if config.in_features != 3:
