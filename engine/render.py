@@ -92,7 +92,8 @@ class Render:
     """A render's passes (row 0 at the top) and its report."""
 
     rgba: np.ndarray
-    """(h, w, 4) float32 sRGB-encoded colour in [0, 1], alpha 0 where the ray misses."""
+    """(h, w, 4) float32 colour in linear light in [0, 1] (render.png holds it sRGB-encoded), alpha 0 where the ray
+    misses."""
     depth: np.ndarray
     """(h, w) float32 distance from the camera along each ray (input units), inf on misses."""
     normal: np.ndarray
@@ -362,7 +363,7 @@ def _finest_gradient(stack: LevelStack, points: np.ndarray, device) -> tuple[np.
 
 
 def _shade(stack, normalization, camera, settings, unit_points, normals) -> np.ndarray:
-    """sRGB colours (n, 3): Lambert under a headlight, on grey or on curvature colours."""
+    """Linear colours (n, 3): Lambert under a headlight, on grey or on curvature colours."""
     if not len(normals):
         return np.zeros((0, 3))
     rotation = np.asarray(camera.rotation)
@@ -383,7 +384,7 @@ def _shade(stack, normalization, camera, settings, unit_points, normals) -> np.n
         shown = getattr(found, settings.quantity) * per_unit[settings.quantity]
         colors, _ = colorize(shown, map_kind(settings.quantity), value_range=settings.value_range)
         albedo = _to_linear(colors[:, :3].astype(np.float64))
-    return _to_srgb(albedo * (AMBIENT + (1.0 - AMBIENT) * lambert))
+    return np.clip(albedo * (AMBIENT + (1.0 - AMBIENT) * lambert), 0.0, 1.0)
 
 
 def _to_linear(srgb: np.ndarray) -> np.ndarray:
@@ -405,7 +406,8 @@ def write_render(folder: str | Path, result: Render) -> dict[str, str]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with replaced_whole(folder / RENDER_FILES["image"]) as temporary:
-        iio.imwrite(temporary, np.round(np.clip(result.rgba, 0.0, 1.0) * 255.0).astype(np.uint8), extension=".png")
+        encoded = np.concatenate([_to_srgb(result.rgba[..., :3]), np.clip(result.rgba[..., 3:], 0.0, 1.0)], axis=-1)
+        iio.imwrite(temporary, np.round(encoded * 255.0).astype(np.uint8), extension=".png")
     for role in ("depth", "normal"):
         with replaced_whole(folder / RENDER_FILES[role]) as temporary:
             with open(temporary, "wb") as stream:

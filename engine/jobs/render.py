@@ -17,8 +17,8 @@ PROGRESS_INTERVAL_S = 0.2
 @dataclass(frozen=True)
 class RenderJob(JobSpec):
     """Render a fitted model from a camera by sphere tracing its network (coarse levels first for a nested
-    multiresolution model). No input arrays. Outputs ``rgba`` (h, w, 4) float32 sRGB-encoded colour with alpha 0
-    where a ray misses, ``depth`` (h, w) float32 distance from the camera along each ray in input units (inf on
+    multiresolution model). No input arrays. Outputs ``rgba`` (h, w, 4) float32 colour in linear light, the top row
+    first, alpha 0 where a ray misses, ``depth`` (h, w) float32 distance from the camera along each ray in input units (inf on
     misses) and ``normal`` (h, w, 3) float32 outward unit normals in input space (0 on misses); the summary is the
     render's report (evaluations per level, steps, seconds)."""
 
