@@ -75,6 +75,16 @@ def _model_object_poll(_settings, obj) -> bool:
     return has_model(obj)
 
 
+MAX_LEVELS = 4
+"""Most levels of detail a fit trains (the engine's `engine.multires_fit.MAX_LEVELS`)."""
+
+
+def _clamp_level(link, _context) -> None:
+    """Keep an object's level within its model's levels (the slider's range is the same for every object)."""
+    if link.level > link.levels - 1:
+        link.level = link.levels - 1
+
+
 class NeuralSDFSettings(bpy.types.PropertyGroup):
     """Tool settings of the Neural SDF panel (Scene.neural_sdf)."""
 
@@ -90,6 +100,13 @@ class NeuralSDFSettings(bpy.types.PropertyGroup):
         description="Marching-cubes grid points per axis, for Fit and Re-extract (memory and time grow with its cube)",
     )  # fmt: skip
     fit_mode: EnumProperty(name="Objects", items=FIT_MODE_ITEMS, default="JOINED")
+    levels: IntProperty(
+        name="Levels", min=1, max=MAX_LEVELS, default=1,
+        description=(
+            "Levels of detail in one model: 1, one network; more, a small smooth network and finer residual ones "
+            "in bands around it (Re-extract at any level, Make LOD Objects). Each level trains the steps"
+        ),
+    )  # fmt: skip
     hide_sources: BoolProperty(
         name="Hide Sources", default=True,
         description=(
@@ -140,6 +157,11 @@ class NeuralSDFObjectLink(bpy.types.PropertyGroup):
         description="Maps the model's coordinates (world space when it was fitted) to the object's local space",
     )  # fmt: skip
     fit_summary: StringProperty(name="Fit", description="How the model was trained")
+    levels: IntProperty(name="Levels", min=1, max=MAX_LEVELS, default=1, description="Levels of detail the model holds")
+    level: FloatProperty(
+        name="Level", min=0.0, max=MAX_LEVELS - 1, default=0.0, update=_clamp_level,
+        description="Level of detail Re-extract uses: 0 the coarsest, Levels - 1 the finest; between two levels a blend",
+    )  # fmt: skip
 
 
 class FrameRangeSettings:
