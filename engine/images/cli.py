@@ -21,7 +21,6 @@ import importlib.util
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 MODEL_FILENAME = "model.pt"
@@ -122,112 +121,100 @@ def _write_json(path: Path, data: dict) -> None:
         temporary.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def _progress(what: str):
-    started = time.perf_counter()
+def _run_job(kind: str, params: dict, inputs: dict, folder: Path):
+    """The job ``kind`` (`engine.jobs`, shared with the worker) with its files written into ``folder``; a bad
+    parameter is named as the option that set it (``--size must be ...``)."""
+    from ..cli import ProgressPrinter
+    from ..jobs import JOBS, JobContext, JobParamError
 
-    def show(index, progress):
-        filled = int(30 * progress.step / progress.total)
-        line = (f"\r{what} {index + 1} [{'#' * filled}{'-' * (30 - filled)}] {progress.step}/{progress.total} "
-                f"loss {progress.loss:.3g} elapsed {time.perf_counter() - started:.0f}s")  # fmt: skip
-        print(line, end="\n" if progress.step == progress.total else "", file=sys.stderr, flush=True)
+    try:
+        spec = JOBS[kind].from_params(params)
+        return spec.run(inputs, JobContext(output_dir=folder, report=ProgressPrinter(), input_name=str))
+    except JobParamError as error:
+        if error.param is None:
+            raise
+        raise ValueError(f"--{error.param.replace('_', '-')} {error.problem}") from None
 
-    return show
+
+def _image_inputs(path: Path) -> dict:
+    """The job's input array of an image file: its pixels in linear light (`engine.images.io.read_image`)."""
+    from .io import read_image
+
+    return {"image": read_image(path).pixels}
 
 
 def _fit(args) -> str:
-    from .field import render
-    from .files import save_image_field
-    from .fit import preset, psnr
-    from .io import read_image, to_srgb, write_image
+    from .io import write_image
 
     _check_count("--levels", args.levels, 1, 12)
     _check_count("--steps", args.steps, 1, 1_000_000)
     _check_count("--seed", args.seed, 0, 2**32 - 1)
-    overrides = {"device": args.device, "seed": args.seed, "tuner": args.tuner}
-    for name, value in (("levels", args.levels), ("steps", args.steps), ("fit_space", args.fit_space)):
-        if value is not None:
-            overrides[name] = value
-    config = preset(args.preset, **overrides)
+    params = {"name": args.image.name, "encoding": "linear", "preset": args.preset, "levels": args.levels,
+              "steps": args.steps, "tuner": args.tuner, "fit_space": args.fit_space, "device": args.device,
+              "seed": args.seed}  # fmt: skip
     folder = _output_folder(args.output)
-    image = read_image(args.image)
-    from .fit import fit_image
-
-    field, summary = fit_image(image, config, on_progress=_progress("level"))
-    rendered = render(field, level=None)
-    summary["psnr_db"] = round(psnr(to_srgb(rendered), to_srgb(image.pixels)), 3)
-    summary["source"], summary["size"] = args.image.name, [image.width, image.height]
-    save_image_field(folder / MODEL_FILENAME, field, {"image_fit": {"config": config.to_dict(), "summary": summary}})
-    write_image(folder / RENDER_FILENAME, rendered)
+    output = _run_job("image_fit", params, _image_inputs(args.image), folder)
+    summary = output.summary
+    write_image(folder / RENDER_FILENAME, output.arrays["render"])
     _write_json(folder / METRICS_FILENAME, summary)
     levels = ", ".join(f"level {s['level']} {s['psnr_db']:.2f} dB" for s in summary["stages"])
     return f"fitted {args.image.name} ({summary['parameters']} parameters, {summary['train_seconds']:.0f} s): {levels}"
 
 
 def _render(args) -> str:
-    from .field import render
-    from .files import load_image_field
-    from .io import write_image
-    from ..training import pick_device
+    import tempfile
 
+    from .io import WRITE_SUFFIXES, ImageError, write_image
+
+    suffix = args.output.suffix.lower()
+    if suffix not in WRITE_SUFFIXES:  # said before the render, which may take a while
+        raise ImageError(f"{args.output}: the engine writes {', '.join(WRITE_SUFFIXES)} files, not {suffix or 'no suffix'}")
     if args.size is not None:
         _check_count("--size", min(args.size), 1, 65536)
         _check_count("--size", max(args.size), 1, 65536)
-    field, _ = load_image_field(args.model)
-    level = _level(args.level, field.levels)
-    field.to(pick_device(args.device))
-    started = time.perf_counter()
-    pixels = render(field, None if args.size is None else tuple(args.size), args.region, level)
+    detail, level = _level(args.level)
+    params = {"model": str(args.model), "size": args.size, "detail": detail, "level": level, "region": args.region,
+              "device": args.device}  # fmt: skip
+    with tempfile.TemporaryDirectory() as scratch:  # the render job writes no file, but every job gets a folder
+        output = _run_job("image_render", params, {}, Path(scratch))
+    pixels = output.arrays["render"]
     write_image(args.output, pixels)
-    shown = "auto" if level == "auto" else "full" if level is None else f"{level:g}"
-    return f"rendered {args.output} ({pixels.shape[1]}x{pixels.shape[0]}, level {shown}, {time.perf_counter() - started:.1f} s)"
+    shown = detail if level is None else f"{level:g}"
+    seconds = output.summary["seconds"]
+    return f"rendered {args.output} ({pixels.shape[1]}x{pixels.shape[0]}, level {shown}, {seconds:.1f} s)"
 
 
-def _level(text: str, levels: int):
+def _level(text: str) -> tuple[str, float | None]:
+    """--level as the render job's (detail, level)."""
     if text in ("auto", "full"):
-        return None if text == "full" else "auto"
+        return text, None
     try:
         level = float(text)
     except ValueError:
         raise ValueError(f"--level must be a number, 'auto' or 'full', got {text!r}") from None
-    if not (math.isfinite(level) and 0.0 <= level <= levels):
-        raise ValueError(f"--level must be in [0, {levels}] (the model has {levels} levels), got {text}")
-    return level
+    if not math.isfinite(level):
+        raise ValueError(f"--level must be a finite number, 'auto' or 'full', got {text!r}")
+    return "level", level
 
 
 def _tile(args) -> str:
     import numpy as np
 
-    from .field import render
-    from .files import save_image_field
-    from .io import read_image, to_srgb, write_image
-    from .tile import fit_tile, preset, seam_score
+    from .io import write_image
 
     _check_count("--size", args.size, 8, 16384)
     _check_count("--steps", args.steps, 1, 1_000_000)
     _check_count("--train-size", args.train_size, 8, 8192)
-    overrides = {"device": args.device, "seed": args.seed}
-    for name, value in (("steps", args.steps), ("train_size", args.train_size)):
-        if value is not None:
-            overrides[name] = value
-    config = preset(args.preset, **overrides)
+    params = {"name": args.image.name, "encoding": "linear", "size": args.size, "preset": args.preset,
+              "steps": args.steps, "train_size": args.train_size, "device": args.device, "seed": args.seed}  # fmt: skip
     folder = _output_folder(args.output)
-    image = read_image(args.image)
-    show = _progress("tile")
-    field, summary = fit_tile(image, config, on_progress=lambda progress: show(0, progress))
-    if args.size is None:
-        size = (image.width, image.height)
-    else:
-        scale = args.size / max(image.width, image.height)
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    pixels = render(field, size, level=None)
-    summary["seam_score"] = round(seam_score(to_srgb(pixels)), 3)
-    summary["seam_score_photo"] = round(seam_score(to_srgb(image.pixels)), 3)
-    summary["source"], summary["size"] = args.image.name, list(size)
-    save_image_field(folder / MODEL_FILENAME, field, {"image_tile": {"config": config.to_dict(), "summary": summary}})
+    output = _run_job("image_tile", params, _image_inputs(args.image), folder)
+    pixels, summary = output.arrays["tile"], output.summary
     write_image(folder / TILE_FILENAME, pixels)
     write_image(folder / PREVIEW_FILENAME, np.tile(pixels, (2, 2, 1)))
     _write_json(folder / METRICS_FILENAME, summary)
-    return (f"tile of {args.image.name}: {size[0]}x{size[1]}, seam score {summary['seam_score']:.2f} (photo "
+    width, height = summary["size"]
+    return (f"tile of {args.image.name}: {width}x{height}, seam score {summary['seam_score']:.2f} (photo "
             f"{summary['seam_score_photo']:.2f}), PSNR inside {summary['psnr_inside_db']:.1f} dB, "
             f"{summary['train_seconds']:.0f} s")  # fmt: skip
 

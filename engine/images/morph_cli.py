@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 FRAME_FILENAME = "frame_{:04d}.png"
@@ -90,11 +89,11 @@ def _run(args: argparse.Namespace) -> int:
     import shutil
 
     from ..cli import ProgressPrinter, _publish, _staging_folder
-    from ..fields import even_times
+    from ..jobs import JOBS, JobContext, JobParamError
+    from ..jobs.image_morph import flipped_warning, fold_message
     from .io import read_image, write_image
     from .landmarks import MAX_RENDER_SIDE, ImageGeometry, check_same_aspect, flipped_triangles, read_landmarks
-    from .morph import load_image_morph, preset, train_image_morph
-    from .morph_frames import render_frames
+    from .morph import load_image_morph
 
     # Every check before any work: options, the output folder, the images, the landmarks or the model.
     if not 2 <= args.frames <= MAX_FRAMES:
@@ -105,7 +104,6 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("--steps sets the training; --render-only does not train")
     if args.seed < 0 or args.seed > 2**32 - 1:
         raise ValueError(f"--seed must be in [0, 2^32 - 1], got {args.seed}")
-    config = None if args.render_only else preset(args.preset, steps=args.steps, device=args.device, seed=args.seed)
     images = [read_image(path) for path in (args.image0, args.image1)]
     geometries = tuple(ImageGeometry(image.width, image.height) for image in images)
     names = (str(args.image0), str(args.image1))
@@ -114,63 +112,33 @@ def _run(args: argparse.Namespace) -> int:
         if not all(1 <= side <= MAX_RENDER_SIDE for side in args.size):
             raise ValueError(f"--size must be two sides in [1, {MAX_RENDER_SIDE}] pixels, got {args.size}")
         check_same_aspect(geometries[0], ImageGeometry(*args.size), (names[0], f"--size {args.size[0]} {args.size[1]}"))
+    inputs = {"image_0": images[0].pixels, "image_1": images[1].pixels}
     if args.render_only is not None:
-        morph = load_image_morph(args.render_only)
-        landmarks = None
+        load_image_morph(args.render_only)  # checked now, with its file's name in the message
     else:
         landmarks = read_landmarks(args.landmarks, *geometries)
+        inputs["landmarks_0"], inputs["landmarks_1"] = landmarks
         flipped = flipped_triangles(*landmarks)
         if flipped:
-            listed = ", ".join(f"({a}, {b}, {c})" for a, b, c in flipped[:5]) + (", ..." if len(flipped) > 5 else "")
-            print(
-                f"warning: {len(flipped)} landmark triangle{'s' if len(flipped) > 1 else ''} (pairs {listed}) "
-                f"turn{'' if len(flipped) > 1 else 's'} the other way in image 1: a warp through them must fold or "
-                "swirl there; check those pairs (move or drop one of each triangle)",
-                file=sys.stderr,
-            )
-    staging = _staging_folder(args.output, True)
-    report = ProgressPrinter()
+            print(f"warning: {flipped_warning(flipped)}", file=sys.stderr)
+    params = {"names": list(names), "encoding": "linear", "frames": args.frames, "preset": args.preset,
+              "steps": args.steps, "size": args.size, "blend": args.blend,
+              "model": None if args.render_only is None else str(args.render_only), "device": args.device,
+              "seed": args.seed}  # fmt: skip
     try:
-        train_seconds = None
-        if args.render_only is None:
-            report("morph", 0, config.steps, None, None)
-            morph = train_image_morph(
-                geometries, landmarks, config, names=names,
-                on_progress=lambda p: report("morph", p.step, p.total, p.loss, p.eta_s),
-            )
-            train_seconds = round(morph.metadata["image_morph"]["train_seconds"], 2)
-            morph.save(staging / MODEL_FILENAME)
-        times = even_times(args.frames)
-        files, started = [], time.perf_counter()
-        report("frames", 0, len(times), None, None)
-
-        def write(index: int, total: int, pixels) -> None:
+        spec = JOBS["image_morph"].from_params(params)
+    except JobParamError as error:
+        raise ValueError(str(error) if error.param is None else f"--{error.param} {error.problem}") from None
+    staging = _staging_folder(args.output, True)
+    try:
+        output = spec.run(inputs, JobContext(output_dir=staging, report=ProgressPrinter(), input_name=str))
+        files = []
+        for index in range(args.frames):
             files.append(FRAME_FILENAME.format(index))
-            write_image(staging / files[-1], pixels)
-            report("frames", index + 1, total, None, None)
-
-        render_frames(morph, *images, times, size=None if args.size is None else tuple(args.size), blend=args.blend,
-                      on_frame=write)
-        quality = morph.metadata["image_morph"].get("report", {})
-        size = list(args.size) if args.size is not None else [images[0].width, images[0].height]
-        summary = {
-            "times": times,
-            "frames": files,
-            "model": MODEL_FILENAME if args.render_only is None else str(args.render_only),
-            "images": list(names),
-            "size": size,
-            "blend": args.blend,
-            "preset": None if args.render_only else args.preset,
-            "steps": None if args.render_only else config.steps,
-            "landmark_pairs": len(morph.metadata["image_morph"]["landmarks"]["image0"]),
-            "start": morph.metadata["image_morph"].get("start"),
-            "flipped_triangles": morph.metadata["image_morph"].get("flipped_triangles", []),
-            "train_seconds": train_seconds,
-            "frame_seconds": round(time.perf_counter() - started, 2),
-            "device": morph.metadata["image_morph"].get("device"),
-            "quality": quality,
-            "folds": bool(quality.get("folds", False)),
-        }
+            write_image(staging / files[-1], output.arrays[f"frame_{index}"])
+        summary = {"times": output.summary["times"], "frames": files,
+                   "model": MODEL_FILENAME if args.render_only is None else str(args.render_only),
+                   **{key: value for key, value in output.summary.items() if key not in ("times", "warnings")}}  # fmt: skip
         (staging / TIMES_FILENAME).write_text(json.dumps(summary, indent=2) + "\n")
         _publish(staging, args.output, True)
     finally:
@@ -179,17 +147,12 @@ def _run(args: argparse.Namespace) -> int:
     done = f"wrote {len(files)} frames, {TIMES_FILENAME}"
     done += f" and {MODEL_FILENAME}" if args.render_only is None else ""
     print(f"{done} to {args.output}")
+    quality = summary["quality"]
     lines = _quality_lines(quality)
     if lines:
         print(lines[0])
     if summary["folds"]:
-        where = quality.get("min_det_at") or {}
-        print(
-            f"error: the warp folds: det dT/dx = {quality['min_det']:.3g} <= 0 at t = {where.get('time')}, pixel "
-            f"{[round(v, 1) for v in where.get('pixel', [])]} of image 0 ({quality['folded_points']} grid points); "
-            "the frames show the fold. Check the landmark pairs there (crossing pairs fold any warp), or train longer",
-            file=sys.stderr,
-        )
+        print(f"error: {fold_message(quality)}", file=sys.stderr)
         return 1
     return 0
 
