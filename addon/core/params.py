@@ -17,6 +17,7 @@ import numpy as np
 from .bake import bake_params
 from .evolution import FieldEmpty, flow_params, frame_times
 from .frames import frame_count
+from .images import image_fit_params, image_morph_params, image_render_params, image_tile_params
 from .morph import ENGINE_METHODS
 
 NO_CURVATURE = "NONE"
@@ -168,5 +169,9 @@ BUILDERS = {
     "evolve": evolve_params,
     "morph": morph_params,
     "bake": bake_params,
+    "image_fit": image_fit_params,
+    "image_render": image_render_params,
+    "image_tile": image_tile_params,
+    "image_morph": image_morph_params,
 }
 """The params builder of each job kind the add-on runs."""

@@ -40,6 +40,9 @@ MORPH = dict(
     method="LEVELSET", names=("Small", "Large"), frame_start=1, frame_end=48, preset="fast", fit_steps=None,
     steps=None, resolution=96, device="auto", seed=0, animate_source=True,
 )  # fmt: skip
+IMAGE_FIT = dict(name="Brick", encoding="srgb", preset="fast", levels=4, steps=None, tuner=False, device="auto", seed=0)
+IMAGE_TILE = dict(name="Brick", encoding="linear", size=None, preset="cpu", steps=None, device="auto", seed=0)
+IMAGE_MORPH = dict(names=("Face A", "Face B"), encoding="srgb", frames=24, preset="cpu", steps=None, device="auto", seed=0)
 CASES = [
     ("fit", FIT),
     ("fit", {**FIT, "preset": "tiny", "steps": 250, "resolution": 64, "device": "cpu", "seed": 7,
@@ -60,6 +63,15 @@ CASES = [
                   project=False, device="auto")),
     ("bake", dict(model="/m.pt", size=16, quantity="curvedness", colormap="sequential", value_range=(0.0, 2.0),
                   project=True, device="cpu")),
+    ("image_fit", IMAGE_FIT),
+    ("image_fit", {**IMAGE_FIT, "encoding": "linear", "preset": "gpu", "levels": 1, "steps": 200, "tuner": True,
+                   "device": "cuda", "seed": 4}),
+    ("image_render", dict(model="/cache/Brick_Fit-1.pt", size=(512, 256), level=None, device="auto")),
+    ("image_render", dict(model="/cache/Brick_Fit-1.pt", size=(64, 32), level=1.5, device="cpu")),
+    ("image_tile", IMAGE_TILE),
+    ("image_tile", {**IMAGE_TILE, "size": 1024, "preset": "gpu", "steps": 40, "seed": 1}),
+    ("image_morph", IMAGE_MORPH),
+    ("image_morph", {**IMAGE_MORPH, "encoding": "linear", "frames": 2, "preset": "gpu", "steps": 5, "device": "cpu"}),
 ]  # fmt: skip
 """Representative values of what each operator reads from Blender, the optional (None) ones included."""
 
