@@ -84,7 +84,7 @@ JOB_KINDS = (
     "fit", "extract", "curvature", "evolve", "morph", "bake", "image_fit", "image_render", "image_tile", "image_morph",
     "render",
 )  # fmt: skip
-STAGES = ("fit", "extract", "measure", "curvature", "evolve", "morph", "frames", "render")
+STAGES = ("fit", "extract", "measure", "curvature", "evolve", "morph", "frames", "render", "track")
 TRAINING_STAGES = ("fit", "evolve", "morph")
 """Stages whose steps are optimizer steps (with a loss), prepared by sampling before step 1."""
 MORPH_METHODS = ("levelset", "flow")

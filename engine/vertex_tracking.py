@@ -146,8 +146,17 @@ def track_vertices(
     config = config or TrackingConfig()
     vertices, faces, times = _checked(model, vertices, faces, times, resolution, frames)
     spacing = 2.0 / (resolution - 1)
+    parameter = next(iter(model.network.parameters()), None)
+    home = torch.device("cpu") if parameter is None else parameter.device
+    tracker = _Tracker(model.network.to(pick_device(config.device)), config, spacing)
+    try:
+        return _tracked(model, tracker, vertices, faces, times, config, frames, on_frame, should_cancel)
+    finally:
+        model.network.to(home)
+
+
+def _tracked(model, tracker, vertices, faces, times, config, frames, on_frame, should_cancel) -> TrackedVertices:
     time_scale = model.metadata[TIME_KEY]["time_scale"]
-    tracker = _Tracker(model.network, pick_device(config.device), config, spacing)
     unit = model.normalization.to_unit(vertices)
 
     off = tracker.distances(*tracker.values_and_gradients(unit, times[0] / time_scale)).max()
@@ -213,13 +222,13 @@ def _checked(model, vertices, faces, times, resolution, frames):
 class _Tracker:
     """Newton steps on the network f(x, tau), in unit-cube coordinates; distances in grid spacings."""
 
-    def __init__(self, network: torch.nn.Module, device: torch.device, config: TrackingConfig, spacing: float):
-        self.network, self.device, self.config, self.spacing = network, device, config, spacing
-        self.dtype = next(iter(network.parameters()), torch.zeros((), dtype=torch.float32)).dtype
+    def __init__(self, network: torch.nn.Module, config: TrackingConfig, spacing: float):
+        self.network, self.config, self.spacing = network, config, spacing
+        parameter = next(iter(network.parameters()), torch.zeros(()))
+        self.dtype, self.device = parameter.dtype, parameter.device
 
     def values_and_gradients(self, points: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
         values, gradients = [], []
-        self.network.to(self.device)
         for begin in range(0, len(points), EVALUATION_BATCH):
             chunk = torch.as_tensor(points[begin : begin + EVALUATION_BATCH], dtype=self.dtype, device=self.device)
             taus = chunk.new_full((len(chunk), 1), tau)

@@ -11,19 +11,22 @@ STAGE_VERBS = {
     "measure": "measuring the surface",
 }
 """Stages shown by what they do."""
-STEP_NAMES = {"fit": "step", "evolve": "training step", "morph": "step", "frames": "extracting frames"}
+STEP_NAMES = {
+    "fit": "step", "evolve": "training step", "morph": "step", "frames": "extracting frames", "track": "tracking vertices",
+}  # fmt: skip
 """Stages shown by their count, e.g. "step 120/300"; a fit's training is its main work, so its steps go unnamed."""
 JOB_PHASES = {"morph": {"fit": "fitting both shapes", "morph": "training the morph"}}
 """Training stages named before their count, by job kind, in jobs that train more than one thing."""
 JOB_STAGE_SPANS = {
     "fit": {"fit": (0.0, 0.95), "extract": (0.95, 1.0), "measure": (1.0, 1.0)},
-    "evolve": {"evolve": (0.0, 0.9), "frames": (0.9, 1.0), "curvature": (1.0, 1.0)},
+    "evolve": {"evolve": (0.0, 0.9), "frames": (0.9, 1.0), "track": (1.0, 1.0), "curvature": (1.0, 1.0)},
     "morph": {"fit": (0.0, 0.5), "morph": (0.5, 0.9), "frames": (0.9, 1.0)},
 }
 """The part of a job's progress bar each of its stages fills, by job kind, in the order the engine reports them
 (`engine.jobs.JOBS[kind].stages`; a kind not listed: each stage all of it). Two stages fill none of it: a fit's
-``measure`` (the add-on asks for no metrics, so it never runs) and an evolution's ``curvature`` (the colours of the
-frames already meshed: the bar stays full while the text says so, frame by frame with its ETA)."""
+``measure`` (the add-on asks for no metrics, so it never runs) and an evolution's ``track`` and ``curvature`` (the
+tracked vertices and the colours of the frames already meshed: the bar stays full while the text says so, frame by
+frame with its ETA)."""
 
 
 def estimated_normals_text(estimated: list[str], sources: int) -> str:
@@ -86,7 +89,7 @@ def hidden_sources_text(names: list[str]) -> str:
 
 
 SHORT_STEP_NAMES = {
-    "fit": "Step", "evolve": "Step", "morph": "Step", "frames": "Frame",
+    "fit": "Step", "evolve": "Step", "morph": "Step", "frames": "Frame", "track": "Tracking",
 }  # fmt: skip
 """How the panel names a counted stage ("Step 77/300"), by stage."""
 SHORT_JOB_PHASES = {"morph": {"fit": "Fitting", "morph": "Morph"}}

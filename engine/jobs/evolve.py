@@ -17,11 +17,13 @@ class EvolveJob(JobSpec):
     """Train f(x, t) = g(x) + t c(x, t) from the fitted model g under ``flow`` and mesh it at ``times``. No inputs.
     Outputs per frame i ``vertices_<i>`` (n, 3) float64 and ``faces_<i>`` (m, 3) int32 (empty where the surface has
     vanished), ``times``; with ``curvature`` also ``colors_<i>`` (n, 4) float32 sRGB on one range shared by every
-    frame and the fields ``mean_<i>``, ``gaussian_<i>``, ``k1_<i>``, ``k2_<i>`` (n,) float32. File
-    ``evolution.pt``."""
+    frame and the fields ``mean_<i>``, ``gaussian_<i>``, ``k1_<i>``, ``k2_<i>`` (n,) float32; with ``track_vertices``
+    also ``tracked_faces`` (m, 3) int32 (the first frame's) and ``tracked_positions`` (k, n, 3) float64, the first
+    frame's vertices at the first k times, for as long as the tracked mesh stays valid (summary ``tracking``: frames,
+    stop {frame, time, reason, message} or null, seconds). File ``evolution.pt``."""
 
     kind = "evolve"
-    stages = ("evolve", "frames", "curvature")
+    stages = ("evolve", "frames", "track", "curvature")
 
     model: str
     """Path of a model file written by a fit."""
@@ -42,6 +44,9 @@ class EvolveJob(JobSpec):
     """Also colour each frame by this quantity (a name of engine.colormaps.QUANTITIES)."""
     colormap: Colormap = "auto"
     """The colour map of the curvature colours."""
+    track_vertices: bool = False
+    """Also carry the first frame's mesh along the flow (one topology, engine.vertex_tracking) until it stops being
+    valid."""
 
     def check(self) -> None:
         from ..colormaps import QUANTITIES
@@ -98,6 +103,9 @@ class EvolveJob(JobSpec):
             "curvature": self.curvature,
             "colormap": self.colormap,
         }
+        if self.track_vertices:
+            context.raise_if_cancelled("before tracking the vertices")
+            arrays.update(self._tracked(evolved, frames, summary, context))
         if self.curvature is not None:
             context.raise_if_cancelled("before the curvature colours")
             context.report("curvature", 0, len(frames), None, None)
@@ -118,3 +126,29 @@ class EvolveJob(JobSpec):
                     arrays[f"{name}_{index}"] = values.fields[name].astype(np.float32)
         save_evolution(evolved, context.output_dir / protocol.EVOLUTION_MODEL_FILENAME)
         return JobOutput(arrays, {"model": protocol.EVOLUTION_MODEL_FILENAME}, summary)
+
+    def _tracked(self, evolved, frames: list, summary: dict, context: JobContext) -> dict[str, np.ndarray]:
+        """The tracked frames' arrays; their facts go into ``summary["tracking"]``."""
+        from ..vertex_tracking import TrackingConfig, track_vertices
+
+        first = frames[0]
+        if len(first.faces) == 0:
+            self.fail("track_vertices", f"needs a surface at the first time t = {self.times[0]:g}: it has vanished there")
+        started = time.perf_counter()
+
+        def report(done: int, total: int) -> None:
+            elapsed = time.perf_counter() - started
+            context.report("track", done, total, None, elapsed / done * (total - done))
+
+        context.report("track", 0, len(frames), None, None)
+        tracked = track_vertices(
+            evolved, first.vertices, first.faces, self.times, self.resolution, TrackingConfig(device=self.device),
+            frames=frames, on_frame=report, should_cancel=context.should_cancel,
+        )  # fmt: skip
+        context.report("track", len(frames), len(frames), None, 0.0)
+        summary["tracking"] = {
+            "frames": len(tracked.positions),
+            "stop": None if tracked.stop is None else tracked.stop.to_dict(),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        return {"tracked_faces": tracked.faces.astype(np.int32), "tracked_positions": tracked.positions}
