@@ -256,3 +256,61 @@ def test_camera_files_are_named_in_errors(tmp_path):
         load_camera(tmp_path / "missing.json")
     path.write_text(json.dumps(GOOD))
     assert load_camera(path).resolution == (8, 6)
+
+
+def small_model(path):
+    """A small smooth SIREN whose zero set is a closed blob (its output bias pushes the field up away from the
+    origin) saved as a model file: what the command line and the worker render alike."""
+    from engine.model import SDFModel
+    from engine.networks import Siren, SirenConfig
+
+    torch.manual_seed(5)
+    network = Siren(SirenConfig(hidden_features=16, hidden_layers=1, first_omega=3.0))
+    with torch.no_grad():
+        network.output.bias.fill_(float(-network(torch.zeros(1, 3))[0]))  # f(0) = 0: the surface passes the centre
+    SDFModel(network, NORMALIZATION).save(path)
+    return path
+
+
+def test_the_command_line_and_the_worker_render_alike(tmp_path):
+    import imageio.v3 as iio
+
+    from tests.conftest import run_engine_cli
+    from tests.engine.test_worker import WorkerUnderTest, job
+
+    model = small_model(tmp_path / "model.pt")
+    camera = looking_at_center([0.5, -3.5, 1.0], resolution=(24, 16))
+    (tmp_path / "camera.json").write_text(json.dumps(camera))
+    run = run_engine_cli("render", model, "-o", tmp_path / "cli", "--camera", tmp_path / "camera.json", "--device",
+                         "cpu", "--no-multiscale", "--shading", "curvature", "--max-steps", "300")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "wrote" in run.stdout and "pixels hit" in run.stdout
+    worker = WorkerUnderTest()
+    assert worker.next()["type"] == "hello"
+    directory = tmp_path / "worker"
+    directory.mkdir()
+    params = {"model": str(model), "camera": camera, "device": "cpu", "multiscale": False, "shading": "curvature",
+              "max_steps": 300}  # fmt: skip
+    worker.send(job("1", "render", directory, **params))
+    end, _ = worker.until_end_of_job("1")
+    assert end["type"] == "result", end
+    assert worker.close() == 0
+    with np.load(directory / end["outputs"], allow_pickle=False) as outputs:
+        arrays = {name: outputs[name] for name in outputs.files}
+    np.testing.assert_array_equal(np.load(tmp_path / "cli" / "depth.npy"), arrays["depth"])
+    np.testing.assert_array_equal(np.load(tmp_path / "cli" / "normal.npy"), arrays["normal"])
+    assert np.isfinite(arrays["depth"]).sum() > 20 and arrays["rgba"].shape == (16, 24, 4)
+    image = iio.imread(tmp_path / "cli" / "render.png")
+    np.testing.assert_array_equal(image[..., 3] == 255, arrays["rgba"][..., 3] == 1)
+    report = json.loads((tmp_path / "cli" / "render.json").read_text())
+    assert report["evaluations"] == end["summary"]["evaluations"] and report["camera"] == camera_from_dict(camera).to_dict()
+
+
+def test_the_command_line_names_a_bad_camera_file(tmp_path):
+    from tests.conftest import run_engine_cli
+
+    model = small_model(tmp_path / "model.pt")
+    (tmp_path / "camera.json").write_text(json.dumps({**GOOD, "fov": 0}))
+    run = run_engine_cli("render", model, "-o", tmp_path / "out", "--camera", tmp_path / "camera.json")
+    assert run.returncode == 2 and not (tmp_path / "out").exists()
+    assert "camera.json" in run.stderr and "strictly between 0 and 180" in run.stderr

@@ -1,0 +1,144 @@
+"""Preview render speed (issue 15): single-scale against multiscale sphere tracing of a fitted bunny, one thread.
+
+    PYTHONPATH=. OMP_NUM_THREADS=1 python bench/render_speed.py [--sizes 256 512] [--steps 600] [--models DIR]
+
+Models (fitted once into ``--models``, default out/bench/render_speed/, and reused; the fits are short, ``--steps``
+per stage, so the numbers describe the renderer, not the best bunny):
+- ``single``: the fast preset's 3x256 SIREN (omega 30) on /work/shared/meshes/bunny.ply;
+- ``nested``: `engine.multires_fit.fit_multires` with 2 levels (2x128 at omega 15, then a 3x256 residual at omega 30
+  trained in the band of the first), deltas measured by the fit;
+- ``coarse``: the tiny preset's 2x64 SIREN (omega 15) fitted alone, put in front of ``single`` with delta = 1.3 max
+  |f_coarse| over the single model's extracted surface (an un-nested coarse net: DESIGN 7.2's measurement here).
+
+Rows per size: each model single-scale (the finest level alone) and multiscale. Columns: evaluations of the finest
+stage (the expensive network), of every stage, CPU seconds of the whole render (time.process_time, one thread),
+steps per ray, and the PSNR of the multiscale image against the same model's single-scale image (RGB with the
+background black; pixels whose coverage differs counted), with the share of pixels whose coverage differs.
+The camera looks at the bunny's front from 3.2 half-sizes away, horizontal fov 40 degrees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MESH = Path("/work/shared/meshes/bunny.ply")
+
+
+def fit_models(folder: Path, steps: int) -> dict[str, Path]:
+    """The three models of the module's notes, fitted where missing."""
+    from engine.fit import preset
+    from engine.mesh_io import load_mesh
+
+    folder.mkdir(parents=True, exist_ok=True)
+    mesh = load_mesh(MESH)
+    paths = {name: folder / f"{name}.pt" for name in ("single", "nested", "coarse")}
+    if not paths["single"].exists():
+        from engine.fit import fit_sdf
+
+        fit_sdf(mesh, preset("fast", steps=steps, device="cpu")).save(paths["single"])
+    if not paths["coarse"].exists():
+        from engine.fit import fit_sdf
+
+        fit_sdf(mesh, preset("tiny", steps=min(steps, 300), device="cpu")).save(paths["coarse"])
+    if not paths["nested"].exists():
+        from engine.multires_fit import fit_multires
+
+        fit_multires(mesh, preset("fast", steps=steps, device="cpu"), 2).save(paths["nested"])
+    return paths
+
+
+def coarse_delta(coarse, single) -> float:
+    """1.3 max |f_coarse| (unit-cube units) over the single model's extracted surface (its vertices)."""
+    from engine.extraction import extract_mesh
+    from engine.networks import evaluate
+
+    vertices, _ = extract_mesh(single, 128)
+    unit = single.normalization.to_unit(vertices)
+    # The coarse model was fitted alone: its own cube; distances compared in input units, then in the single's cube.
+    coarse_unit = torch.as_tensor(coarse.normalization.to_unit(single.normalization.to_input(unit)), dtype=torch.float32)
+    input_distance = evaluate(coarse.network, coarse_unit).abs().max().item() / coarse.normalization.scale
+    return 1.3 * input_distance * single.normalization.scale
+
+
+def camera_for(model, size: int):
+    from engine.render_camera import camera_from_dict
+
+    center, half = np.asarray(model.normalization.center), 0.9 / model.normalization.scale
+    return camera_from_dict({"location": (center + [0.0, 0.0, 3.2 * half]).tolist(), "rotation": np.eye(3).tolist(),
+                             "type": "perspective", "fov": 40.0, "resolution": [size, size]})  # fmt: skip
+
+
+def psnr(reference: np.ndarray, image: np.ndarray) -> float:
+    mse = float(((reference[..., :3] * reference[..., 3:] - image[..., :3] * image[..., 3:]) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--steps", type=int, default=600, help="fit steps per stage of the models fitted here")
+    parser.add_argument("--models", type=Path, default=Path("out/bench/render_speed"))
+    parser.add_argument("--only", nargs="+", default=["single", "nested", "coarse"])
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    from engine.model import load_model
+    from engine.render import RenderSettings, render
+    from engine.render_levels import coarse_first, level_stack
+
+    began = time.process_time()
+    paths = fit_models(args.models, args.steps)
+    fit_cpu = time.process_time() - began
+    single, nested, coarse = (load_model(paths[name]) for name in ("single", "nested", "coarse"))
+    delta = coarse_delta(coarse, single)
+    # The coarse net re-expressed in the single model's cube, so both levels take the same points.
+    from engine.model import reexpressed
+
+    coarse_net = reexpressed(coarse, single.normalization)
+    stacks = {
+        "single": (level_stack(single.network), single.normalization, "3x256 SIREN (one level)"),
+        "nested": (level_stack(nested.network), nested.normalization,
+                   f"nested 2x128 + 3x256 residual, deltas {[round(d, 4) for d in level_stack(nested.network).deltas]}"),
+        "coarse": (coarse_first(coarse_net, single.network, delta), single.normalization,
+                   f"2x64 coarse SIREN in front of the 3x256, delta {delta:.4f} (1.3 max |f_coarse| on its surface)"),
+    }  # fmt: skip
+    print(f"models in {args.models} (fit CPU s this run: {fit_cpu:.0f}); one thread; camera fov 40, 3.2 half-sizes\n")
+    print("| model | size | mode | finest-stage evals | all-stage evals | CPU s | steps/ray | hits | PSNR vs single | coverage differs |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for size in args.sizes:
+        for name in args.only:
+            stack, normalization, description = stacks[name]
+            camera = camera_for(single, size)
+            reference = None
+            for multiscale in (False, True) if len(stack.stages) > 1 else (False,):
+                settings = RenderSettings(multiscale=multiscale)
+                started = time.process_time()
+                result = render(stack, normalization, camera, settings)
+                seconds = time.process_time() - started
+                report = result.report
+                evaluations = report["evaluations"]
+                if reference is None:
+                    reference, base = result, (evaluations[-1], seconds)
+                    quality, differs = "(reference)", ""
+                else:
+                    quality = f"{psnr(reference.rgba, result.rgba):.1f} dB"
+                    coverage = np.isfinite(reference.depth) != np.isfinite(result.depth)
+                    differs = f"{100 * coverage.mean():.3f} %"
+                ratio = "" if result is reference else f" ({base[0] / max(evaluations[-1], 1):.1f}x fewer)"
+                speed = "" if result is reference else f" ({base[1] / seconds:.1f}x)"
+                mode = "multiscale" if multiscale else "single-scale"
+                print(f"| {name} | {size}² | {mode} | {evaluations[-1]:,}{ratio} | {sum(evaluations):,} | "
+                      f"{seconds:.2f}{speed} | {report['steps']['mean_per_ray']:.1f} | {report['hits']:,} | {quality} | "
+                      f"{differs} |", flush=True)  # fmt: skip
+    print()
+    for name in args.only:
+        print(f"- {name}: {stacks[name][2]}")
+
+
+if __name__ == "__main__":
+    main()
