@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 from .. import protocol
-from .base import Device, JobContext, JobOutput, JobSpec, extract_surface, input_shapes
+from .base import MAX_STEPS, Device, JobContext, JobOutput, JobSpec, check_bounds, extract_surface, input_shapes
 
 MAX_PREVIEW_INTERVAL_S = 3600.0
 """Longest interval between live previews: an hour (longer is as good as none)."""
@@ -51,6 +52,11 @@ class FitJob(JobSpec):
     oriented points, distance from the nearest points); siren, no distance (SIREN's off-surface loss)."""
     metrics: bool = True
     """Measure the surface against the input (Chamfer-L1, normal consistency, F-score, IoU, Hausdorff)."""
+    colors: bool = False
+    """Also fit a colour network from the inputs' colours (vertex_colors_<i>, or color_points_<i> with
+    color_values_<i>) and give the extracted vertices their colours."""
+    color_steps: int | None = None
+    """Colour network training steps (default: the preset's, engine.surface_colors.COLOR_PRESETS)."""
     preview_interval: float = 0.0
     """Seconds between live previews of the surface while it trains (a low-resolution extraction written for the
     front end that shows it; previews take about 5 % of the training time at most); 0: none. The command line shows
@@ -67,6 +73,9 @@ class FitJob(JobSpec):
             self.fail("preset", f"must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if not self.names:
             self.fail("names", "must name at least one input mesh")
+        check_bounds(self, "color_steps", 1, MAX_STEPS)
+        if self.color_steps is not None and not self.colors:
+            self.fail("color_steps", "needs colors (a colour network to train)")
 
     def fit_config(self):
         """The `engine.fit.FitConfig` of these settings."""
@@ -77,6 +86,15 @@ class FitJob(JobSpec):
         if self.steps is not None:
             overrides["steps"] = self.steps
         return preset(self.preset, **overrides)
+
+    def color_config(self):
+        """The `engine.surface_colors.ColorConfig` of these settings."""
+        from ..surface_colors import COLOR_PRESETS
+
+        overrides = {"device": self.device, "seed": self.seed}
+        if self.color_steps is not None:
+            overrides["steps"] = self.color_steps
+        return dataclasses.replace(COLOR_PRESETS[self.preset], **overrides)
 
     def run(self, inputs: dict[str, np.ndarray], context: JobContext) -> JobOutput:
         from ..fit import fit_sdf
@@ -96,6 +114,8 @@ class FitJob(JobSpec):
         if clouds and self.curvature_sampling:
             self.fail("curvature_sampling", "needs meshes: point clouds are sampled by their points' areas")
         config = self.fit_config()
+        color_samples, color_config = self._color_samples(inputs, shapes, context)
+        color_steps = color_config.steps if color_config else 0
         preview = on_step = None
         if self.preview_interval > 0 and context.show_preview is not None:
             preview = LivePreview(self.preview_interval, context.show_preview)
@@ -103,7 +123,7 @@ class FitJob(JobSpec):
             def on_step(step, model):
                 if step < config.steps and preview.due():  # the last step's surface is the result itself
                     preview.show_model(model)
-        context.report("fit", 0, config.steps, None, None)
+        context.report("fit", 0, config.steps + color_steps, None, None)
         estimated = [name for name, shape in zip(self.names, shapes) if clouds and shape.normals is None]
         if estimated:
             shapes = [with_normals(shape) for shape in shapes]
@@ -111,13 +131,26 @@ class FitJob(JobSpec):
         model = fit_sdf(
             shapes,
             config,
-            on_progress=context.training_progress("fit"),
+            on_progress=_counted(context, 0, config.steps + color_steps),
             should_cancel=context.should_cancel,
             on_step=on_step,
         )
         model.metadata["sources"] = list(self.names)
+        if color_samples is not None:
+            from ..surface_colors import fit_colors
+
+            context.raise_if_cancelled("after training the shape, before its colours")
+            model = fit_colors(
+                model, color_samples, color_config, should_cancel=context.should_cancel,
+                on_progress=_counted(context, config.steps, config.steps + color_steps),
+            )  # fmt: skip
         context.raise_if_cancelled("after training, before extraction")
         vertices, faces, extract_seconds = extract_surface(model, self.resolution, self.device, context)
+        arrays = {"vertices": vertices, "faces": faces}
+        if model.colors is not None:
+            from ..surface_colors import colors_at
+
+            arrays["colors"] = colors_at(model, vertices)
         reference = merge_point_clouds(shapes) if clouds else merge_meshes(shapes)
         summary = {
             "train_seconds": round(model.metadata["train_seconds"], 2),
@@ -142,6 +175,14 @@ class FitJob(JobSpec):
                     "neighbours, oriented along a spanning tree and by the winding number): where the result's inside "
                     "and outside look swapped, give normals"
                 ]
+        if model.colors is not None:
+            from ..model import COLORS_KEY
+
+            facts = model.metadata[COLORS_KEY]
+            summary["colors"] = {
+                "samples": facts["samples"], "train_seconds": round(facts["train_seconds"], 2),
+                "training_psnr_db": round(facts["training_psnr_db"], 2), "steps": color_steps,
+            }  # fmt: skip
         if preview is not None:
             summary["previews"] = preview.shown
             summary["preview_seconds"] = round(preview.spent_s, 2)
@@ -165,7 +206,28 @@ class FitJob(JobSpec):
             context.report("measure", 1, 1, None, None)
             summary["metrics"] = measured.to_dict()
         model.save(context.output_dir / protocol.MODEL_FILENAME)
-        return JobOutput({"vertices": vertices, "faces": faces}, {"model": protocol.MODEL_FILENAME}, summary)
+        return JobOutput(arrays, {"model": protocol.MODEL_FILENAME}, summary)
+
+    def _color_samples(self, inputs, shapes, context: JobContext):
+        """The inputs' colour samples and the colour settings (None, None without ``colors``), checked before any
+        training."""
+        from ..color_samples import COLOR_INPUT_PREFIXES, input_color_samples
+
+        if not self.colors:
+            given = sorted(name for name in inputs if name.startswith(COLOR_INPUT_PREFIXES))
+            if given:
+                self.fail("colors", f"is false, but the inputs hold colours ({', '.join(given)}): set it to fit them")
+            return None, None
+        config = self.color_config()
+        shown = [context.input_name(name) for name in self.names]
+        rng = np.random.default_rng(self.seed)
+        return input_color_samples(inputs, shapes, shown, config.pool_size, rng), config
+
+
+def _counted(context: JobContext, before: int, total: int):
+    """An ``on_progress`` that reports a training as the ``fit`` stage, its steps after ``before`` of ``total``
+    (the shape's steps, then the colours')."""
+    return lambda p: context.report("fit", before + p.step, total, p.loss, p.eta_s)
 
 
 def _listed(names: list[str], context: JobContext) -> str:
@@ -175,7 +237,8 @@ def _listed(names: list[str], context: JobContext) -> str:
 
 @dataclass(frozen=True)
 class ExtractJob(JobSpec):
-    """Extract a fitted model's zero level set again, without training. Outputs as for ``fit``."""
+    """Extract a fitted model's zero level set again, without training. Outputs as for ``fit`` (``colors`` too when
+    the model has a colour network)."""
 
     kind = "extract"
     stages = ("extract",)
@@ -193,4 +256,9 @@ class ExtractJob(JobSpec):
         model = load_model(self.model)
         vertices, faces, seconds = extract_surface(model, self.resolution, self.device, context)
         summary = {"vertices": int(len(vertices)), "faces": int(len(faces)), "extract_seconds": round(seconds, 2)}
-        return JobOutput({"vertices": vertices, "faces": faces}, {}, summary)
+        arrays = {"vertices": vertices, "faces": faces}
+        if model.colors is not None:
+            from ..surface_colors import colors_at
+
+            arrays["colors"] = colors_at(model, vertices)
+        return JobOutput(arrays, {}, summary)
