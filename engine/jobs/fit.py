@@ -38,7 +38,11 @@ class FitJob(JobSpec):
     preset: str = "fast"
     """Starting settings: a name of engine.fit.PRESETS."""
     steps: int | None = None
-    """Optimizer steps (default: the preset's)."""
+    """Optimizer steps (default: the preset's); with levels, of each level."""
+    levels: int = 1
+    """Levels of detail in one model (engine.multires_fit): 1, one SIREN; 2 to 4, a small smooth SIREN and residual
+    SIRENs of rising frequency, each trained in a band around the coarser levels' surface (nested levels; extract
+    any level later). The surface is the finest level's."""
     resolution: int = 256
     """Marching-cubes grid points per axis."""
     device: Device = "auto"
@@ -74,6 +78,9 @@ class FitJob(JobSpec):
         if not self.names:
             self.fail("names", "must name at least one input mesh")
         check_bounds(self, "color_steps", 1, MAX_STEPS)
+        from ..multires_fit import MAX_LEVELS
+
+        check_bounds(self, "levels", 1, MAX_LEVELS, "levels of detail a fit trains")
         if self.color_steps is not None and not self.colors:
             self.fail("color_steps", "needs colors (a colour network to train)")
 
@@ -97,8 +104,8 @@ class FitJob(JobSpec):
         return dataclasses.replace(COLOR_PRESETS[self.preset], **overrides)
 
     def run(self, inputs: dict[str, np.ndarray], context: JobContext) -> JobOutput:
-        from ..fit import fit_sdf
         from ..mesh_io import merge_meshes
+        from ..multires_fit import fit_levels
         from ..point_clouds import PointCloud, merge_point_clouds, with_normals
         from ..preview import LivePreview
 
@@ -116,22 +123,24 @@ class FitJob(JobSpec):
         config = self.fit_config()
         color_samples, color_config = self._color_samples(inputs, shapes, context)
         color_steps = color_config.steps if color_config else 0
+        shape_steps = config.steps * self.levels
         preview = on_step = None
         if self.preview_interval > 0 and context.show_preview is not None:
             preview = LivePreview(self.preview_interval, context.show_preview)
 
             def on_step(step, model):
-                if step < config.steps and preview.due():  # the last step's surface is the result itself
+                if step < shape_steps and preview.due():  # the last step's surface is the result itself
                     preview.show_model(model)
-        context.report("fit", 0, config.steps + color_steps, None, None)
+        context.report("fit", 0, shape_steps + color_steps, None, None)
         estimated = [name for name, shape in zip(self.names, shapes) if clouds and shape.normals is None]
         if estimated:
             shapes = [with_normals(shape) for shape in shapes]
             context.raise_if_cancelled("after estimating normals")
-        model = fit_sdf(
+        model = fit_levels(
             shapes,
             config,
-            on_progress=_counted(context, 0, config.steps + color_steps),
+            self.levels,
+            on_progress=_counted(context, 0, shape_steps + color_steps),
             should_cancel=context.should_cancel,
             on_step=on_step,
         )
@@ -142,7 +151,7 @@ class FitJob(JobSpec):
             context.raise_if_cancelled("after training the shape, before its colours")
             model = fit_colors(
                 model, color_samples, color_config, should_cancel=context.should_cancel,
-                on_progress=_counted(context, config.steps, config.steps + color_steps),
+                on_progress=_counted(context, shape_steps, shape_steps + color_steps),
             )  # fmt: skip
         context.raise_if_cancelled("after training, before extraction")
         vertices, faces, extract_seconds = extract_surface(model, self.resolution, self.device, context)
@@ -158,6 +167,8 @@ class FitJob(JobSpec):
             "loss": model.metadata["best_validation_loss"],
             "device": model.metadata["device"],
             "steps": config.steps,
+            "levels": self.levels,
+            **({"deltas": list(model.network.config.deltas)} if self.levels > 1 else {}),
             "preset": self.preset,
             "resolution": self.resolution,
             **({"input_points": int(len(reference.points))} if clouds else {"input_faces": int(len(reference.faces))}),
@@ -249,13 +260,26 @@ class ExtractJob(JobSpec):
     """Marching-cubes grid points per axis."""
     device: Device = "auto"
     """Where to evaluate the network."""
+    level: float | None = None
+    """Level of detail of a model fitted with levels: 0 the coarsest to levels - 1 the finest, between two a blend
+    (engine.multires); default the finest. Extracted band-culled: the finer stages only near the coarser surface."""
 
     def run(self, inputs: dict[str, np.ndarray], context: JobContext) -> JobOutput:
         from ..model import load_model
+        from ..multires import LevelOfDetail, MultiresSDF
 
         model = load_model(self.model)
+        if isinstance(model.network, MultiresSDF):
+            try:
+                model = dataclasses.replace(model, network=LevelOfDetail(model.network, self.level))
+            except ValueError as error:
+                self.fail("level", str(error))
+        elif self.level not in (None, 0):
+            self.fail("level", f"is {self.level:g}, but {self.model} holds one level (0): fit it with levels to choose")
         vertices, faces, seconds = extract_surface(model, self.resolution, self.device, context)
         summary = {"vertices": int(len(vertices)), "faces": int(len(faces)), "extract_seconds": round(seconds, 2)}
+        if self.level is not None:
+            summary["level"] = self.level
         arrays = {"vertices": vertices, "faces": faces}
         if model.colors is not None:
             from ..surface_colors import colors_at
