@@ -4,8 +4,10 @@ handlers."""
 import bpy
 
 from . import engine_jobs, model_store, operators, panels, preferences, preview, properties
+from .operators import image_registration
 
-classes = (*properties.classes, *preferences.classes, *operators.classes, *panels.classes)
+classes = (*properties.classes, *preferences.classes, *operators.classes, *panels.classes, *image_registration.classes)
+ATTACHED = (*properties.ATTACHED, *image_registration.ATTACHED)
 HANDLERS = (
     ("save_pre", model_store.gather_models_beside_blend),
     ("save_pre", preview.remove_previews),
@@ -16,6 +18,7 @@ HANDLERS = (
     ("load_post", preview.remove_stale),
     ("undo_post", preview.remove_stale),
     ("redo_post", preview.remove_stale),
+    *image_registration.HANDLERS,
 )
 """Which of bpy.app.handlers each handler goes to."""
 
@@ -23,21 +26,23 @@ HANDLERS = (
 def register():
     for cls in classes:
         bpy.utils.register_class(cls)
-    for owner, name, group in properties.ATTACHED:
+    for owner, name, group in ATTACHED:
         setattr(owner, name, bpy.props.PointerProperty(type=group))
     for name, handler in HANDLERS:
         getattr(bpy.app.handlers, name).append(handler)
+    image_registration.register_drawing()
 
 
 def unregister():
     engine_jobs.stop_all()
     preview.remove_all()
     engine_jobs.stop_warm_worker()
+    image_registration.unregister_drawing()
     for name, handler in HANDLERS:
         handlers = getattr(bpy.app.handlers, name)
         if handler in handlers:
             handlers.remove(handler)
-    for owner, name, _ in reversed(properties.ATTACHED):
+    for owner, name, _ in reversed(ATTACHED):
         delattr(owner, name)
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)

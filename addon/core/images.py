@@ -14,7 +14,6 @@ images, the Image Editor's coordinates, the jobs' params and the checks of their
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,6 +47,26 @@ def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
     """Encode linear values as sRGB (the inverse of `srgb_to_linear`)."""
     linear = np.asarray(linear, dtype=np.float64)
     return np.where(linear <= 0.0031308, linear * 12.92, 1.055 * np.maximum(linear, 0.0031308) ** (1 / 2.4) - 0.055)
+
+
+def _colour_channels(pixels: np.ndarray) -> slice:
+    return slice(0, 1 if pixels.shape[-1] <= 2 else 3)
+
+
+def decoded(pixels: np.ndarray) -> np.ndarray:
+    """sRGB-encoded pixels (h, w, c) in linear light: colour channels decoded, alpha as it is (float32)."""
+    out = np.array(pixels, dtype=np.float32)
+    colour = _colour_channels(out)
+    out[..., colour] = srgb_to_linear(out[..., colour])
+    return out
+
+
+def encoded(pixels: np.ndarray) -> np.ndarray:
+    """Linear pixels (h, w, c) sRGB-encoded and clipped to [0, 1] (what an 8-bit file holds), alpha clipped."""
+    out = np.array(pixels, dtype=np.float32)
+    colour = _colour_channels(out)
+    out[..., colour] = linear_to_srgb(out[..., colour])
+    return np.clip(out, 0.0, 1.0)
 
 
 def pixel_encoding(name: str, is_float: bool, colorspace: str) -> str:
@@ -255,15 +274,11 @@ def output_image(outputs: dict[str, np.ndarray], name: str, size: tuple[int, int
     return pixels.astype(np.float32)
 
 
-@dataclass(frozen=True)
-class ImageFacts:
-    """What an operator reads of a Blender image before a job: its name, size and how its pixels are encoded."""
-
-    name: str
-    width: int
-    height: int
-    encoding: str
-
-
-def tile_name(name: str) -> str:
-    return f"{name} Tile"
+def one_encoding(first: tuple[np.ndarray, str], second: tuple[np.ndarray, str]) -> tuple[np.ndarray, np.ndarray, str]:
+    """Two images' (pixels, encoding) in one encoding for one job: as they are when both share it, else both in
+    linear light (the sRGB one decoded)."""
+    (pixels0, encoding0), (pixels1, encoding1) = first, second
+    if encoding0 == encoding1:
+        return pixels0, pixels1, encoding0
+    as_linear = [decoded(p) if e == "srgb" else p for p, e in ((pixels0, encoding0), (pixels1, encoding1))]
+    return as_linear[0], as_linear[1], "linear"
