@@ -16,7 +16,7 @@ LOW_LEVEL = {
     "engine.conventions", "engine.mesh_io", "engine.ply_io", "engine.networks", "engine.training", "engine.sampling",
     "engine.extraction", "engine.geometry", "engine.colormaps", "engine.metrics", "engine.model", "engine.protocol",
     "engine.preview", "engine.point_clouds", "engine.texture_bake", "engine.render",
-    "engine.render_camera", "engine.render_levels",
+    "engine.render_camera", "engine.render_levels", "engine.multires",
 }
 FRONT_ENDS = {
     "engine.cli", "engine.worker", "engine.__main__", "engine.jobs",
@@ -31,6 +31,7 @@ ABOVE = {
     "engine.fields": {"engine.fit", "engine.evolution", "engine.surface_flows", MORPH},
     "engine.surface_flows": {"engine.fit", "engine.evolution", "engine.fields", MORPH},
     "engine.fit": {"engine.evolution", "engine.surface_flows", "engine.fields", MORPH},
+    "engine.multires_fit": {"engine.evolution", "engine.surface_flows", "engine.fields", MORPH},
     "engine.evolution": {"engine.fit", MORPH},
     MORPH: {"engine.evolution", "engine.surface_flows"},
 }
