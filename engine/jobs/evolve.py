@@ -124,6 +124,13 @@ class EvolveJob(JobSpec):
                 arrays[f"colors_{index}"] = values.colors.astype(np.float32)
                 for name in CURVATURE_FIELDS:
                     arrays[f"{name}_{index}"] = values.fields[name].astype(np.float32)
+        if model.colors is not None:
+            from ..surface_colors import colors_at
+
+            context.raise_if_cancelled("before the frames' colours")
+            for index, frame in enumerate(frames):
+                arrays[f"surface_colors_{index}"] = colors_at(model, frame.vertices)
+            summary["surface_colors"] = True
         save_evolution(evolved, context.output_dir / protocol.EVOLUTION_MODEL_FILENAME)
         return JobOutput(arrays, {"model": protocol.EVOLUTION_MODEL_FILENAME}, summary)
 

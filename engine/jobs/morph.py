@@ -19,7 +19,12 @@ class MorphJob(JobSpec):
     optionally guided by ``landmarks_source`` / ``landmarks_target`` (k, 3) point pairs (flow only). Outputs per
     frame i ``vertices_<i>``, ``faces_<i>`` and ``times``; with ``warp_source`` also ``source_positions`` (frames,
     n, 3) float64, the source's own vertices at each time (same topology). File ``morph.pt``. Coordinates are the
-    source's (the target is moved onto it with ``align`` "bounds")."""
+    source's (the target is moved onto it with ``align`` "bounds").
+
+    With ``colors``, both shapes' colours come in as for ``fit`` (``vertex_colors_<i>``, or ``color_points_<i>``
+    with ``color_values_<i>``; i = 0 the source, 1 the target), a colour network is fitted to each, and every frame
+    gets ``surface_colors_<i>`` (n, 3) float32 linear RGB: levelset, (1 - t) c_source + t c_target, each read on its
+    own shape; flow, the source's colour carried along the warp (read at T(x, -t))."""
 
     kind = "morph"
     stages = ("fit", "morph", "frames")
@@ -47,6 +52,9 @@ class MorphJob(JobSpec):
     """Seed of every random draw."""
     warp_source: bool = False
     """flow: also move the source mesh's own vertices along the morph (shape keys)."""
+    colors: bool = False
+    """Also fit both shapes' colours (vertex_colors_<i>, or color_points_<i> with color_values_<i>) and colour the
+    frames: blended (levelset) or carried along the warp (flow)."""
 
     def check(self) -> None:
         from ..fit import PRESETS
@@ -78,9 +86,24 @@ class MorphJob(JobSpec):
                 landmarks = (landmarks[0], np.asarray(landmarks[1], dtype=np.float64) * scale + offset)
         if landmarks is not None:  # checked before the fits, which take minutes
             checked_landmarks(landmarks, shared_cube(source, target))
-        fit_config = FitJob(
-            names=self.names, preset=self.preset, steps=self.fit_steps, device=self.device, seed=self.seed
-        ).fit_config()
+        fit_job = FitJob(names=self.names, preset=self.preset, steps=self.fit_steps, device=self.device, seed=self.seed)
+        fit_config = fit_job.fit_config()
+        color_samples = None
+        if self.colors:
+            from ..color_samples import input_color_samples
+
+            if alignment is not None:  # the target's colour samples move with it
+                inputs = dict(inputs)
+                if "color_points_1" in inputs:
+                    inputs["color_points_1"] = np.asarray(inputs["color_points_1"], dtype=np.float64) * scale + offset
+            shown = [context.input_name(name) for name in self.names]
+            pool = fit_job.color_config().pool_size
+            color_samples = input_color_samples(inputs, (source, target), shown, pool, np.random.default_rng(self.seed))
+        else:
+            from ..color_samples import COLOR_INPUT_PREFIXES
+
+            if any(name.startswith(COLOR_INPUT_PREFIXES) for name in inputs):
+                self.fail("colors", "is false, but the inputs hold colours: set it to colour the morph")
 
         context.report("fit", 0, 2 * fit_config.steps, None, None)
         model_a, model_b = fit_pair(
@@ -94,6 +117,13 @@ class MorphJob(JobSpec):
         )
         for model, name in zip((model_a, model_b), self.names):
             model.metadata["sources"] = [name]
+        if color_samples is not None:
+            from ..surface_colors import fit_colors
+
+            model_a, model_b = (
+                fit_colors(model, samples, fit_job.color_config(), should_cancel=context.should_cancel)
+                for model, samples in zip((model_a, model_b), color_samples)
+            )
         config = morph_config(self.method, steps=self.steps, device=self.device, seed=self.seed)
         context.report("morph", 0, config.steps, None, None)
         morphed = morph(
@@ -104,7 +134,16 @@ class MorphJob(JobSpec):
             on_progress=context.training_progress("morph"),
             should_cancel=context.should_cancel,
         )
-        arrays, _, frame_seconds = frame_arrays(morphed, tuple(times), self.resolution, context)
+        arrays, frames, frame_seconds = frame_arrays(morphed, tuple(times), self.resolution, context)
+        if color_samples is not None:
+            from ..surface_colors import blended_colors, colors_at
+
+            for index, frame in enumerate(frames):
+                if self.method == "flow":  # the source's colour where the warp takes each point back to
+                    back = warp_points(morphed, frame.vertices, -frame.time) if len(frame.vertices) else frame.vertices
+                    arrays[f"surface_colors_{index}"] = colors_at(model_a, back)
+                else:
+                    arrays[f"surface_colors_{index}"] = blended_colors(model_a, model_b, frame.vertices, frame.time)
         if self.warp_source:
             positions = [warp_points(morphed, source.vertices, t) for t in times]
             arrays["source_positions"] = np.stack(positions)
