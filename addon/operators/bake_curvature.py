@@ -122,6 +122,12 @@ class NEURALSDF_OT_bake_curvature(EngineJobOperator, bpy.types.Operator):
             image = bpy.data.images.new(name, self.size, self.size, alpha=not is_float, float_buffer=is_float)
             image[BAKE_TAG] = True
         elif tuple(image.size) != (self.size, self.size):
-            image.scale(self.size, self.size)
+            # Generated anew at the new size (scaling a packed image's buffer crashes Blender 5.0); packed again after.
+            image.source = "GENERATED"
+            image.generated_width = image.generated_height = self.size
+            image.use_generated_float = is_float
         image.colorspace_settings.name = "Non-Color" if is_float else "sRGB"
+        # What pack() writes: a float image packed as PNG would come back clamped to [0, 1] in 8 bits.
+        image.file_format = "OPEN_EXR" if is_float else "PNG"
+        image.use_fake_user = True  # an image no material uses yet is still saved with the .blend
         return image

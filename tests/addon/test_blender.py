@@ -121,6 +121,7 @@ def test_the_extension_registers_and_unregisters_cleanly(bpy):
         "operators": [
             "add_flow_field",
             "add_landmark_pair",
+            "bake_curvature",
             "bake_evolution",
             "check_engine",
             "curvature_colors",
