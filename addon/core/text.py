@@ -9,6 +9,7 @@ STAGE_VERBS = {
     "extract": "extracting the surface",
     "curvature": "evaluating curvature",
     "measure": "measuring the surface",
+    "render": "rendering",
 }
 """Stages shown by what they do."""
 STEP_NAMES = {
@@ -21,6 +22,9 @@ JOB_STAGE_SPANS = {
     "fit": {"fit": (0.0, 0.95), "extract": (0.95, 1.0), "measure": (1.0, 1.0)},
     "evolve": {"evolve": (0.0, 0.9), "frames": (0.9, 1.0), "track": (1.0, 1.0), "curvature": (1.0, 1.0)},
     "morph": {"fit": (0.0, 0.5), "morph": (0.5, 0.9), "frames": (0.9, 1.0)},
+    "image_fit": {"fit": (0.0, 0.98), "render": (0.98, 1.0)},
+    "image_tile": {"fit": (0.0, 0.98), "render": (0.98, 1.0)},
+    "image_morph": {"morph": (0.0, 0.9), "frames": (0.9, 1.0)},
 }
 """The part of a job's progress bar each of its stages fills, by job kind, in the order the engine reports them
 (`engine.jobs.JOBS[kind].stages`; a kind not listed: each stage all of it). Two stages fill none of it: a fit's
