@@ -207,6 +207,13 @@ class NeuralSDFEvolutionSettings(FrameRangeSettings, bpy.types.PropertyGroup):
         name="Colours", items=EVOLUTION_CURVATURE_ITEMS, default="NONE",
         description="Colour every frame by a curvature (each frame spans its own range)",
     )  # fmt: skip
+    track_vertices: BoolProperty(
+        name="Track Vertices",
+        description=(
+            "Also add the first frame's mesh carried along the flow, one shape key per frame (one topology for "
+            "exporters), for as long as it stays valid: the report says at which frame it stops and why"
+        ),
+    )
     use_custom_steps: BoolProperty(
         name="Custom Steps", description="Train the evolution for another number of steps than the engine's default"
     )

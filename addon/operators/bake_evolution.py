@@ -5,12 +5,13 @@ from mathutils import Matrix
 from .. import frame_switch, model_store, preferences, scene_io
 from ..core import job_files
 from ..core.colors import srgb_to_linear
-from ..core.evolution import FieldEmpty
+from ..core.evolution import FieldEmpty, tracked_frames, tracking_text
 from ..core.params import evolve_params
 from ..core.text import format_duration
 from ..core.worker_client import JobRequest
 from ..engine_jobs import EngineJobOperator
 from ..properties import model_file
+from ..shape_key_frames import add_shape_key_frames
 from . import checks
 
 MODIFIER_NAME = "Surface Evolution"
@@ -52,6 +53,7 @@ class NEURALSDF_OT_bake_evolution(EngineJobOperator, bpy.types.Operator):
             seed=context.scene.neural_sdf.seed,
             curvature=settings.curvature,
         )
+        params["track_vertices"] = settings.track_vertices
         self.source_name, self.frame_start = source.name, frame_start
         self.placement = source.matrix_world.copy()
         self.model_to_object = Matrix(source.neural_sdf.model_to_object)
@@ -65,9 +67,14 @@ class NEURALSDF_OT_bake_evolution(EngineJobOperator, bpy.types.Operator):
         colored = params["curvature"] is not None
         frames = job_files.evolution_frames(result.outputs, len(times), colored)
 
+        meshes = [(vertices, faces) for vertices, faces, _ in frames]
+        tracked = None
+        if params.get("track_vertices"):
+            tracked = tracked_frames(result.outputs, len(times), len(meshes[0][0]), meshes[0][1])
+
         name = f"{self.source_name} Evolution"
         model_path = model_store.keep_model(context, result.files["model"], name)
-        meshes = [(vertices, faces) for vertices, faces, _ in frames]
+        keyed = None if tracked is None else self.add_tracked(context, f"{name} Tracked", tracked, meshes[0][1], times)
         mesh = frame_switch.frames_mesh(name, meshes, scene_io.matrix_array(self.model_to_object))
         if colored:
             scene_io.write_curvature_colors(mesh, srgb_to_linear(np.concatenate([c for _, _, c in frames])))
@@ -82,12 +89,29 @@ class NEURALSDF_OT_bake_evolution(EngineJobOperator, bpy.types.Operator):
             f"{self.flow_text} to t = {times[-1]:.4g}, {summary.get('steps')} steps, "
             f"{format_duration(summary.get('train_seconds', 0.0))} on {summary.get('device')}, from {self.source_name}"
         )
+        tracked_text = ""
+        if keyed is not None:
+            keyed.select_set(True)
+            keyed.neural_sdf_evolution.summary = evolution.summary
+            tracked_text = tracking_text(summary["tracking"], self.frame_start, keyed.name)
         frame_end = self.frame_start + len(frames) - 1
         vanished = sum(len(vertices) == 0 for vertices, _ in meshes)
         return (
             f"Baked frames {self.frame_start} to {frame_end} (t = 0 to {times[-1]:.4g}) of '{self.source_name}' into "
-            f"'{obj.name}'" + (f"; the surface has vanished in {vanished} of them" if vanished else "")
+            f"'{obj.name}'" + (f"; the surface has vanished in {vanished} of them" if vanished else "") + tracked_text
         ) + scene_io.hide_sources(context, [self.source_name])
+
+    def add_tracked(self, context, name: str, positions: np.ndarray, faces: np.ndarray, times: list[float]):
+        """The first frame's mesh with one shape key per tracked frame (``positions`` in model coordinates), placed
+        like the frames object; its evolution facts say how many frames it holds (no model: the panel's baked
+        evolution is the frames object)."""
+        to_local = scene_io.matrix_array(self.model_to_object)
+        local = np.stack([scene_io.transform_points(to_local, frame) for frame in positions])
+        keyed = scene_io.add_object(context, name, scene_io.new_mesh(name, local[0], faces), self.placement)
+        names = ["Basis", *(f"t = {t:.4g}" for t in times[1 : len(local)])]
+        add_shape_key_frames(keyed, local, names, self.frame_start)
+        keyed.neural_sdf_evolution.frame_count, keyed.neural_sdf_evolution.time_end = len(local), times[len(local) - 1]
+        return keyed
 
 
 def describe_flow(flow: str, speed: float, fields: list[FieldEmpty]) -> str:
