@@ -29,23 +29,23 @@ import torch
 MESH = Path("/work/shared/meshes/bunny.ply")
 
 
-def fit_models(folder: Path, steps: int) -> dict[str, Path]:
-    """The three models of the module's notes, fitted where missing."""
+def fit_models(folder: Path, steps: int, names=("single", "nested", "coarse")) -> dict[str, Path]:
+    """The models of the module's notes (``names``; ``coarse`` needs ``single``), fitted where missing."""
     from engine.fit import preset
     from engine.mesh_io import load_mesh
 
     folder.mkdir(parents=True, exist_ok=True)
     mesh = load_mesh(MESH)
-    paths = {name: folder / f"{name}.pt" for name in ("single", "nested", "coarse")}
+    paths = {name: folder / f"{name}.pt" for name in ("single", *names)}
     if not paths["single"].exists():
         from engine.fit import fit_sdf
 
         fit_sdf(mesh, preset("fast", steps=steps, device="cpu")).save(paths["single"])
-    if not paths["coarse"].exists():
+    if "coarse" in paths and not paths["coarse"].exists():
         from engine.fit import fit_sdf
 
         fit_sdf(mesh, preset("tiny", steps=min(steps, 300), device="cpu")).save(paths["coarse"])
-    if not paths["nested"].exists():
+    if "nested" in paths and not paths["nested"].exists():
         from engine.multires_fit import fit_multires
 
         fit_multires(mesh, preset("fast", steps=steps, device="cpu"), 2).save(paths["nested"])
@@ -92,21 +92,24 @@ def main() -> None:
     from engine.render_levels import coarse_first, level_stack
 
     began = time.process_time()
-    paths = fit_models(args.models, args.steps)
+    paths = fit_models(args.models, args.steps, tuple(args.only))
     fit_cpu = time.process_time() - began
-    single, nested, coarse = (load_model(paths[name]) for name in ("single", "nested", "coarse"))
-    delta = coarse_delta(coarse, single)
-    # The coarse net re-expressed in the single model's cube, so both levels take the same points.
-    from engine.model import reexpressed
+    single = load_model(paths["single"])
+    stacks = {"single": (level_stack(single.network), single.normalization, "3x256 SIREN (one level)")}
+    if "nested" in args.only:
+        nested = load_model(paths["nested"])
+        deltas = [round(d, 4) for d in level_stack(nested.network).deltas]
+        stacks["nested"] = (level_stack(nested.network), nested.normalization,
+                            f"nested 2x128 (omega 15) + 3x256 residual (omega 30), deltas {deltas} (unit cube)")
+    if "coarse" in args.only:
+        from engine.model import reexpressed
 
-    coarse_net = reexpressed(coarse, single.normalization)
-    stacks = {
-        "single": (level_stack(single.network), single.normalization, "3x256 SIREN (one level)"),
-        "nested": (level_stack(nested.network), nested.normalization,
-                   f"nested 2x128 + 3x256 residual, deltas {[round(d, 4) for d in level_stack(nested.network).deltas]}"),
-        "coarse": (coarse_first(coarse_net, single.network, delta), single.normalization,
-                   f"2x64 coarse SIREN in front of the 3x256, delta {delta:.4f} (1.3 max |f_coarse| on its surface)"),
-    }  # fmt: skip
+        coarse = load_model(paths["coarse"])
+        delta = coarse_delta(coarse, single)
+        # The coarse net re-expressed in the single model's cube, so both levels take the same points.
+        stacks["coarse"] = (coarse_first(reexpressed(coarse, single.normalization), single.network, delta),
+                            single.normalization, f"2x64 coarse SIREN (omega 15) in front of the 3x256, delta "
+                            f"{delta:.4f} (unit cube; 1.3 max |f_coarse| on the 3x256's surface)")  # fmt: skip
     print(f"models in {args.models} (fit CPU s this run: {fit_cpu:.0f}); one thread; camera fov 40, 3.2 half-sizes\n")
     print("| model | size | mode | finest-stage evals | all-stage evals | CPU s | steps/ray | hits | PSNR vs single | coverage differs |")
     print("|---|---|---|---|---|---|---|---|---|---|")

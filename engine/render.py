@@ -58,7 +58,9 @@ class RenderSettings:
     min_step: float = 0.5
     """The smallest step near the finest surface, as a fraction of the pixel footprint eps(t)."""
     refine_steps: int = 4
-    """Regula falsi iterations on each hit's bracket (value evaluations of the finest level)."""
+    """Regula falsi iterations at most on each hit's bracket (value evaluations of the finest level)."""
+    refine_tolerance: float = 1e-6
+    """A hit's refinement stops once |F_K| is below this (unit-cube distance; float32 resolves ~1e-7)."""
     band_exit: float = 0.4
     """A ray goes back to level j once F_j - delta_j >= band_exit * delta_j."""
     step_scale: float = 1.0
@@ -77,6 +79,7 @@ class RenderSettings:
             (1 <= self.max_steps <= 100_000, f"max_steps must be in [1, 100000], got {self.max_steps}"),
             (0.0 < self.min_step <= 1.0, f"min_step must be in (0, 1], got {self.min_step}"),
             (0 <= self.refine_steps <= 64, f"refine_steps must be in [0, 64], got {self.refine_steps}"),
+            (0.0 <= self.refine_tolerance < 1.0, f"refine_tolerance must be in [0, 1), got {self.refine_tolerance}"),
             (0.0 <= self.band_exit <= 10.0, f"band_exit must be in [0, 10], got {self.band_exit}"),
             (0.0 < self.step_scale <= 1.0, f"step_scale must be in (0, 1], got {self.step_scale}"),
             (self.shading in ("plain", "curvature"), f'shading must be "plain" or "curvature", got {self.shading!r}'),
@@ -174,8 +177,8 @@ def render(
                   "max": int(traced.steps.max()) if len(inside) else 0},  # fmt: skip
         "seconds": {"trace": round(trace_seconds, 4), "total": round(time.perf_counter() - started, 4)},
         "cpu_seconds": round(time.process_time() - started_cpu, 4),
-        "settings": {k: getattr(settings, k) for k in ("max_steps", "min_step", "refine_steps", "band_exit",
-                                                       "step_scale", "shading", "quantity")},  # fmt: skip
+        "settings": {k: getattr(settings, k) for k in ("max_steps", "min_step", "refine_steps", "refine_tolerance",
+                                                       "band_exit", "step_scale", "shading", "quantity")},  # fmt: skip
         "camera": camera.to_dict(),
     }
     return Render(rgba.reshape(height, width, 4), depth.astype(np.float32).reshape(height, width),
@@ -265,7 +268,7 @@ def _trace(stack, settings, device, entry, directions, t_near, s_far, slope, off
             where = torch.cat(found["index"])
             brackets = [torch.cat(found[key]) for key in ("low", "high", "f_low", "f_high")]
             refined, unbracketed = _refine(stack, entry_t[where], direction_t[where], *brackets, settings.refine_steps,
-                                           evaluations)  # fmt: skip
+                                           settings.refine_tolerance, evaluations)  # fmt: skip
             distance[where.cpu().numpy()] = refined.double().cpu().numpy()
     return _Trace(distance, evaluations, steps_taken, exhausted, unbracketed)
 
@@ -318,7 +321,7 @@ def _finest(stack: LevelStack, points: torch.Tensor, evaluations: list[int]) -> 
     return total
 
 
-def _refine(stack, entry, direction, low, high, f_low, f_high, iterations, evaluations) -> tuple[torch.Tensor, int]:
+def _refine(stack, entry, direction, low, high, f_low, f_high, iterations, tolerance, evaluations):
     """Regula falsi (Illinois) on brackets [low, high], F_K(low) > 0 >= F_K(high); a NaN F_K(low) is evaluated
     first. Returns the distances and how many hits past their entry point had no bracket (they keep ``high``)."""
     unknown = torch.isnan(f_low)
@@ -329,10 +332,11 @@ def _refine(stack, entry, direction, low, high, f_low, f_high, iterations, evalu
     unbracketed = int((no_bracket & (high > 0.0)).sum())
     low = torch.where(no_bracket, high, low)
     f_low = torch.where(no_bracket, f_high, f_low)
-    best, best_f = high.clone(), f_high.clone()
+    closer_low = f_low.abs() < f_high.abs()
+    best, best_f = torch.where(closer_low, low, high), torch.where(closer_low, f_low, f_high)
     kept = torch.zeros_like(low, dtype=torch.int8)  # which end the last iteration kept: 1 high, -1 low, 0 neither
     for _ in range(iterations):
-        open_ = high > low
+        open_ = (high > low) & (best_f.abs() > tolerance)
         if not bool(open_.any()):
             break
         guess = high - f_high * (high - low) / torch.where(open_, f_high - f_low, 1.0)
