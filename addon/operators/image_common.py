@@ -112,12 +112,14 @@ def read_pixels(image: bpy.types.Image) -> tuple[np.ndarray, str]:
 
 def new_image(name: str, pixels: np.ndarray) -> bpy.types.Image:
     """A new float image (scene linear) of linear-light pixels (height, width, c), packed into the .blend (as
-    OpenEXR: no rounding) so it survives a save without a file of its own."""
+    OpenEXR: no rounding to bytes) and kept by a fake user, so it survives a save without a file or a user of its
+    own."""
     height, width, channels = pixels.shape
     image = bpy.data.images.new(name, width, height, alpha=channels in (2, 4), float_buffer=True)
     image.pixels.foreach_set(blender_pixels(pixels))
     image.file_format = "OPEN_EXR"
     image.pack()
+    image.use_fake_user = True
     return image
 
 

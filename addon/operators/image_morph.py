@@ -72,7 +72,7 @@ class NEURALSDF_OT_image_morph(ImageJobProgress, EngineJobOperator, bpy.types.Op
         folder = model_store.models_dir(context) / (Path(model_filename(name)).stem + "_frames")
         paths = write_frames(folder, frames)
         sequence = bpy.data.images.load(str(paths[0]))
-        sequence.name, sequence.source = name, "SEQUENCE"
+        sequence.name, sequence.source, sequence.use_fake_user = name, "SEQUENCE", True
         quality = summary.get("quality", {})
         text = (f"{len(frames)} frames, landmarks off by "
                 f"{quality.get('landmark_error_px', {}).get('forward_mean', float('nan')):.2f} px, "

@@ -180,3 +180,50 @@ def test_the_panel_and_the_landmark_drawing(bpy, image_scene):
     assert ("label", "Landmarks: 2 on From, 0 on Into") in morph and ("operator", "neural_sdf.image_landmark") in morph
     assert addon_module("operators.image_landmarks")._handle is not None
     addon_module("operators.image_landmarks").draw_landmarks()  # no Image Editor here: draws nothing, fails not
+
+
+def test_a_saved_file_keeps_the_tile_its_pixels_and_its_network_beside_it(bpy, image_scene, tmp_path, cache_dir):
+    source = byte_image(bpy, "Gravel", pattern())
+    settings = image_scene.neural_sdf_image
+    settings.image, settings.make_material = source, False
+    assert bpy.ops.neural_sdf.image_tile() == {"FINISHED"}
+    tile = bpy.data.images["Gravel Tile"]
+    assert str(cache_dir) in tile.neural_sdf_image.model_path  # unsaved file: the model waits in the cache
+    made = pixels_of(tile).copy()
+    path = tmp_path / "tiles.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    addon_module("operators.image_common")  # still registered after the load
+    tile = bpy.data.images["Gravel Tile"]
+    assert tile.neural_sdf_image.model_path.startswith("//tiles_neural_sdf/Gravel_Tile-")
+    assert (tmp_path / tile.neural_sdf_image.model_path[2:]).is_file()
+    np.testing.assert_allclose(pixels_of(tile), made, atol=1e-3)  # packed as OpenEXR (half floats)
+
+
+def test_esc_cancels_an_image_job_and_nothing_is_added(bpy, image_scene):
+    from .blender_support import event, once_training
+
+    source = byte_image(bpy, "Long", pattern())
+    settings = image_scene.neural_sdf_image
+    settings.image, settings.steps = source, 100_000
+    base = addon_module("operators.image_tile").NEURALSDF_OT_image_tile
+    hook = once_training(lambda operator: event("ESC"))
+
+    def modal(self, context, tick):
+        for step in (hook(self), tick):
+            if step is not None:
+                result = base.modal(self, context, step)
+                if result != {"PASS_THROUGH"}:
+                    return result
+        return result
+
+    namespace = {name: value for name, value in vars(base).items() if not name.startswith("__") and name != "bl_rna"}
+    namespace.update(bl_idname="neural_sdf_test.image_tile", bl_label="Test Tile", modal=modal)
+    twin = type("NEURALSDFTEST_OT_image_tile", base.__bases__, namespace)
+    bpy.utils.register_class(twin)
+    images_before = sorted(bpy.data.images.keys())
+    try:
+        assert bpy.ops.neural_sdf_test.image_tile() == {"CANCELLED"}
+    finally:
+        bpy.utils.unregister_class(twin)
+    assert sorted(bpy.data.images.keys()) == images_before and not addon_module("engine_jobs").job_running()
