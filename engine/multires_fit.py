@@ -6,9 +6,10 @@
   (M-plicits): on surface samples, on points offset along the normal by delta U(-1, 1) with the offset as target,
   and on the fit's volume samples that fall in the band (exact distances). Outside the band g_k is pulled to 0, so
   the finer level keeps the coarser one's sign there and its surface stays in the band (nesting).
-- delta_k = 1.3 max |f_<=k| over input surface samples (M-plicits' `extract_deltas.py`), then widened where needed so
-  that every finer level's surface (samples projected onto it) lies in the band: 1.1 times the largest |f_<=k| seen
-  there (`nested_deltas`).
+- delta_k = 1.3 max |f_<=k| over input surface samples (M-plicits' `extract_deltas.py`), or more where level k puts
+  volume samples on the wrong side of the surface (a stray surface of a small coarse level: `band_delta`); after
+  training, widened where needed so that every finer level's surface (samples projected onto it) lies in the band:
+  1.1 times the largest |f_<=k| seen there (`nested_deltas`).
 - Level targets come from the fit itself (the input at every level; a coarse level is coarse by its capacity and
   band), not from the mean-curvature-flow scale space: bench/results/lod_quality_cpu.md measures why.
 """
@@ -26,7 +27,7 @@ import torch
 from .conventions import Normalization
 from .fit import FitConfig, LossWeights, fit_sdf, fitting_loss, unit_source
 from .model import SDFModel
-from .multires import LevelOfDetail, MultiresConfig, MultiresSDF
+from .multires import MAX_DELTA, LevelOfDetail, MultiresConfig, MultiresSDF
 from .networks import Siren, SirenConfig
 from .sampling import SamplePool
 from .training import Diverged, Progress, TrainingMonitor, cosine_schedule, pick_device, seeded
@@ -37,7 +38,7 @@ BAND_FACTOR = 1.3
 """delta = this times the largest |f_<=k| on the input surface samples (M-plicits)."""
 NESTING_FACTOR = 1.1
 """A band is widened to this times the largest |f_<=k| on the finer levels' surfaces where those reach past it."""
-MIN_WIDTH = 16
+MIN_WIDTH = 32
 """Narrowest stage `stage_configs` makes."""
 DELTA_SAMPLES = 100_000
 """Input surface samples on which the deltas are measured."""
@@ -117,7 +118,7 @@ def fit_multires(
         )
         deltas = [0.0] * levels
         for index in range(1, levels):
-            deltas[index - 1] = surface_delta(network, index - 1, pool.surface_points[:DELTA_SAMPLES].to(device))
+            deltas[index - 1] = band_delta(network, index - 1, pool, device)
             trained.append(deltas[index - 1])
             network.with_deltas(deltas)
             began = time.perf_counter()
@@ -144,10 +145,26 @@ def fit_multires(
     return SDFModel(network.cpu(), normalization, metadata)
 
 
-def surface_delta(network: MultiresSDF, level: int, surface_points: torch.Tensor) -> float:
-    """`BAND_FACTOR` times the largest |f_<=level| at input surface samples: the band stage level + 1 trains in."""
+def band_delta(network: MultiresSDF, level: int, pool: SamplePool, device) -> float:
+    """The band stage level + 1 trains in: `BAND_FACTOR` times the largest |f_<=level| at input surface samples
+    (M-plicits), or, where larger, `NESTING_FACTOR` times the largest |f_<=level| at the volume samples that level
+    puts on the wrong side (their exact distance's sign): a coarse level's stray surface or pocket then lies in the
+    band, where the finer stage sees its true distances and can remove it; outside the band it could not (the finer
+    levels keep the coarser sign there)."""
     with torch.no_grad():
-        return BAND_FACTOR * float(network(surface_points, level).abs().max())
+        delta = BAND_FACTOR * float(network(pool.surface_points[:DELTA_SAMPLES].to(device), level).abs().max())
+        if pool.volume_sdf is not None:
+            values = evaluate_in_batches(network, pool.volume_points, level, device)
+            wrong = torch.sign(values) != torch.sign(pool.volume_sdf)
+            if bool(wrong.any()):
+                delta = max(delta, NESTING_FACTOR * float(values[wrong].abs().max()))
+    return min(delta, MAX_DELTA)
+
+
+def evaluate_in_batches(network: MultiresSDF, points: torch.Tensor, level, device, batch: int = 65536) -> torch.Tensor:
+    """f(points, level) on the CPU, in batches of bounded memory."""
+    with torch.no_grad():
+        return torch.cat([network(points[i : i + batch].to(device), level).cpu() for i in range(0, len(points), batch)])
 
 
 def level_surface_samples(network: MultiresSDF, level, points: torch.Tensor, iterations: int = 8, tolerance=1e-4):
@@ -210,7 +227,7 @@ class _Band:
         band_points, band_sdf = [surface + offsets[:, None] * normals], [offsets]
         volume = pool.volume_points.to(device)
         with torch.no_grad():
-            inside = self.coarse(volume).abs() <= self.delta
+            inside = torch.cat([self.coarse(volume[i : i + 65536]) for i in range(0, len(volume), 65536)]).abs() <= self.delta
         if pool.volume_sdf is not None:
             band_points.append(volume[inside])
             band_sdf.append(pool.volume_sdf.to(device)[inside])
