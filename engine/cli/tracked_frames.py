@@ -31,4 +31,5 @@ def tracked_text(written: dict) -> str:
         return ""
     tracking = written["tracking"]
     stop = tracking["stop"]
-    return f", {len(tracking['files'])} tracked frames" + ("" if stop is None else f" (tracking stopped {stop['message']})")
+    stopped = "" if stop is None else f" (tracking stopped {stop['message']})"
+    return f", {len(tracking['files'])} tracked frames{stopped}"
