@@ -3,8 +3,9 @@ images, the Image Editor's coordinates, the jobs' params and the checks of their
 
 - Blender's ``Image.pixels`` is a flat float array, RGBA (``Image.channels`` per pixel), the bottom row first. A byte
   image's values are its bytes / 255 in its own colour space (sRGB for a photo, raw for Non-Color data); a float
-  image's are in scene linear (Blender converts float files on load). The engine takes (height, width, channels)
-  with the top row first, encoded as a job's ``encoding`` says ("srgb" or "linear"), and returns linear light.
+  image's are in scene linear (Blender converts float files on load) with colour premultiplied by alpha (a byte
+  image's alpha is straight). The engine takes (height, width, channels) with the top row first and alpha
+  straight, encoded as a job's ``encoding`` says ("srgb" or "linear"), and returns linear light.
 - Results come back as new float images (scene linear, the default colour space of a float buffer): no rounding to
   bytes, and values a network overshoots by are kept.
 - Pixel coordinates (landmarks, the engine's): origin at the image's top-left corner, x to the right, y down, in
@@ -82,22 +83,30 @@ def pixel_encoding(name: str, is_float: bool, colorspace: str) -> str:
     )
 
 
-def engine_pixels(flat: np.ndarray, width: int, height: int, channels: int) -> np.ndarray:
-    """Blender's flat pixels as (height, width, c) float32, the top row first: RGB when the alpha is 1 everywhere
-    (an opaque image needs no alpha channel fitted), else RGBA; grey images (1 or 2 channels) stay grey."""
-    pixels = np.asarray(flat, dtype=np.float32).reshape(height, width, channels)[::-1]
+def engine_pixels(flat: np.ndarray, width: int, height: int, channels: int, premultiplied: bool = False) -> np.ndarray:
+    """Blender's flat pixels as (height, width, c) float32, the top row first, alpha straight (``premultiplied``:
+    a float buffer's colour, which Blender keeps multiplied by alpha, is divided by it; where alpha is 0 the colour
+    is 0): RGB when the alpha is 1 everywhere (an opaque image needs no alpha channel fitted), else RGBA; grey
+    images (1 or 2 channels) stay grey."""
+    pixels = np.array(np.asarray(flat, dtype=np.float32).reshape(height, width, channels)[::-1])
+    if premultiplied and channels in (2, 4):
+        alpha = pixels[..., -1:]
+        pixels[..., :-1] = np.divide(pixels[..., :-1], alpha, out=np.zeros_like(pixels[..., :-1]), where=alpha > 0)
     if channels in (2, 4) and np.all(pixels[..., -1] == 1.0):
         pixels = pixels[..., :-1]
     return np.ascontiguousarray(pixels)
 
 
-def blender_pixels(pixels: np.ndarray) -> np.ndarray:
-    """An engine image (height, width, 1..4), the top row first, as the flat RGBA array Blender's ``pixels`` of a new
-    image takes (the bottom row first; grey repeated into RGB; alpha 1 where there is none)."""
+def blender_pixels(pixels: np.ndarray, premultiply: bool = False) -> np.ndarray:
+    """An engine image (height, width, 1..4; alpha straight), the top row first, as the flat RGBA array Blender's
+    ``pixels`` of a new image takes (the bottom row first; grey repeated into RGB; alpha 1 where there is none;
+    ``premultiply`` for a float buffer: colour times alpha)."""
     pixels = np.asarray(pixels, dtype=np.float32)
     colour, alpha = (pixels[..., :-1], pixels[..., -1:]) if pixels.shape[2] in (2, 4) else (pixels, None)
     if colour.shape[2] == 1:
         colour = np.repeat(colour, 3, axis=2)
+    if premultiply and alpha is not None:
+        colour = colour * alpha
     rgba = np.concatenate([colour, np.ones_like(colour[..., :1]) if alpha is None else alpha], axis=2)
     return np.ascontiguousarray(rgba[::-1]).ravel()
 

@@ -107,7 +107,7 @@ def read_pixels(image: bpy.types.Image) -> tuple[np.ndarray, str]:
     encoding = pixel_encoding(image.name, image.is_float, image.colorspace_settings.name)
     flat = np.empty(width * height * image.channels, dtype=np.float32)
     image.pixels.foreach_get(flat)
-    return engine_pixels(flat, width, height, image.channels), encoding
+    return engine_pixels(flat, width, height, image.channels, premultiplied=image.is_float), encoding
 
 
 def new_image(name: str, pixels: np.ndarray) -> bpy.types.Image:
@@ -116,7 +116,7 @@ def new_image(name: str, pixels: np.ndarray) -> bpy.types.Image:
     own."""
     height, width, channels = pixels.shape
     image = bpy.data.images.new(name, width, height, alpha=channels in (2, 4), float_buffer=True)
-    image.pixels.foreach_set(blender_pixels(pixels))
+    image.pixels.foreach_set(blender_pixels(pixels, premultiply=True))  # float buffers hold premultiplied colour
     image.file_format = "OPEN_EXR"
     image.pack()
     image.use_fake_user = True

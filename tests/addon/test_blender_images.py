@@ -64,6 +64,12 @@ def test_reading_and_writing_pixels_keeps_the_colour(bpy, image_scene):
     np.testing.assert_allclose(pixels_of(written)[..., :3], core.decoded(pixels), atol=1e-6)
     again, encoding = common.read_pixels(written)
     assert encoding == "linear" and np.allclose(again, core.decoded(pixels), atol=1e-6)
+    # Blender's float buffers hold colour premultiplied by alpha (its ImBuf convention), byte buffers straight.
+    see_through = common.new_image("See Through", np.full((8, 8, 4), (0.25, 0.5, 0.75, 0.5), np.float32))
+    np.testing.assert_allclose(pixels_of(see_through)[0, 0], (0.125, 0.25, 0.375, 0.5), atol=1e-3)
+    np.testing.assert_allclose(common.read_pixels(see_through)[0][0, 0], (0.25, 0.5, 0.75, 0.5), atol=1e-3)
+    glass = byte_image(bpy, "Glass", np.full((8, 8, 4), (0.2, 0.4, 0.6, 0.5), np.float32))
+    np.testing.assert_allclose(common.read_pixels(glass)[0][0, 0], (0.2, 0.4, 0.6, 0.5), atol=1 / 255)
     source.colorspace_settings.name = "Filmic Log"
     with pytest.raises(addon_module("core.errors").EngineError, match="colour space 'Filmic Log'.*sRGB"):
         common.read_pixels(source)

@@ -47,6 +47,14 @@ def test_blender_pixels_and_engine_pixels_are_inverse_with_rows_flipped():
     sent = images.engine_pixels(opaque[::-1].ravel(), width, height, 4)
     assert sent.shape == (height, width, 3)  # no alpha channel fitted for an opaque image
     np.testing.assert_array_equal(images.blender_pixels(sent), opaque[::-1].ravel())
+    # A float buffer holds colour times alpha: read back straight, written premultiplied; no alpha, no colour.
+    straight = rgba.copy()
+    straight[0, 0] = (0.7, 0.2, 0.1, 0.0)
+    premultiplied = images.blender_pixels(straight, premultiply=True)
+    np.testing.assert_allclose(premultiplied.reshape(height, width, 4)[::-1][..., :3], straight[..., :3] * straight[..., 3:])
+    back = images.engine_pixels(premultiplied, width, height, 4, premultiplied=True)
+    np.testing.assert_allclose(back[1:], straight[1:], rtol=1e-5)
+    assert back[0, 0].tolist() == [0.0, 0.0, 0.0, 0.0]
     grey = RNG.random((height, width, 1)).astype(np.float32)
     written = images.blender_pixels(grey).reshape(height, width, 4)[::-1]
     np.testing.assert_array_equal(written[..., :3], np.repeat(grey, 3, axis=2))
