@@ -253,3 +253,123 @@ def _fresh_attribute(mesh: bpy.types.Mesh, name: str, data_type: str):
         mesh.attributes.remove(attribute)
         attribute = None
     return attribute if attribute is not None else mesh.attributes.new(name, data_type, "POINT")
+
+
+SOURCE_COLOR_ATTRIBUTE = "neural_sdf_color"
+"""The point colour attribute (linear FLOAT_COLOR) a fit with colours gives its result."""
+COLOR_MATERIAL_NAME = "Neural SDF Colour"
+
+
+def fit_source_colors(
+    obj: bpy.types.Object, depsgraph, seed: int = 0, plain: bool = False
+) -> tuple[dict[str, np.ndarray], str] | None:
+    """Colour samples of a mesh object's evaluated surface in world space (``color_points``, ``color_values``:
+    linear RGB) and what they came from ("colour attribute 'Col'", "texture 'wood.png'"), or None where it has no
+    colour attribute and no material with a Base Color image (`addon.core.surface_colors`); with ``plain``, its
+    materials' base colours there instead of None."""
+    from .core.surface_colors import TriangleColors, color_samples, image_to_linear
+
+    if obj.type != "MESH":
+        return None
+    evaluated = obj.evaluated_get(depsgraph)
+    mesh = evaluated.to_mesh()
+    try:
+        mesh.calc_loop_triangles()
+        count = len(mesh.loop_triangles)
+        if count == 0:
+            return None
+        positions = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
+        mesh.vertices.foreach_get("co", positions)
+        vertices = transform_points(matrix_array(evaluated.matrix_world), positions.reshape(-1, 3))
+        triangles = np.empty(count * 3, dtype=np.intc)
+        mesh.loop_triangles.foreach_get("vertices", triangles)
+        corners = np.empty(count * 3, dtype=np.intc)
+        mesh.loop_triangles.foreach_get("loops", corners)
+        triangles, corners = triangles.reshape(-1, 3), corners.reshape(-1, 3)
+        attribute = mesh.color_attributes.active_color
+        if attribute is not None and attribute.domain in ("POINT", "CORNER"):
+            values = np.empty(len(attribute.data) * 4, dtype=np.float32)
+            attribute.data.foreach_get("color", values)  # linear for byte and float colours alike
+            indices = triangles if attribute.domain == "POINT" else corners
+            points, colors = color_samples(vertices, triangles, attribute=(values.reshape(-1, 4), indices), seed=seed)
+            return {"color_points": points, "color_values": colors}, f"colour attribute '{attribute.name}'"
+        slots = np.empty(count, dtype=np.intc)
+        mesh.loop_triangles.foreach_get("material_index", slots)
+        materials = [slot.material for slot in evaluated.material_slots] or [None]
+        found = [_base_color(material) for material in materials]
+        textured = [index for index, (_, image) in enumerate(found) if image is not None]
+        constant = np.array([color for color, _ in found], dtype=np.float64)[np.clip(slots, 0, len(found) - 1)]
+        if not textured or mesh.uv_layers.active is None:
+            if not plain:
+                return None
+            points, colors = color_samples(vertices, triangles, materials=TriangleColors(constant), seed=seed)
+            return {"color_points": points, "color_values": colors}, ""
+        image = found[textured[0]][1]  # one image per object: the first textured material's
+        image_triangles = np.isin(np.clip(slots, 0, len(found) - 1), [i for i, f in enumerate(found) if f[1] == image])
+        pixels = np.empty(image.size[0] * image.size[1] * image.channels, dtype=np.float32)
+        image.pixels.foreach_get(pixels)
+        pixels = pixels.reshape(image.size[1], image.size[0], image.channels)
+        linear = image_to_linear(pixels, image.colorspace_settings.name, image.is_float)
+        uvs = np.empty(len(mesh.loops) * 2, dtype=np.float32)
+        mesh.uv_layers.active.data.foreach_get("uv", uvs)
+        materials_colors = TriangleColors(constant, linear, image_triangles)
+        points, colors = color_samples(
+            vertices, triangles, uvs=(uvs.reshape(-1, 2), corners), materials=materials_colors, seed=seed
+        )
+        return {"color_points": points, "color_values": colors}, f"texture '{image.name}'"
+    finally:
+        evaluated.to_mesh_clear()
+
+
+def _base_color(material) -> tuple[tuple[float, float, float], bpy.types.Image | None]:
+    """A material's Principled BSDF base colour (linear RGB) and the image of an Image Texture node linked straight
+    into it (None when there is none)."""
+    from .core.surface_colors import DEFAULT_BASE_COLOR
+
+    if material is None or material.node_tree is None:
+        return (tuple(material.diffuse_color[:3]) if material is not None else DEFAULT_BASE_COLOR), None
+    shader = next((node for node in material.node_tree.nodes if node.type == "BSDF_PRINCIPLED"), None)
+    if shader is None:
+        return tuple(material.diffuse_color[:3]), None
+    socket = shader.inputs["Base Color"]
+    color = tuple(socket.default_value[:3])
+    for link in socket.links:
+        node = link.from_node
+        if node.type == "TEX_IMAGE" and node.image is not None and node.image.size[0] > 0:
+            return color, node.image
+    return color, None
+
+
+def write_surface_colors(obj: bpy.types.Object, linear_colors: np.ndarray) -> bool:
+    """The point colour attribute `SOURCE_COLOR_ATTRIBUTE` (linear FLOAT_COLOR, alpha 1) on a fitted result, made the
+    active and rendered one, and, where the object has no material, a material that shows it (Color Attribute node
+    into Base Color). Returns whether that material was added."""
+    mesh = obj.data
+    rgba = np.ones((len(linear_colors), 4), dtype=np.float32)
+    rgba[:, :3] = linear_colors
+    attribute = _fresh_attribute(mesh, SOURCE_COLOR_ATTRIBUTE, "FLOAT_COLOR")
+    attribute.data.foreach_set("color", rgba.ravel())
+    mesh.color_attributes.active_color = mesh.color_attributes[SOURCE_COLOR_ATTRIBUTE]
+    mesh.color_attributes.render_color_index = mesh.color_attributes.find(SOURCE_COLOR_ATTRIBUTE)
+    mesh.update()
+    if len(mesh.materials) > 0:
+        return False
+    mesh.materials.append(surface_color_material())
+    return True
+
+
+def surface_color_material() -> bpy.types.Material:
+    """A material whose base colour is the `SOURCE_COLOR_ATTRIBUTE` colour attribute (made once per file)."""
+    material = bpy.data.materials.get(COLOR_MATERIAL_NAME)
+    if material is not None:
+        return material
+    material = bpy.data.materials.new(COLOR_MATERIAL_NAME)
+    if material.node_tree is None:  # Blender before 5.0 creates materials without nodes
+        material.use_nodes = True
+    nodes, links = material.node_tree.nodes, material.node_tree.links
+    shader = next(node for node in nodes if node.type == "BSDF_PRINCIPLED")
+    attribute = nodes.new("ShaderNodeVertexColor")
+    attribute.layer_name = SOURCE_COLOR_ATTRIBUTE
+    attribute.location = (shader.location.x - 250, shader.location.y)
+    links.new(attribute.outputs["Color"], shader.inputs["Base Color"])
+    return material

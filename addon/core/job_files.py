@@ -59,6 +59,21 @@ def mesh_arrays(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]
     return vertices.astype(np.float64), faces.astype(np.intc)
 
 
+def surface_colors(outputs: dict[str, np.ndarray], count: int, name: str = "colors") -> np.ndarray | None:
+    """Checked linear RGB colours ``name`` (count, 3) float32 in [0, 1] of a coloured model's surface, or None when
+    the job returned none."""
+    if name not in outputs:
+        return None
+    colors = _array(outputs, name)
+    if colors.shape != (count, 3) or not np.issubdtype(colors.dtype, np.floating):
+        raise EngineError(
+            f"The engine returned surface colours of shape {colors.shape}, expected ({count}, 3) floats: {_REINSTALL}"
+        )
+    if not (np.isfinite(colors).all() and colors.min() >= 0.0 and colors.max() <= 1.0):
+        raise EngineError(f"The engine returned surface colours outside [0, 1]: {_REINSTALL}")
+    return colors.astype(np.float32)
+
+
 def curvature_arrays(outputs: dict[str, np.ndarray], count: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Checked per-point curvature fields (each (count,) float32) and sRGB ``colors`` (count, 4) float32 in [0, 1]."""
     fields = {}
