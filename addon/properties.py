@@ -121,6 +121,14 @@ class NeuralSDFSettings(bpy.types.PropertyGroup):
             "replaces (a coarse extraction every few seconds, about 5 % of the training time)"
         ),
     )  # fmt: skip
+    fit_colors: BoolProperty(
+        name="Colours", default=True,
+        description=(
+            "Where a source has colours (its active colour attribute, or the Base Color image of its material "
+            "through its active UV map), fit them too: the result gets a colour attribute and, without a material, "
+            "one that shows it"
+        ),
+    )  # fmt: skip
     seed: IntProperty(
         name="Seed", min=0, description="Random seed: the same seed, mesh and settings give the same model"
     )
