@@ -94,6 +94,8 @@ def test_the_extension_registers_and_unregisters_cleanly(bpy):
                     (bpy.types.Scene, "neural_sdf_morph"),
                     (bpy.types.Object, "neural_sdf_landmark"),
                     (bpy.types.Object, "neural_sdf_morph"),
+                    (bpy.types.Scene, "neural_sdf_image"),
+                    (bpy.types.Image, "neural_sdf_image"),
                 )
             ],
             "operators": sorted(name for name in dir(bpy.ops.neural_sdf) if not name.startswith("_")),
@@ -101,7 +103,7 @@ def test_the_extension_registers_and_unregisters_cleanly(bpy):
                 hasattr(bpy.types, name)
                 for name in (
                     "NEURALSDF_PT_main", "NEURALSDF_PT_model", "NEURALSDF_PT_curvature", "NEURALSDF_PT_evolution",
-                    "NEURALSDF_PT_morph",
+                    "NEURALSDF_PT_morph", "NEURALSDF_PT_image", "NEURALSDF_PT_image_morph",
                 )
             ],
             "handlers": [
@@ -111,13 +113,14 @@ def test_the_extension_registers_and_unregisters_cleanly(bpy):
                     (bpy.app.handlers.save_post, "restore_paths_after_copy"),
                     (bpy.app.handlers.load_pre, "stop_jobs_before_load"),
                     (bpy.app.handlers.load_post, "clear_status_after_load"),
+                    (bpy.app.handlers.save_pre, "gather_image_models"),
                 )
             ],
         }
 
     enabled = {
         "addon": True,
-        "properties": [True] * 10,
+        "properties": [True] * 12,
         "operators": [
             "add_flow_field",
             "add_landmark_pair",
@@ -126,21 +129,28 @@ def test_the_extension_registers_and_unregisters_cleanly(bpy):
             "check_engine",
             "curvature_colors",
             "fit",
+            "image_clear_landmarks",
+            "image_fit",
+            "image_landmark",
+            "image_mip_chain",
+            "image_morph",
+            "image_render",
+            "image_tile",
             "morph",
             "reextract",
             "setup_engine",
         ],
-        "panels": [True] * 5,
-        "handlers": [True] * 4,
+        "panels": [True] * 7,
+        "handlers": [True] * 5,
     }
     assert registered() == enabled
     bpy.ops.preferences.addon_disable(module=PACKAGE)
     assert registered() == {
         "addon": False,
-        "properties": [False] * 10,
+        "properties": [False] * 12,
         "operators": [],
-        "panels": [False] * 5,
-        "handlers": [False] * 4,
+        "panels": [False] * 7,
+        "handlers": [False] * 5,
     }
     bpy.ops.preferences.addon_enable(module=PACKAGE)
     assert registered() == enabled
