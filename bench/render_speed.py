@@ -60,7 +60,8 @@ def coarse_delta(coarse, single) -> float:
     vertices, _ = extract_mesh(single, 128)
     unit = single.normalization.to_unit(vertices)
     # The coarse model was fitted alone: its own cube; distances compared in input units, then in the single's cube.
-    coarse_unit = torch.as_tensor(coarse.normalization.to_unit(single.normalization.to_input(unit)), dtype=torch.float32)
+    coarse_unit = coarse.normalization.to_unit(single.normalization.to_input(unit))
+    coarse_unit = torch.as_tensor(coarse_unit, dtype=torch.float32)
     input_distance = evaluate(coarse.network, coarse_unit).abs().max().item() / coarse.normalization.scale
     return 1.3 * input_distance * single.normalization.scale
 
@@ -111,7 +112,8 @@ def main() -> None:
                             single.normalization, f"2x64 coarse SIREN (omega 15) in front of the 3x256, delta "
                             f"{delta:.4f} (unit cube; 1.3 max |f_coarse| on the 3x256's surface)")  # fmt: skip
     print(f"models in {args.models} (fit CPU s this run: {fit_cpu:.0f}); one thread; camera fov 40, 3.2 half-sizes\n")
-    print("| model | size | mode | finest-stage evals | all-stage evals | CPU s | steps/ray | hits | PSNR vs single | coverage differs |")
+    print("| model | size | mode | finest-stage evals | all-stage evals | CPU s | steps/ray | hits | PSNR vs single "
+          "| coverage differs |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         for name in args.only:
@@ -136,7 +138,8 @@ def main() -> None:
                 speed = "" if result is reference else f" ({base[1] / seconds:.1f}x)"
                 mode = "multiscale" if multiscale else "single-scale"
                 print(f"| {name} | {size}² | {mode} | {evaluations[-1]:,}{ratio} | {sum(evaluations):,} | "
-                      f"{seconds:.2f}{speed} | {report['steps']['mean_per_ray']:.1f} | {report['hits']:,} | {quality} | "
+                      f"{seconds:.2f}{speed} | {report['steps']['mean_per_ray']:.1f} | {report['hits']:,} | "
+                      f"{quality} | "
                       f"{differs} |", flush=True)  # fmt: skip
     print()
     for name in args.only:

@@ -138,11 +138,13 @@ def render(
     entry = origins[inside] + t_near[inside, None] * rays.directions[inside]
     # The footprint in unit-cube lengths: distances along a ray scale like the offset, the slope is dimensionless.
     slope, offset = rays.footprint_slope, rays.footprint_offset * scale
-    traced = _trace(stack, settings, device, entry, rays.directions[inside], t_near[inside], t_far[inside] - t_near[inside],
-                    slope, offset, should_cancel, lambda done: on_progress(done + len(rays.origins) - len(inside), len(rays.origins)))  # fmt: skip
+    pixels = camera.width * camera.height
+    missed = pixels - len(inside)
+    traced = _trace(stack, settings, device, entry, rays.directions[inside], t_near[inside],
+                    t_far[inside] - t_near[inside], slope, offset, should_cancel,
+                    lambda done: on_progress(done + missed, pixels))  # fmt: skip
     trace_seconds = time.perf_counter() - started
 
-    pixels = camera.width * camera.height
     hit = np.isfinite(traced.distance)
     hit_rays = inside[hit]
     hit_points = entry[hit] + traced.distance[hit, None] * rays.directions[hit_rays]
@@ -190,7 +192,8 @@ def render_model(model, camera: Camera, settings: RenderSettings = RenderSetting
     return render(level_stack(model.network), model.normalization, camera, settings, **callbacks)
 
 
-def _trace(stack, settings, device, entry, directions, t_near, s_far, slope, offset, should_cancel, on_progress) -> _Trace:
+def _trace(stack, settings, device, entry, directions, t_near, s_far, slope, offset, should_cancel, on_progress):
+    """March the rays from their entry points (unit cube) over at most ``s_far`` each; see the module's notes."""
     from .training import Cancelled
 
     count, finest = len(entry), stack.finest
@@ -199,7 +202,9 @@ def _trace(stack, settings, device, entry, directions, t_near, s_far, slope, off
     distance = np.full(count, np.nan)
     steps_taken = np.zeros(count, dtype=np.int64)
     exhausted = 0
-    as_tensor = lambda array: torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32, device=device)  # noqa: E731
+    def as_tensor(array):
+        return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32, device=device)
+
     entry_t, direction_t = as_tensor(entry), as_tensor(directions)
     eps_base, s_far_t = as_tensor(offset + slope * t_near), as_tensor(s_far)
     deltas = torch.tensor(list(stack.deltas) + [0.0], dtype=torch.float32, device=device)
@@ -308,7 +313,9 @@ def _level_values(stack: LevelStack, points, level, promoted, carried, evaluatio
 def _evaluate(stack: LevelStack, index: int, points: torch.Tensor) -> torch.Tensor:
     out = torch.cat([stack.stage_value(index, points[i : i + BATCH_SIZE]) for i in range(0, len(points), BATCH_SIZE)])
     if not bool(torch.isfinite(out).all()):
-        raise ValueError(f"the network's stage {index} gives NaN or infinite values inside its cube: the model is damaged")
+        raise ValueError(
+            f"the network's stage {index} gives NaN or infinite values inside its cube: the model is damaged"
+        )
     return out.float()
 
 

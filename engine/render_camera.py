@@ -73,7 +73,9 @@ def camera_from_dict(data, where: str = "the camera") -> Camera:
         return ValueError(f"{where}: {problem}")
 
     if not isinstance(data, dict):
-        raise refuse(f"must be a JSON object with {', '.join(_REQUIRED)} and fov or ortho_scale, got {type(data).__name__}")
+        raise refuse(
+            f"must be a JSON object with {', '.join(_REQUIRED)} and fov or ortho_scale, got {type(data).__name__}"
+        )
     known = set(_REQUIRED) | set(_BY_TYPE.values())
     unknown = sorted(str(key) for key in data if key not in known)
     if unknown:
@@ -140,7 +142,8 @@ def load_camera(path: str | Path) -> Camera:
     except FileNotFoundError:
         raise FileNotFoundError(f"camera file {path} does not exist") from None
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
+        where = f"{error.msg} at line {error.lineno}, column {error.colno}"
+        raise ValueError(f"{path} is not valid JSON ({where})") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not a text file (a camera file is JSON)") from None
     return camera_from_dict(data, where=f"camera file {path}")

@@ -59,7 +59,7 @@ def ortho_width(ortho_scale: float, sensor_fit: str, size) -> float:
     return ortho_scale if horizontal else ortho_scale * width / height
 
 
-def camera_in_model(camera_world, model_world, kind: str, size, *, fov=None, width=None, object_name="the object") -> dict:
+def camera_in_model(camera_world, model_world, kind: str, size, *, fov=None, width=None, object_name="the object"):
     """The engine's camera file (a dict) of a camera with world matrix ``camera_world`` (4 x 4, any scale: only its
     rotation and location count), ``kind`` "PERSP" or "ORTHO", rendered ``size`` (w, h), horizontal ``fov`` in
     degrees (perspective) or image ``width`` in world units (orthographic), in the input coordinates of a model

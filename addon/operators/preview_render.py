@@ -49,8 +49,10 @@ class NEURALSDF_OT_preview_render(EngineJobOperator, bpy.types.Operator):
         model_world = obj.matrix_world @ obj.neural_sdf.model_to_object
         camera, source = self._camera(context, obj, model_world)
         self.object_name, self.size = obj.name, tuple(camera["resolution"])
-        params = render_params(model=model_file(obj), camera=camera, multiscale=self.multiscale, shading=self.shading,
-                               quantity=context.scene.neural_sdf.quantity, device=preferences.get(context).device)  # fmt: skip
+        params = render_params(
+            model=model_file(obj), camera=camera, multiscale=self.multiscale, shading=self.shading,
+            quantity=context.scene.neural_sdf.quantity, device=preferences.get(context).device,
+        )  # fmt: skip
         width, height = self.size
         return [JobRequest("render", params, {}, f"rendering '{obj.name}' from {source} at {width} x {height}")]
 

@@ -18,9 +18,9 @@ PROGRESS_INTERVAL_S = 0.2
 class RenderJob(JobSpec):
     """Render a fitted model from a camera by sphere tracing its network (coarse levels first for a nested
     multiresolution model). No input arrays. Outputs ``rgba`` (h, w, 4) float32 colour in linear light, the top row
-    first, alpha 0 where a ray misses, ``depth`` (h, w) float32 distance from the camera along each ray in input units (inf on
-    misses) and ``normal`` (h, w, 3) float32 outward unit normals in input space (0 on misses); the summary is the
-    render's report (evaluations per level, steps, seconds)."""
+    first, alpha 0 where a ray misses, ``depth`` (h, w) float32 distance from the camera along each ray in input
+    units (inf on misses) and ``normal`` (h, w, 3) float32 outward unit normals in input space (0 on misses); the
+    summary is the render's report (evaluations per level, steps, seconds)."""
 
     kind = "render"
     stages = ("render",)

@@ -75,7 +75,8 @@ def test_preview_render_matches_cycles_on_the_fitted_mesh(bpy, fitted_sphere_ble
     assert 300 < preview.sum() < 0.8 * SIZE[0] * SIZE[1]
     cycles = cycles_alpha(bpy, tmp_path / "cycles.png") > 0.5
     iou = (preview & cycles).sum() / (preview | cycles).sum()
-    assert iou >= 0.99, f"IoU {iou:.4f}: {(preview & ~cycles).sum()} pixels only in the preview, {(cycles & ~preview).sum()} only in Cycles"
+    only_preview, only_cycles = (preview & ~cycles).sum(), (cycles & ~preview).sum()
+    assert iou >= 0.99, f"IoU {iou:.4f}: {only_preview} pixels only in the preview, {only_cycles} only in Cycles"
 
 
 def test_a_second_render_reuses_its_image_and_never_an_image_of_the_user(bpy, fitted_sphere_blend, cache_dir):
@@ -117,6 +118,7 @@ def test_the_camera_file_frames_what_blenders_camera_frames(bpy, fit, size, kind
     from engine.render_camera import camera_from_dict, camera_rays
 
     core = addon_module("core.render_camera")
+    camera_in_model = core.camera_in_model
     bpy.ops.wm.read_homefile(use_empty=True)
     scene = bpy.context.scene
     scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = *size, 100
@@ -131,7 +133,8 @@ def test_the_camera_file_frames_what_blenders_camera_frames(bpy, fit, size, kind
     width = core.ortho_width(data.ortho_scale, fit, size) if kind == "ORTHO" else None
     model_world = np.diag([2.0, 2.0, 2.0, 1.0])  # model units are half a world unit
     model_world[:3, 3] = (0.5, 0.0, -1.0)
-    converted = camera_from_dict(core.camera_in_model(camera.matrix_world, model_world, kind, size, fov=fov, width=width))
+    converted = camera_in_model(camera.matrix_world, model_world, kind, size, fov=fov, width=width)
+    converted = camera_from_dict(converted)
     rays = camera_rays(converted)
     # Blender's frame corners (camera space, at its frame distance) to world, then to the model's coordinates.
     frame = [np.array(camera.matrix_world @ corner) for corner in data.view_frame(scene=scene)]

@@ -303,7 +303,8 @@ def test_the_command_line_and_the_worker_render_alike(tmp_path):
     image = iio.imread(tmp_path / "cli" / "render.png")
     np.testing.assert_array_equal(image[..., 3] == 255, arrays["rgba"][..., 3] == 1)
     report = json.loads((tmp_path / "cli" / "render.json").read_text())
-    assert report["evaluations"] == end["summary"]["evaluations"] and report["camera"] == camera_from_dict(camera).to_dict()
+    assert report["evaluations"] == end["summary"]["evaluations"]
+    assert report["camera"] == camera_from_dict(camera).to_dict()
 
 
 def test_the_command_line_names_a_bad_camera_file(tmp_path):
