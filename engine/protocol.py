@@ -42,7 +42,8 @@ Add-on to worker:
   ``image_fit`` (an image in; its render, model.pt), ``image_render`` (an image model's render at any size and level),
   ``image_tile`` (an image in; a seamless tile, model.pt), ``image_morph`` (two images and landmark pairs in;
   frames, morph.pt), ``render`` (a model's preview render from the camera in its params, no inputs; rgba, depth and
-  normal passes, the evaluations per level in the summary). Images are float32 arrays (height, width, channels),
+  normal passes, the evaluations per level in the summary), ``ridges`` (a mesh or the model's own surface; ridge and
+  valley polylines as points and offsets). Images are float32 arrays (height, width, channels),
   the top row first, encoded as the job's ``encoding`` says on the way in and in linear light on the way out
   (`engine.jobs.images`).
 - ``{"type": "cancel", "job": ID}``: stop that job (running or queued) as soon as possible.
@@ -82,7 +83,7 @@ PROTOCOL_VERSION = 2
 HEARTBEAT_INTERVAL_S = 1.0
 JOB_KINDS = (
     "fit", "extract", "curvature", "evolve", "morph", "bake", "image_fit", "image_render", "image_tile", "image_morph",
-    "render",
+    "render", "ridges",
 )  # fmt: skip
 STAGES = ("fit", "extract", "measure", "curvature", "evolve", "morph", "frames", "render", "track")
 TRAINING_STAGES = ("fit", "evolve", "morph")
@@ -100,7 +101,7 @@ CURVATURE_FIELDS = ("mean", "gaussian", "k1", "k2")
 """Per-point curvature arrays (input units; ``mean`` is H = kappa / 2); `engine.fields` takes them from here."""
 MODEL_FILE_PARAMS = {
     "extract": ("model",), "curvature": ("model",), "evolve": ("model",), "bake": ("model",),
-    "image_render": ("model",), "image_morph": ("model",), "render": ("model",),
+    "image_render": ("model",), "image_morph": ("model",), "render": ("model",), "ridges": ("model",),
 }  # fmt: skip
 """The params of each kind that name a file the job reads (a model file written by a fit): a remote engine gets a copy
 of each uploaded with the job (tested equal to the spec fields documented as "Path of ...")."""

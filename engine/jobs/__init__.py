@@ -14,10 +14,11 @@ from .image_morph import ImageMorphJob
 from .images import ImageFitJob, ImageRenderJob, ImageTileJob
 from .morph import MorphJob
 from .render import RenderJob
+from .ridges import RidgesJob
 
 JOBS: dict[str, type[JobSpec]] = {
     spec.kind: spec for spec in (FitJob, ExtractJob, CurvatureJob, EvolveJob, MorphJob, BakeJob,
-                                 ImageFitJob, ImageRenderJob, ImageTileJob, ImageMorphJob, RenderJob)
+                                 ImageFitJob, ImageRenderJob, ImageTileJob, ImageMorphJob, RenderJob, RidgesJob)
 }
 """Every job kind by its protocol name."""
 
