@@ -170,6 +170,30 @@ def test_a_nested_network_is_read_by_its_stages_and_deltas():
         level_stack(unmeasured)
 
 
+def test_a_real_nested_network_renders_as_its_finest_level():
+    multires = pytest.importorskip("engine.multires")
+    from engine.networks import SirenConfig
+
+    torch.manual_seed(2)
+    config = multires.MultiresConfig((SirenConfig(16, 1, 2.0), SirenConfig(16, 1, 6.0)), (0.0, 0.0))
+    network = multires.MultiresSDF(config)
+    coarse, fine = network.stages
+    with torch.no_grad():
+        coarse.output.bias.sub_(float(coarse(torch.zeros(1, 3))[0]) + 0.4)  # a blob around the centre
+        fine.output.weight.mul_(0.05)
+        # |g_1| <= sum |w| + |b| (its sines are at most 1): that bound times 1.3 is a band that nests for sure.
+        bound = float(fine.output.weight.abs().sum() + fine.output.bias.abs().sum())
+    network.with_deltas((1.3 * bound, 0.0))
+    camera = camera_from_dict(looking_at_center([0.5, -3.5, 1.0], resolution=(40, 30)))
+    settings = RenderSettings(step_scale=0.5, max_steps=1000)
+    multi = render(level_stack(network), NORMALIZATION, camera, settings)
+    whole = render(LevelStack((network,), ()), NORMALIZATION, camera, settings)  # its forward(), one level
+    assert multi.report["levels"] == 2 and multi.report["hits"] > 100
+    assert (np.isfinite(multi.depth) != np.isfinite(whole.depth)).sum() <= 1
+    both = np.isfinite(multi.depth) & np.isfinite(whole.depth)
+    assert np.abs(multi.depth[both] - whole.depth[both]).max() < 1e-4
+
+
 def test_curvature_shading_colours_a_sphere_uniformly():
     camera = camera_from_dict(looking_at_center([0.0, -4.0, 0.0], resolution=(24, 24)))
     result = render(level_stack(Sphere(0.6)), NORMALIZATION, camera,
