@@ -23,7 +23,6 @@ import math
 import sys
 from pathlib import Path
 
-MODEL_FILENAME = "model.pt"
 RENDER_FILENAME = "render.png"
 TILE_FILENAME = "tile.png"
 PREVIEW_FILENAME = "preview_2x2.png"

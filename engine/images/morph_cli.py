@@ -19,9 +19,12 @@ import json
 import sys
 from pathlib import Path
 
+from ..protocol import MORPH_MODEL_FILENAME
+
 FRAME_FILENAME = "frame_{:04d}.png"
 TIMES_FILENAME = "times.json"
-MODEL_FILENAME = "morph.pt"
+MODEL_FILENAME = MORPH_MODEL_FILENAME
+"""The trained morph, as the image_morph job writes it."""
 DEFAULT_FRAMES = 9
 MAX_FRAMES = 1000
 """Frames at most (as the mesh morph)."""
