@@ -69,3 +69,29 @@ def byte_pixels(colors: np.ndarray) -> np.ndarray:
 def bake_image_names(object_name: str, quantity_name: str) -> tuple[str, str]:
     """The float image's and the 8-bit colour image's names: "<object> <quantity>" and that plus " Colours"."""
     return f"{object_name} {quantity_name}", f"{object_name} {quantity_name} Colours"
+
+
+RIDGE_KINDS = (("ridge", "Ridges"), ("valley", "Valleys"))
+"""The ridges job's line kinds and the word each curve object's name ends with."""
+
+
+def ridges_params(*, model: str | os.PathLike, device: str) -> dict:
+    """The ``ridges`` job at the mesh sent as its input (``vertices``, ``faces``); the engine's defaults for the
+    rest (short pieces under 5 % of the diagonal dropped, points projected onto the surface)."""
+    return {"model": str(model), "device": device}
+
+
+def ridge_polylines(outputs: dict[str, np.ndarray], kind: str) -> list[tuple[np.ndarray, bool]]:
+    """Checked polylines of one kind of a ridges job: (points (k, 3) float64, closed) each."""
+    try:
+        points, offsets, closed = (outputs[f"{kind}_{name}"] for name in ("points", "offsets", "closed"))
+    except KeyError:
+        raise EngineError(f"The engine's ridges result lacks its {kind} lines: {_REINSTALL}") from None
+    if points.ndim != 2 or points.shape[1] != 3 or not np.isfinite(points).all():
+        raise EngineError(f"The engine returned {kind} points of shape {points.shape} or not finite: {_REINSTALL}")
+    offsets = np.asarray(offsets, dtype=np.int64)
+    if offsets.ndim != 1 or offsets[0] != 0 or offsets[-1] != len(points) or (np.diff(offsets) < 2).any():
+        raise EngineError(f"The engine returned {kind} offsets that do not split its points into lines: {_REINSTALL}")
+    if closed.shape != (len(offsets) - 1,):
+        raise EngineError(f"The engine returned {closed.shape} closed flags for {len(offsets) - 1} {kind} lines")
+    return [(points[a:b].astype(np.float64), bool(c)) for a, b, c in zip(offsets[:-1], offsets[1:], closed)]
