@@ -252,11 +252,12 @@ class _Tracker:
         """|f| / |grad f| at the triangles' centres, in grid spacings."""
         return self.distances(*self.values_and_gradients(points[faces].mean(axis=1), tau))
 
-    def project(self, points: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def project(self, points: np.ndarray, tau: float, evaluated=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Points after Newton steps towards the zero set of f(., tau) (at least one, so that every frame lies on
-        the surface alike, the first too), their distances and gradients there."""
+        the surface alike, the first too), their distances and gradients there; ``evaluated``: f and grad f at the
+        points at tau, when known already."""
         longest = self.config.max_step * self.spacing
-        values, gradients = self.values_and_gradients(points, tau)
+        values, gradients = evaluated or self.values_and_gradients(points, tau)
         for _ in range(self.config.newton_steps):
             squared = np.maximum((gradients * gradients).sum(axis=1, keepdims=True), 1e-12)
             step = values[:, None] * gradients / squared
@@ -272,13 +273,14 @@ class _Tracker:
     def advance(self, points: np.ndarray, start: float, end: float):
         """Points carried from network time ``start`` to ``end`` (in sub-steps when the surface moves far), their
         distances and gradients at ``end`` and the sub-steps taken."""
-        values, gradients = self.values_and_gradients(points, end)
-        reach = self.distances(values, gradients)
+        at_end = self.values_and_gradients(points, end)
+        reach = self.distances(*at_end)
         reach = reach[np.isfinite(reach)]
         moved = float(reach.max()) if len(reach) else 0.0
         substeps = int(min(self.config.max_substeps, max(1, math.ceil(moved / self.config.max_move))))
         for step in range(1, substeps + 1):
-            points, distance, gradients = self.project(points, start + (end - start) * step / substeps)
+            evaluated = at_end if substeps == 1 else None
+            points, distance, gradients = self.project(points, start + (end - start) * step / substeps, evaluated)
         return points, distance, gradients, substeps
 
 
