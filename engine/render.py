@@ -11,7 +11,8 @@
   same loop on the finest level alone.
 - Hits: the footprint eps(t) = t * 2 tan(fov / 2) / w (orthographic: ortho_scale / w) sets the smallest step near the
   surface (``min_step`` * eps); a hit is where F_K changes sign, refined on its bracket by regula falsi
-  (``refine_steps`` evaluations), so silhouettes are where the surface is, and grazing rays do not crawl.
+  (``refine_steps`` evaluations), so silhouettes are where the surface is, and grazing rays do not crawl
+  (``hit_threshold`` > 0 also takes the classic hit F_K < threshold * eps, unrefined: cheaper, silhouettes grown).
 - Active-ray compaction: every iteration works on the rays still marching only.
 - Normals: the finest level's gradient by the explicit forward-mode pass (`engine.networks.sine_jacobian`) at the
   refined hit points; world (input) space, unit length. Optional curvature colours (`engine.geometry.curvatures`,
@@ -57,6 +58,9 @@ class RenderSettings:
     """Iterations per ray at most (all levels); rays that run out count as misses and are reported."""
     min_step: float = 0.5
     """The smallest step near the finest surface, as a fraction of the pixel footprint eps(t)."""
+    hit_threshold: float = 0.0
+    """0: hits are sign changes of F_K (exact silhouettes). Above 0: also where 0 < F_K < hit_threshold * eps(t),
+    unrefined (the classic footprint threshold: fewer evaluations, silhouettes grown by up to that distance)."""
     refine_steps: int = 4
     """Regula falsi iterations at most on each hit's bracket (value evaluations of the finest level)."""
     refine_tolerance: float = 1e-6
@@ -78,6 +82,7 @@ class RenderSettings:
         checks = [
             (1 <= self.max_steps <= 100_000, f"max_steps must be in [1, 100000], got {self.max_steps}"),
             (0.0 < self.min_step <= 1.0, f"min_step must be in (0, 1], got {self.min_step}"),
+            (0.0 <= self.hit_threshold <= 2.0, f"hit_threshold must be in [0, 2], got {self.hit_threshold}"),
             (0 <= self.refine_steps <= 64, f"refine_steps must be in [0, 64], got {self.refine_steps}"),
             (0.0 <= self.refine_tolerance < 1.0, f"refine_tolerance must be in [0, 1), got {self.refine_tolerance}"),
             (0.0 <= self.band_exit <= 10.0, f"band_exit must be in [0, 10], got {self.band_exit}"),
@@ -179,8 +184,9 @@ def render(
                   "max": int(traced.steps.max()) if len(inside) else 0},  # fmt: skip
         "seconds": {"trace": round(trace_seconds, 4), "total": round(time.perf_counter() - started, 4)},
         "cpu_seconds": round(time.process_time() - started_cpu, 4),
-        "settings": {k: getattr(settings, k) for k in ("max_steps", "min_step", "refine_steps", "refine_tolerance",
-                                                       "band_exit", "step_scale", "shading", "quantity")},  # fmt: skip
+        "settings": {k: getattr(settings, k) for k in ("max_steps", "min_step", "hit_threshold", "refine_steps",
+                                                       "refine_tolerance", "band_exit", "step_scale", "shading",
+                                                       "quantity")},  # fmt: skip
         "camera": camera.to_dict(),
     }
     return Render(rgba.reshape(height, width, 4), depth.astype(np.float32).reshape(height, width),
@@ -233,7 +239,9 @@ def _trace(stack, settings, device, entry, directions, t_near, s_far, slope, off
             for k in bound_levels:
                 bound = torch.where(known[k], torch.maximum(bound, values[k] - deltas[k]), bound)
             steps += 1
-            hit = at_finest & (f <= 0.0)  # a sign change (or an exact zero) of the finest level
+            crossed = at_finest & (f <= 0.0)  # a sign change (or an exact zero) of the finest level
+            near = at_finest & (f > 0.0) & (f < settings.hit_threshold * eps)  # a threshold hit (if asked for)
+            hit = crossed | near
             promote = ~at_finest & (bound < eps)  # inside a coarse band: next level, no step
             marching = ~hit & ~promote
             largest = torch.where(at_finest, torch.maximum(f, bound), bound)
@@ -246,14 +254,16 @@ def _trace(stack, settings, device, entry, directions, t_near, s_far, slope, off
             stays_fine = at_finest & marching & (back == finest)
             previous_s = torch.where(stays_fine, s, torch.where(at_finest & ~marching, previous_s, -1.0))
             previous_f = torch.where(stays_fine, f, previous_f)
-            if hit.any():
+            if near.any():
+                distance[index[near].cpu().numpy()] = s[near].double().cpu().numpy()
+            if crossed.any():
                 bracketed = previous_s >= 0.0
-                found["index"].append(index[hit])
+                found["index"].append(index[crossed])
                 # Without a finest-level sample before the crossing, the bracket starts where the last step did.
-                found["low"].append(torch.where(bracketed, previous_s, last_s)[hit])
-                found["f_low"].append(torch.where(bracketed, previous_f, math.nan)[hit])
-                found["high"].append(s[hit])
-                found["f_high"].append(f[hit])
+                found["low"].append(torch.where(bracketed, previous_s, last_s)[crossed])
+                found["f_low"].append(torch.where(bracketed, previous_f, math.nan)[crossed])
+                found["high"].append(s[crossed])
+                found["f_high"].append(f[crossed])
             if multiscale:
                 carried = torch.where(promote, _at_level(values, level), carried)
                 level = torch.where(promote, level + 1, torch.where(marching, back, level))
