@@ -159,11 +159,6 @@ class LevelOfDetail(nn.Module):
         return value
 
 
-def finest(network: nn.Module) -> nn.Module:
-    """The network itself, or a `MultiresSDF`'s finest level: for consumers that evaluate f(x) with one argument."""
-    return LevelOfDetail(network) if isinstance(network, MultiresSDF) else network
-
-
 def checked_multires_config(architecture) -> MultiresConfig:
     """The `MultiresConfig` of a model file's architecture (a JSON object of ``stages`` and ``deltas`` and nothing
     else): 1 to `MAX_STAGES` stages, each a SIREN architecture within `engine.networks`' limits taking a point and
