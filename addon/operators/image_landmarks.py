@@ -1,6 +1,6 @@
 """Landmark pairs of an image morph, placed on the images in the Image Editor: Place Landmarks (click a point on one
-image, then its partner on the other; Ctrl+click removes one; right-click or Esc ends), the same operator with
-explicit pixel coordinates for scripts, Clear Landmarks, and the draw handler that shows them numbered.
+image, then its partner on the other; Ctrl+click removes one; right-click or Esc ends), Add Landmark at explicit
+pixel coordinates (scripts), Clear Landmarks, and the draw handler that shows them numbered.
 
 Landmarks are stored on each image (its custom property `core.images.LANDMARKS_PROPERTY`) in pixel coordinates
 (origin top-left, y down), so they stay with the image, are saved with the .blend and are undone with it."""
@@ -60,11 +60,11 @@ def remove_landmark(image: bpy.types.Image, pair: int) -> None:
 
 
 class NEURALSDF_OT_image_landmark(bpy.types.Operator):
-    """Place landmark pairs of a morph: click a point of the From image, then the same feature on the Into image
-    (each pair is numbered); Ctrl+click removes the landmark under the mouse; right-click or Esc ends"""
+    """Add a landmark of a morph at explicit pixel coordinates (origin top-left, y down) of an image, with the next
+    pair number unless one is given (scripts; Place Landmarks clicks them), or remove one"""
 
     bl_idname = "neural_sdf.image_landmark"
-    bl_label = "Place Landmarks"
+    bl_label = "Add Landmark"
     bl_options = {"REGISTER", "UNDO"}
 
     image: bpy.props.StringProperty(name="Image", description="The image to add to (default: the one shown)")
@@ -88,10 +88,23 @@ class NEURALSDF_OT_image_landmark(bpy.types.Operator):
         add_landmark(context, image, self.x, self.y, self.pair)
         return {"FINISHED"}
 
-    def invoke(self, context, event):
+
+class NEURALSDF_OT_image_place_landmarks(bpy.types.Operator):
+    """Place landmark pairs of a morph: click a point of the From image, then the same feature on the Into image
+    (each pair is numbered); Ctrl+click removes the landmark under the mouse; right-click or Esc ends"""
+
+    bl_idname = "neural_sdf.image_place_landmarks"
+    bl_label = "Place Landmarks"
+    # Not an undo step of its own (its redo would have nothing to repeat): each click pushes one.
+
+    @classmethod
+    def poll(cls, context):
         if context.area is None or context.area.type != "IMAGE_EDITOR" or _shown_image(context) is None:
-            self.report({"ERROR"}, "Place Landmarks works in an Image Editor that shows an image")
-            return {"CANCELLED"}
+            cls.poll_message_set("Show an image in the Image Editor")
+            return False
+        return True
+
+    def invoke(self, context, event):
         context.window_manager.modal_handler_add(self)
         context.workspace.status_text_set("Click: add a landmark  ·  Ctrl+click: remove one  ·  Right-click/Esc: done")
         return {"RUNNING_MODAL"}

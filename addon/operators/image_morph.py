@@ -73,6 +73,8 @@ class NEURALSDF_OT_image_morph(ImageJobProgress, EngineJobOperator, bpy.types.Op
         paths = write_frames(folder, frames)
         sequence = bpy.data.images.load(str(paths[0]))
         sequence.name, sequence.source, sequence.use_fake_user = name, "SEQUENCE", True
+        if bpy.data.filepath:  # the frames went beside the .blend: they move with it
+            sequence.filepath = bpy.path.relpath(str(paths[0]))
         quality = summary.get("quality", {})
         text = (f"{len(frames)} frames, landmarks off by "
                 f"{quality.get('landmark_error_px', {}).get('forward_mean', float('nan')):.2f} px, "
@@ -119,4 +121,6 @@ def add_strip(scene, name: str, paths: list[Path]):
     strip = editor.strips.new_image(name, str(paths[0]), channel, scene.frame_start)
     for path in paths[1:]:
         strip.elements.append(path.name)
+    if bpy.data.filepath:
+        strip.directory = bpy.path.relpath(str(paths[0].parent)) + "/"
     return strip

@@ -12,6 +12,7 @@ classes = (
     image_fit.NEURALSDF_OT_image_mip_chain,
     image_morph.NEURALSDF_OT_image_morph,
     image_landmarks.NEURALSDF_OT_image_landmark,
+    image_landmarks.NEURALSDF_OT_image_place_landmarks,
     image_landmarks.NEURALSDF_OT_image_clear_landmarks,
     *image_editor.classes,
 )

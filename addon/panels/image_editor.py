@@ -93,8 +93,7 @@ class NEURALSDF_PT_image_morph(NeuralSDFImageSidebar, bpy.types.Panel):
                   for image in (settings.morph_source, settings.morph_target)]  # fmt: skip
         layout.label(text=f"Landmarks: {counts[0]} on From, {counts[1]} on Into", icon="EMPTY_SINGLE_ARROW")
         row = layout.row(align=True)
-        row.operator_context = "INVOKE_DEFAULT"
-        row.operator("neural_sdf.image_landmark", icon="RESTRICT_SELECT_OFF")
+        row.operator("neural_sdf.image_place_landmarks", icon="RESTRICT_SELECT_OFF")
         row.operator("neural_sdf.image_clear_landmarks", text="", icon="X")
         row = layout.row(align=True)
         row.operator("neural_sdf.image_morph", icon="SEQUENCE")

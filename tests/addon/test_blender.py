@@ -134,6 +134,7 @@ def test_the_extension_registers_and_unregisters_cleanly(bpy):
             "image_landmark",
             "image_mip_chain",
             "image_morph",
+            "image_place_landmarks",
             "image_render",
             "image_tile",
             "morph",

@@ -128,7 +128,9 @@ def place(bpy, image, points) -> list[int]:
     return sorted(core.landmark_points(image.get(core.LANDMARKS_PROPERTY)))
 
 
-def test_morph_images_with_landmarks_placed_on_them_gives_a_sequence_and_a_strip(bpy, image_scene, capfd):
+def test_morph_images_with_landmarks_placed_on_them_gives_a_sequence_and_a_strip(bpy, image_scene, capfd, tmp_path):
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "faces.blend"))  # the frames go beside it
+    image_scene = bpy.context.scene
     first, second = byte_image(bpy, "Face A", pattern()), byte_image(bpy, "Face B", pattern(shift=0.05))
     settings = image_scene.neural_sdf_image
     settings.morph_source, settings.morph_target, settings.morph_frames = first, second, 3
@@ -143,12 +145,15 @@ def test_morph_images_with_landmarks_placed_on_them_gives_a_sequence_and_a_strip
     assert message.startswith("Info: Morphed 'Face A' into 'Face B': the image sequence 'Face A to Face B Morph'")
     sequence = bpy.data.images["Face A to Face B Morph"]
     assert sequence.source == "SEQUENCE" and sequence.neural_sdf_image.kind == "MORPH"
+    assert sequence.filepath.startswith("//faces_neural_sdf/Face_A_to_Face_B_Morph-")
     folder = addon_module("operators.image_common").Path(bpy.path.abspath(sequence.filepath)).parent
+    assert folder.parent == tmp_path / "faces_neural_sdf"
     assert sorted(path.name for path in folder.iterdir()) == ["frame_0000.png", "frame_0001.png", "frame_0002.png"]
     first_frame = bpy.data.images.load(str(folder / "frame_0000.png"))
     np.testing.assert_allclose(pixels_of(first_frame), pattern(), atol=1 / 255 + 1e-6)  # frame 0 is image 0
     (strip,) = image_scene.sequence_editor.strips
     assert len(strip.elements) == 3 and strip.frame_final_duration == 3
+    assert bpy.path.abspath(strip.directory).rstrip("/") == str(folder)
 
 
 def test_refusals_before_any_job(bpy, image_scene):
@@ -183,8 +188,9 @@ def test_the_panel_and_the_landmark_drawing(bpy, image_scene):
     image_scene.neural_sdf_image.morph_source = image
     place(bpy, image, LANDMARKS[:2])
     morph = draw(panels.NEURALSDF_PT_image_morph)
-    assert ("label", "Landmarks: 2 on From, 0 on Into") in morph and ("operator", "neural_sdf.image_landmark") in morph
+    assert ("label", "Landmarks: 2 on From, 0 on Into") in morph and ("operator", "neural_sdf.image_place_landmarks") in morph
     assert addon_module("operators.image_landmarks")._handle is not None
+    assert bpy.ops.neural_sdf.image_place_landmarks.poll() is False  # a modal of the Image Editor only
     addon_module("operators.image_landmarks").draw_landmarks()  # no Image Editor here: draws nothing, fails not
 
 
