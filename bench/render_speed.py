@@ -10,11 +10,14 @@ per stage, so the numbers describe the renderer, not the best bunny):
 - ``coarse``: the tiny preset's 2x64 SIREN (omega 15) fitted alone, put in front of ``single`` with delta = 1.3 max
   |f_coarse| over the single model's extracted surface (an un-nested coarse net: DESIGN 7.2's measurement here).
 
-Rows per size: each model single-scale (the finest level alone) and multiscale. Columns: evaluations of the finest
-stage (the expensive network), of every stage, CPU seconds of the whole render (time.process_time, one thread),
-steps per ray, and the PSNR of the multiscale image against the same model's single-scale image (RGB with the
-background black; pixels whose coverage differs counted), with the share of pixels whose coverage differs.
-The camera looks at the bunny's front from 3.2 half-sizes away, horizontal fov 40 degrees.
+Rows per size: each model single-scale (the finest level alone) and multiscale, with the renderer's exact hits
+(sign changes of the finest level, refined) and with the classic footprint threshold (hit where F < eps(t), no
+refinement: ``hit_threshold=1``). Columns: evaluations of the finest stage (the expensive network), of every stage,
+CPU seconds of the whole render (time.process_time, one thread), steps per ray, pixels hit, and the PSNR of the
+image against the same model's single-scale image with the same hits (RGB, background black, so pixels whose
+coverage differs count) with the share of pixels whose coverage differs, and against the exact single-scale image.
+The camera looks at the bunny's front from ``--distance`` half-sizes of the cube (3.2: the cube fills the image),
+horizontal fov 40 degrees.
 """
 
 from __future__ import annotations
@@ -66,11 +69,12 @@ def coarse_delta(coarse, single) -> float:
     return 1.3 * input_distance * single.normalization.scale
 
 
-def camera_for(model, size: int):
+def camera_for(model, size: int, distance: float = 3.2):
     from engine.render_camera import camera_from_dict
 
     center, half = np.asarray(model.normalization.center), 0.9 / model.normalization.scale
-    return camera_from_dict({"location": (center + [0.0, 0.0, 3.2 * half]).tolist(), "rotation": np.eye(3).tolist(),
+    location = (center + [0.0, 0.0, distance * half]).tolist()
+    return camera_from_dict({"location": location, "rotation": np.eye(3).tolist(),
                              "type": "perspective", "fov": 40.0, "resolution": [size, size]})  # fmt: skip
 
 
@@ -84,7 +88,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--steps", type=int, default=600, help="fit steps per stage of the models fitted here")
     parser.add_argument("--models", type=Path, default=Path("out/bench/render_speed"))
-    parser.add_argument("--only", nargs="+", default=["single", "nested", "coarse"])
+    parser.add_argument("--only", nargs="+", default=["nested", "coarse"], choices=["single", "nested", "coarse"],
+                        help="models to render (the coarse model's single-scale rows are the single model's)")
+    parser.add_argument("--distance", type=float, default=3.2, help="camera distance in half-sizes of the cube")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -111,36 +117,39 @@ def main() -> None:
         stacks["coarse"] = (coarse_first(reexpressed(coarse, single.normalization), single.network, delta),
                             single.normalization, f"2x64 coarse SIREN (omega 15) in front of the 3x256, delta "
                             f"{delta:.4f} (unit cube; 1.3 max |f_coarse| on the 3x256's surface)")  # fmt: skip
-    print(f"models in {args.models} (fit CPU s this run: {fit_cpu:.0f}); one thread; camera fov 40, 3.2 half-sizes\n")
-    print("| model | size | mode | finest-stage evals | all-stage evals | CPU s | steps/ray | hits | PSNR vs single "
-          "| coverage differs |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"models in {args.models} (fit CPU s this run: {fit_cpu:.0f}); one thread; camera fov 40 at "
+          f"{args.distance} half-sizes\n")
+    print("| model | size | hits | mode | finest-stage evals | all-stage evals | CPU s | steps/ray | hit pixels "
+          "| PSNR vs its single-scale | coverage differs | PSNR vs exact single-scale |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
+        camera = camera_for(single, size, args.distance)
         for name in args.only:
-            stack, normalization, description = stacks[name]
-            camera = camera_for(single, size)
-            reference = None
-            for multiscale in (False, True) if len(stack.stages) > 1 else (False,):
-                settings = RenderSettings(multiscale=multiscale)
-                started = time.process_time()
-                result = render(stack, normalization, camera, settings)
-                seconds = time.process_time() - started
-                report = result.report
-                evaluations = report["evaluations"]
-                if reference is None:
-                    reference, base = result, (evaluations[-1], seconds)
-                    quality, differs = "(reference)", ""
-                else:
-                    quality = f"{psnr(reference.rgba, result.rgba):.1f} dB"
-                    coverage = np.isfinite(reference.depth) != np.isfinite(result.depth)
-                    differs = f"{100 * coverage.mean():.3f} %"
-                ratio = "" if result is reference else f" ({base[0] / max(evaluations[-1], 1):.1f}x fewer)"
-                speed = "" if result is reference else f" ({base[1] / seconds:.1f}x)"
-                mode = "multiscale" if multiscale else "single-scale"
-                print(f"| {name} | {size}² | {mode} | {evaluations[-1]:,}{ratio} | {sum(evaluations):,} | "
-                      f"{seconds:.2f}{speed} | {report['steps']['mean_per_ray']:.1f} | {report['hits']:,} | "
-                      f"{quality} | "
-                      f"{differs} |", flush=True)  # fmt: skip
+            stack, normalization, _ = stacks[name]
+            exact = None
+            for hits, threshold in (("exact", 0.0), ("threshold 1", 1.0)):
+                reference = None
+                for multiscale in (False, True) if len(stack.stages) > 1 else (False,):
+                    settings = RenderSettings(multiscale=multiscale, hit_threshold=threshold)
+                    started = time.process_time()
+                    result = render(stack, normalization, camera, settings)
+                    seconds = time.process_time() - started
+                    report, evaluations = result.report, result.report["evaluations"]
+                    exact = result if exact is None else exact
+                    if reference is None:
+                        reference, base = result, (evaluations[-1], seconds)
+                        quality, differs, ratio, speed = "(reference)", "", "", ""
+                    else:
+                        quality = f"{psnr(reference.rgba, result.rgba):.1f} dB"
+                        coverage = np.isfinite(reference.depth) != np.isfinite(result.depth)
+                        differs = f"{100 * coverage.mean():.3f} %"
+                        ratio = f" ({base[0] / max(evaluations[-1], 1):.1f}x fewer)"
+                        speed = f" ({base[1] / seconds:.1f}x)"
+                    against_exact = "(reference)" if result is exact else f"{psnr(exact.rgba, result.rgba):.1f} dB"
+                    mode = "multiscale" if multiscale else "single-scale"
+                    print(f"| {name} | {size}² | {hits} | {mode} | {evaluations[-1]:,}{ratio} | "
+                          f"{sum(evaluations):,} | {seconds:.2f}{speed} | {report['steps']['mean_per_ray']:.1f} | {report['hits']:,} | "
+                          f"{quality} | {differs} | {against_exact} |", flush=True)  # fmt: skip
     print()
     for name in args.only:
         print(f"- {name}: {stacks[name][2]}")
