@@ -148,7 +148,8 @@ def main() -> None:
                     against_exact = "(reference)" if result is exact else f"{psnr(exact.rgba, result.rgba):.1f} dB"
                     mode = "multiscale" if multiscale else "single-scale"
                     print(f"| {name} | {size}² | {hits} | {mode} | {evaluations[-1]:,}{ratio} | "
-                          f"{sum(evaluations):,} | {seconds:.2f}{speed} | {report['steps']['mean_per_ray']:.1f} | {report['hits']:,} | "
+                          f"{sum(evaluations):,} | {seconds:.2f}{speed} | {report['steps']['mean_per_ray']:.1f} | "
+                          f"{report['hits']:,} | "
                           f"{quality} | {differs} | {against_exact} |", flush=True)  # fmt: skip
     print()
     for name in args.only:
