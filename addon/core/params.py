@@ -35,11 +35,13 @@ def fit_params(
     seed: int,
     names: Sequence[str],
     preview_interval: float = 0.0,
+    levels: int = 1,
 ) -> dict:
     """The ``fit`` job: one SDF for the meshes ``names`` (one per input mesh, in the inputs' order) as one shape.
 
     - ``preset``: a name of `items.PRESET_ITEMS`; ``steps`` None trains for the preset's steps;
     - ``preview_interval``: seconds between the live previews of the surface while it trains (`preview`); 0: none;
+    - ``levels``: levels of detail in the model (1: one network);
     - the engine's surface metrics are not measured: the add-on shows none.
     """
     return {
@@ -51,12 +53,14 @@ def fit_params(
         "names": list(names),
         "metrics": False,
         "preview_interval": float(preview_interval),
+        "levels": int(levels),
     }
 
 
-def extract_params(*, model: str | os.PathLike, resolution: int, device: str) -> dict:
-    """The ``extract`` job: the surface of the model file ``model`` again, at ``resolution``."""
-    return {"model": str(model), "resolution": resolution, "device": device}
+def extract_params(*, model: str | os.PathLike, resolution: int, device: str, level: float | None = None) -> dict:
+    """The ``extract`` job: the surface of the model file ``model`` again, at ``resolution`` (and, for a model with
+    levels of detail, at ``level``; None: the finest)."""
+    return {"model": str(model), "resolution": resolution, "device": device, "level": level}
 
 
 def curvature_params(

@@ -7,6 +7,7 @@ from .bake_evolution import NEURALSDF_OT_bake_evolution
 from .check_engine import NEURALSDF_OT_check_engine
 from .curvature_colors import NEURALSDF_OT_curvature_colors
 from .fit import NEURALSDF_OT_fit
+from .make_lod import NEURALSDF_OT_make_lod
 from .morph import NEURALSDF_OT_morph
 from .reextract import NEURALSDF_OT_reextract
 from .setup_engine import NEURALSDF_OT_setup_engine
@@ -16,6 +17,7 @@ classes = (
     NEURALSDF_OT_curvature_colors,
     NEURALSDF_OT_bake_curvature,
     NEURALSDF_OT_reextract,
+    NEURALSDF_OT_make_lod,
     NEURALSDF_OT_bake_evolution,
     NEURALSDF_OT_add_flow_field,
     NEURALSDF_OT_morph,

@@ -49,6 +49,7 @@ class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
                 seed=settings.seed,
                 names=names,
                 preview_interval=preview.INTERVAL_S if settings.live_preview else 0.0,
+                levels=settings.levels,
             )
             requests.append(JobRequest("fit", params, inputs, f"fitting {_quoted(names)}"))
         return requests
@@ -98,8 +99,11 @@ class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
             link.model_path = model_path
             link.model_to_object = frame.inverted()
             summary = result.summary
+            levels = int(summary.get("levels", 1))
+            link.levels, link.level = levels, levels - 1  # Re-extract takes the finest level until the slider moves
             link.fit_summary = (
-                f"{result.request.params['preset']}, {summary.get('steps')} steps, "
+                f"{result.request.params['preset']}, {summary.get('steps')} steps"
+                f"{f' x {levels} levels' if levels > 1 else ''}, "
                 f"{format_duration(summary.get('train_seconds', 0.0))} on {summary.get('device')}, "
                 f"from {', '.join(names)}"
             )

@@ -12,7 +12,8 @@ from . import checks
 
 
 class NEURALSDF_OT_reextract(EngineJobOperator, bpy.types.Operator):
-    """Extract the active object's surface again from its model at the panel's resolution, without retraining"""
+    """Extract the active object's surface again from its model at the panel's resolution (and, for a model with
+    levels of detail, at its Level), without retraining"""
 
     bl_idname = "neural_sdf.reextract"
     bl_label = "Re-extract"
@@ -26,8 +27,12 @@ class NEURALSDF_OT_reextract(EngineJobOperator, bpy.types.Operator):
         obj = context.active_object
         resolution = context.scene.neural_sdf.resolution
         self.object_name = obj.name
-        params = extract_params(model=model_file(obj), resolution=resolution, device=preferences.get(context).device)
-        return [JobRequest("extract", params, {}, f"extracting '{obj.name}' at resolution {resolution}")]
+        level = chosen_level(obj)
+        params = extract_params(
+            model=model_file(obj), resolution=resolution, device=preferences.get(context).device, level=level
+        )
+        at = "" if level is None else f", level {level:g}"
+        return [JobRequest("extract", params, {}, f"extracting '{obj.name}' at resolution {resolution}{at}")]
 
     def apply(self, context, results):
         (result,) = results
@@ -46,5 +51,15 @@ class NEURALSDF_OT_reextract(EngineJobOperator, bpy.types.Operator):
             name = old.name
             bpy.data.meshes.remove(old)
             mesh.name = name
-        message = f"Re-extracted '{obj.name}' at resolution {result.request.params['resolution']}: {len(faces):,} faces"
+        level = result.request.params.get("level")
+        at = "" if level is None else f", level {level:g}"
+        message = f"Re-extracted '{obj.name}' at resolution {result.request.params['resolution']}{at}: {len(faces):,} faces"
         return message + (" (run Curvature Colours again for the new vertices)" if had_curvature else "")
+
+
+def chosen_level(obj) -> float | None:
+    """The object's Level for a model with levels of detail (within them), None (the only level) otherwise."""
+    link = obj.neural_sdf
+    if link.levels <= 1:
+        return None
+    return float(min(max(link.level, 0.0), link.levels - 1))

@@ -43,6 +43,7 @@ class NEURALSDF_PT_main(NeuralSDFSidebar, bpy.types.Panel):
         row.prop(settings, "preset", text="")
         col = layout.column(align=True)
         col.prop(settings, "resolution")
+        col.prop(settings, "levels")
         col.row(align=True).prop(settings, "fit_mode", expand=True)
         row = layout.row()
         row.prop(settings, "hide_sources")
@@ -73,6 +74,9 @@ class NEURALSDF_PT_model(NeuralSDFSidebar, bpy.types.Panel):
         row = layout.row(align=True)
         row.operator("neural_sdf.reextract", icon="FILE_REFRESH")
         row.prop(context.scene.neural_sdf, "resolution", text="")
+        if link.levels > 1:
+            layout.prop(link, "level", slider=True)
+            layout.operator("neural_sdf.make_lod", icon="MOD_DECIM")
 
 
 class NEURALSDF_PT_curvature(NeuralSDFSidebar, bpy.types.Panel):

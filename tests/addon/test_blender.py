@@ -137,6 +137,7 @@ def test_the_extension_registers_and_unregisters_cleanly(bpy):
             "image_place_landmarks",
             "image_render",
             "image_tile",
+            "make_lod",
             "morph",
             "reextract",
             "setup_engine",
