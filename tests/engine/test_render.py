@@ -97,6 +97,24 @@ def test_depth_and_normals_are_the_ray_sphere_intersection(kind):
     assert result.report["hits"] == hit.sum() and result.report["rays_out_of_steps"] == 0
 
 
+def test_threshold_hits_grow_the_silhouette_by_at_most_the_footprint():
+    camera = camera_from_dict(looking_at_center([2.5, -3.0, 1.8], turn=20.0))
+    exact = render(level_stack(Sphere(0.6)), NORMALIZATION, camera)
+    loose = render(level_stack(Sphere(0.6)), NORMALIZATION, camera, RenderSettings(hit_threshold=1.0))
+    truth, _, rays = analytic(camera)
+    hit, grown = np.isfinite(exact.depth.ravel()), np.isfinite(loose.depth.ravel())
+    assert (grown >= hit).all() and grown.sum() > hit.sum()
+    # Every extra pixel's ray passes within a footprint of the sphere; every hit point lies within one of it.
+    relative = rays.origins - CENTER
+    along = (relative * rays.directions).sum(axis=1)
+    passing = np.linalg.norm(relative - along[:, None] * rays.directions, axis=1) - RADIUS
+    footprint = rays.footprint_slope * np.abs(along)
+    assert (passing[grown & ~hit] < footprint[grown & ~hit]).all()
+    points = rays.origins[grown] + loose.depth.ravel()[grown, None].astype(np.float64) * rays.directions[grown]
+    assert (np.abs(np.linalg.norm(points - CENTER, axis=1) - RADIUS) < footprint[grown]).all()
+    assert np.isfinite(truth[hit]).all()
+
+
 def test_the_camera_looks_along_its_minus_z_with_y_up():
     # A camera at rest looks down -Z: the image's top row is +Y, its right +X.
     camera = camera_from_dict({"location": (CENTER + [0.0, 1.0, 4.0]).tolist(), "rotation": np.eye(3).tolist(),
