@@ -9,6 +9,7 @@ from .curvature_colors import NEURALSDF_OT_curvature_colors
 from .fit import NEURALSDF_OT_fit
 from .make_lod import NEURALSDF_OT_make_lod
 from .morph import NEURALSDF_OT_morph
+from .preview_render import NEURALSDF_OT_preview_render
 from .reextract import NEURALSDF_OT_reextract
 from .setup_engine import NEURALSDF_OT_setup_engine
 
@@ -17,6 +18,7 @@ classes = (
     NEURALSDF_OT_curvature_colors,
     NEURALSDF_OT_bake_curvature,
     NEURALSDF_OT_reextract,
+    NEURALSDF_OT_preview_render,
     NEURALSDF_OT_make_lod,
     NEURALSDF_OT_bake_evolution,
     NEURALSDF_OT_add_flow_field,
