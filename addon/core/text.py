@@ -9,6 +9,7 @@ STAGE_VERBS = {
     "extract": "extracting the surface",
     "curvature": "evaluating curvature",
     "measure": "measuring the surface",
+    "render": "tracing rays",
     "render": "rendering",
 }
 """Stages shown by what they do."""
