@@ -9,7 +9,6 @@ STAGE_VERBS = {
     "extract": "extracting the surface",
     "curvature": "evaluating curvature",
     "measure": "measuring the surface",
-    "render": "tracing rays",
     "render": "rendering",
 }
 """Stages shown by what they do."""
