@@ -51,7 +51,7 @@ def image_scene(scene):
     yield scene
 
 
-def test_reading_and_writing_pixels_keeps_the_colour(bpy, image_scene):
+def test_reading_and_writing_pixels_keeps_the_colour(bpy, image_scene, tmp_path):
     common = addon_module("operators.image_common")
     core = addon_module("core.images")
     encoded = pattern()
@@ -70,6 +70,14 @@ def test_reading_and_writing_pixels_keeps_the_colour(bpy, image_scene):
     np.testing.assert_allclose(common.read_pixels(see_through)[0][0, 0], (0.25, 0.5, 0.75, 0.5), atol=1e-3)
     glass = byte_image(bpy, "Glass", np.full((8, 8, 4), (0.2, 0.4, 0.6, 0.5), np.float32))
     np.testing.assert_allclose(common.read_pixels(glass)[0][0, 0], (0.2, 0.4, 0.6, 0.5), atol=1 / 255)
+    # A file on disk, written by another program (top row first): read in its rows' order, RGBA kept.
+    import imageio.v3 as iio
+
+    on_disk = (np.arange(12 * 10 * 4).reshape(10, 12, 4) * 7 % 256).astype(np.uint8)
+    iio.imwrite(tmp_path / "disk.png", on_disk)
+    pixels, encoding = common.read_pixels(bpy.data.images.load(str(tmp_path / "disk.png")))
+    assert encoding == "srgb" and pixels.shape == (10, 12, 4)
+    np.testing.assert_allclose(pixels, on_disk / 255.0, atol=1e-6)
     source.colorspace_settings.name = "Filmic Log"
     with pytest.raises(addon_module("core.errors").EngineError, match="colour space 'Filmic Log'.*sRGB"):
         common.read_pixels(source)
@@ -210,6 +218,8 @@ def test_a_saved_file_keeps_the_tile_its_pixels_and_its_network_beside_it(bpy, i
     assert tile.neural_sdf_image.model_path.startswith("//tiles_neural_sdf/Gravel_Tile-")
     assert (tmp_path / tile.neural_sdf_image.model_path[2:]).is_file()
     np.testing.assert_allclose(pixels_of(tile), made, atol=1e-3)  # packed as OpenEXR (half floats)
+    pixels, encoding = addon_module("operators.image_common").read_pixels(tile)  # a packed image reads as it is
+    assert encoding == "linear" and np.allclose(pixels, made[..., :3], atol=1e-3)
 
 
 def test_esc_cancels_an_image_job_and_nothing_is_added(bpy, image_scene):
