@@ -71,7 +71,7 @@ def test_make_lod_objects_writes_lod0_finest_to_lodn_in_one_collection_and_undoe
     bpy.ops.wm.open_mainfile(filepath=str(lod_sphere_blend))
     fitted = bpy.data.objects["Sphere SDF"]
     select_only(bpy, fitted)
-    bpy.context.scene.neural_sdf.resolution = 32
+    bpy.context.scene.neural_sdf.resolution = 64  # LOD0 at 64, LOD1 at 32
     before = snapshot(bpy)
     with undo_enabled(bpy):
         assert bpy.ops.neural_sdf.make_lod() == {"FINISHED"}
