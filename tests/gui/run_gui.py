@@ -31,7 +31,8 @@ X11_SOCKETS = Path("/tmp/.X11-unix")
 """Where Xvfb puts its socket; bind-mounted into the chroot so Blender there reaches the display."""
 SCREEN = "1600x1000x24"
 SCENARIO_TIMEOUT_S = 900
-SCENARIOS = ("fit_then_esc", "fit_preview_undo", "file_new_during_job", "failed_job", "close_preferences_during_check")
+SCENARIOS = ("fit_then_esc", "fit_preview_undo", "file_new_during_job", "failed_job", "close_preferences_during_check",
+             "image_landmarks_click")
 
 
 @contextlib.contextmanager
