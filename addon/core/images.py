@@ -270,7 +270,9 @@ _REINSTALL = "reinstall the extension so that the add-on and the engine come fro
 def output_image(outputs: dict[str, np.ndarray], name: str, size: tuple[int, int] | None = None) -> np.ndarray:
     """A checked output image ``name``: (height, width, 1..4) float32, finite; of ``size`` (width, height) if given."""
     if name not in outputs:
-        raise EngineError(f"The engine's output has no '{name}' image (it has {', '.join(outputs) or 'none'}): {_REINSTALL}")
+        raise EngineError(
+            f"The engine's output has no '{name}' image (it has {', '.join(outputs) or 'none'}): {_REINSTALL}"
+        )
     pixels = outputs[name]
     if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4) or not np.issubdtype(pixels.dtype, np.floating):
         raise EngineError(f"The engine returned an image of shape {pixels.shape} ({pixels.dtype}): {_REINSTALL}")

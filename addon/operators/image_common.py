@@ -16,7 +16,8 @@ from ..core.model_files import blend_relative, gather_models, models_dir_beside
 from ..properties import BLEND_RELATIVE_PATH
 
 IMAGE_MODEL_KINDS = [("NONE", "None", "Not made by the engine"), ("FIT", "Fit", "An image network's render"),
-                     ("TILE", "Tile", "A seamless tile"), ("MORPH", "Morph", "The frames of an image morph")]  # fmt: skip
+                     ("TILE", "Tile", "A seamless tile"),
+                     ("MORPH", "Morph", "The frames of an image morph")]  # fmt: skip
 FIT_PRESETS = [("fast", "Fast", "Minutes on a CPU at 256x256 (4 levels, 1,000 steps at the finest)"),
                ("quality", "Quality", "Wider finest level, 3,000 steps"),
                ("gpu", "GPU", "Wide, deep stages and large batches: for a GPU")]  # fmt: skip

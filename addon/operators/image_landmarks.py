@@ -121,7 +121,10 @@ class NEURALSDF_OT_image_place_landmarks(bpy.types.Operator):
         mouse = (event.mouse_x - region.x, event.mouse_y - region.y)
         width, height = image.size
         if event.ctrl:
-            screen = lambda x, y: region.view2d.view_to_region(*pixel_to_view(x, y, width, height), clip=False)  # noqa: E731
+
+            def screen(x, y):
+                return region.view2d.view_to_region(*pixel_to_view(x, y, width, height), clip=False)
+
             pair = nearest_landmark(landmarks_of(image), screen, mouse, HIT_RADIUS_PX)
             if pair is not None:
                 remove_landmark(image, pair)

@@ -6,7 +6,8 @@ from ..core.text import format_duration
 from ..core.worker_client import JobRequest
 from ..engine_jobs import EngineJobOperator
 from . import checks
-from .image_common import active_image, custom_steps, has_image, link_model, new_image, read_pixels, redraw_image_editors
+from .image_common import active_image, custom_steps, has_image, link_model, new_image, read_pixels
+from .image_common import redraw_image_editors
 
 MATERIAL_SUFFIX = " Tile"
 

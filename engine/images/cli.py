@@ -167,7 +167,8 @@ def _render(args) -> str:
 
     suffix = args.output.suffix.lower()
     if suffix not in WRITE_SUFFIXES:  # said before the render, which may take a while
-        raise ImageError(f"{args.output}: the engine writes {', '.join(WRITE_SUFFIXES)} files, not {suffix or 'no suffix'}")
+        raise ImageError(f"{args.output}: the engine writes {', '.join(WRITE_SUFFIXES)} files, not "
+                         f"{suffix or 'no suffix'}")  # fmt: skip
     if args.size is not None:
         _check_count("--size", min(args.size), 1, 65536)
         _check_count("--size", max(args.size), 1, 65536)

@@ -140,8 +140,8 @@ def _run(args: argparse.Namespace) -> int:
             files.append(FRAME_FILENAME.format(index))
             write_image(staging / files[-1], output.arrays[f"frame_{index}"])
         summary = {"times": output.summary["times"], "frames": files,
-                   "model": MODEL_FILENAME if args.render_only is None else str(args.render_only),
-                   **{key: value for key, value in output.summary.items() if key not in ("times", "warnings")}}  # fmt: skip
+                   "model": MODEL_FILENAME if args.render_only is None else str(args.render_only)}  # fmt: skip
+        summary.update((key, value) for key, value in output.summary.items() if key not in ("times", "warnings"))
         (staging / TIMES_FILENAME).write_text(json.dumps(summary, indent=2) + "\n")
         _publish(staging, args.output, True)
     finally:

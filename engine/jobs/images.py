@@ -167,7 +167,8 @@ class ImageRenderJob(JobSpec):
 
         field, metadata = load_image_field(self.model)
         if self.level is not None and not 0.0 <= self.level <= field.levels:
-            self.fail("level", f"must be in [0, {field.levels}] (the model has {field.levels} levels), got {self.level:g}")
+            levels = field.levels
+            self.fail("level", f"must be in [0, {levels}] (the model has {levels} levels), got {self.level:g}")
         level = {"auto": "auto", "full": None, "level": self.level}[self.detail]
         context.report("render", 0, 1, None, None)
         started = time.perf_counter()

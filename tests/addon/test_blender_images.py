@@ -196,7 +196,8 @@ def test_the_panel_and_the_landmark_drawing(bpy, image_scene):
     image_scene.neural_sdf_image.morph_source = image
     place(bpy, image, LANDMARKS[:2])
     morph = draw(panels.NEURALSDF_PT_image_morph)
-    assert ("label", "Landmarks: 2 on From, 0 on Into") in morph and ("operator", "neural_sdf.image_place_landmarks") in morph
+    assert ("label", "Landmarks: 2 on From, 0 on Into") in morph
+    assert ("operator", "neural_sdf.image_place_landmarks") in morph
     assert addon_module("operators.image_landmarks")._handle is not None
     assert bpy.ops.neural_sdf.image_place_landmarks.poll() is False  # a modal of the Image Editor only
     addon_module("operators.image_landmarks").draw_landmarks()  # no Image Editor here: draws nothing, fails not

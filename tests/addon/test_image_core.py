@@ -51,7 +51,8 @@ def test_blender_pixels_and_engine_pixels_are_inverse_with_rows_flipped():
     straight = rgba.copy()
     straight[0, 0] = (0.7, 0.2, 0.1, 0.0)
     premultiplied = images.blender_pixels(straight, premultiply=True)
-    np.testing.assert_allclose(premultiplied.reshape(height, width, 4)[::-1][..., :3], straight[..., :3] * straight[..., 3:])
+    stored = premultiplied.reshape(height, width, 4)[::-1]
+    np.testing.assert_allclose(stored[..., :3], straight[..., :3] * straight[..., 3:])
     back = images.engine_pixels(premultiplied, width, height, 4, premultiplied=True)
     np.testing.assert_allclose(back[1:], straight[1:], rtol=1e-5)
     assert back[0, 0].tolist() == [0.0, 0.0, 0.0, 0.0]

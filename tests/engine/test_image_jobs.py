@@ -185,8 +185,9 @@ def test_a_bad_parameter_is_named_with_what_is_wrong(kind, params, param, proble
 
 
 def test_the_specs_read_back_their_own_params_and_are_registered():
-    for spec in (ImageFitJob(levels=2, fit_space="linear"), ImageRenderJob(model="m.pt", size=(4, 3), region=(0, 0, 1, 1)),
-                 ImageTileJob(size=64), ImageMorphJob(names=("a", "b"), size=(8, 6), model="m.pt")):  # fmt: skip
+    for spec in (ImageFitJob(levels=2, fit_space="linear"), ImageTileJob(size=64),
+                 ImageRenderJob(model="m.pt", size=(4, 3), region=(0, 0, 1, 1)),
+                 ImageMorphJob(names=("a", "b"), size=(8, 6), model="m.pt")):  # fmt: skip
         assert JOBS[spec.kind] is type(spec)
         assert type(spec).from_params(json.loads(json.dumps(spec.to_params()))) == spec
     assert protocol.MODEL_FILE_PARAMS["image_render"] == ("model",) == protocol.MODEL_FILE_PARAMS["image_morph"]
@@ -199,6 +200,7 @@ def test_srgb_inputs_are_decoded_and_linear_ones_taken_as_they_are(tmp_path):
     context = JobContext(output_dir=tmp_path)
     spec = dict(levels=1, steps=5, device="cpu")
     from_srgb = ImageFitJob(encoding="srgb", **spec).run({"image": encoded}, context).arrays["render"]
-    from_linear = ImageFitJob(encoding="linear", **spec).run({"image": srgb_to_linear(encoded)}, context).arrays["render"]
+    linear = srgb_to_linear(encoded)
+    from_linear = ImageFitJob(encoding="linear", **spec).run({"image": linear}, context).arrays["render"]
     np.testing.assert_allclose(from_srgb, from_linear, atol=1e-5)
     assert check_image(encoded, encoding="srgb").pixels == pytest.approx(srgb_to_linear(encoded), abs=1e-6)
