@@ -98,10 +98,10 @@ class NEURALSDF_OT_preview_render(EngineJobOperator, bpy.types.Operator):
         (result,) = results
         pixels = render_pixels(result.outputs, self.size)
         width, height = self.size
-        name = f"{self.object_name} Preview"
-        image = bpy.data.images.get(name)
-        if image is None or image.get(PREVIEW_MARK) is None:  # never overwrite an image the user made
-            image = bpy.data.images.new(name, width, height, alpha=True, float_buffer=True)
+        # The object's own preview image is reused; an image the user made is never written (even by that name).
+        image = next((image for image in bpy.data.images if image.get(PREVIEW_MARK) == self.object_name), None)
+        if image is None:
+            image = bpy.data.images.new(f"{self.object_name} Preview", width, height, alpha=True, float_buffer=True)
             image[PREVIEW_MARK] = self.object_name
         elif tuple(image.size) != (width, height):
             image.scale(width, height)
