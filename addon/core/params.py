@@ -36,12 +36,14 @@ def fit_params(
     names: Sequence[str],
     preview_interval: float = 0.0,
     levels: int = 1,
+    colors: bool = False,
 ) -> dict:
     """The ``fit`` job: one SDF for the meshes ``names`` (one per input mesh, in the inputs' order) as one shape.
 
     - ``preset``: a name of `items.PRESET_ITEMS`; ``steps`` None trains for the preset's steps;
     - ``preview_interval``: seconds between the live previews of the surface while it trains (`preview`); 0: none;
     - ``levels``: levels of detail in the model (1: one network);
+    - ``colors``: also fit the inputs' colours (``color_points_<i>``, ``color_values_<i>``: every input has them);
     - the engine's surface metrics are not measured: the add-on shows none.
     """
     return {
@@ -54,6 +56,7 @@ def fit_params(
         "metrics": False,
         "preview_interval": float(preview_interval),
         "levels": int(levels),
+        "colors": bool(colors),
     }
 
 

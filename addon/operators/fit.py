@@ -35,12 +35,14 @@ class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
         sources = checks.fit_source_objects(context)
         groups = [sources] if settings.fit_mode == "JOINED" else [[obj] for obj in sources]
         requests = []
+        self._color_sources = {}
         for group in groups:
             inputs = {}
             for index, obj in enumerate(group):
                 for name, array in scene_io.fit_source(obj, depsgraph).items():
                     inputs[f"{name}_{index}"] = array
             names = [obj.name for obj in group]
+            colored = settings.fit_colors and self._add_colors(group, inputs, depsgraph, settings.seed)
             params = fit_params(
                 preset=settings.preset,
                 steps=settings.steps if settings.use_custom_steps else None,
@@ -50,9 +52,26 @@ class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
                 names=names,
                 preview_interval=preview.INTERVAL_S if settings.live_preview else 0.0,
                 levels=settings.levels,
+                colors=colored,
             )
             requests.append(JobRequest("fit", params, inputs, f"fitting {_quoted(names)}"))
         return requests
+
+    def _add_colors(self, group, inputs: dict, depsgraph, seed: int) -> bool:
+        """Colour samples of every object of ``group`` into ``inputs`` where at least one has colours of its own
+        (the others take their materials' base colours) and every one is a mesh with faces; returns whether."""
+        if any(f"vertices_{index}" not in inputs for index in range(len(group))):
+            return False  # point clouds: their colours are not read yet
+        found = [scene_io.fit_source_colors(obj, depsgraph, seed) for obj in group]
+        if all(colors is None for colors in found):
+            return False
+        for index, (obj, colors) in enumerate(zip(group, found)):
+            if colors is None:
+                colors = scene_io.fit_source_colors(obj, depsgraph, seed, plain=True)
+            arrays, self._color_sources[obj.name] = colors
+            inputs[f"color_points_{index}"] = arrays["color_points"]
+            inputs[f"color_values_{index}"] = arrays["color_values"]
+        return True
 
     def _show_progress(self, context) -> None:
         """The progress, and the live preview whenever the engine has written a new one (`preview`): one preview
@@ -86,15 +105,19 @@ class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
         planned = []
         for result in results:
             vertices, faces = job_files.mesh_arrays(result.outputs)
+            colors = job_files.surface_colors(result.outputs, len(vertices))
             names = result.request.params["names"]
-            planned.append((result, f"{names[0]} SDF" if len(names) == 1 else "Neural SDF", vertices, faces))
-        stored = [model_store.keep_model(context, result.files["model"], name) for result, name, _, _ in planned]
-        created = []
-        for (result, name, vertices, faces), model_path in zip(planned, stored, strict=True):
+            planned.append((result, f"{names[0]} SDF" if len(names) == 1 else "Neural SDF", vertices, faces, colors))
+        stored = [model_store.keep_model(context, result.files["model"], name) for result, name, *_ in planned]
+        created, colored = [], []
+        for (result, name, vertices, faces, colors), model_path in zip(planned, stored, strict=True):
             names = result.request.params["names"]
             frame = _frame_of(names)
             local = scene_io.transform_points(scene_io.matrix_array(frame.inverted()), vertices)
             obj = scene_io.add_object(context, name, scene_io.new_mesh(name, local, faces), frame)
+            if colors is not None:
+                scene_io.write_surface_colors(obj, colors)
+                colored.extend(self._color_sources.get(source, "") for source in names)
             link = obj.neural_sdf
             link.model_path = model_path
             link.model_to_object = frame.inverted()
@@ -116,7 +139,8 @@ class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
         sources = [name for result in results for name in result.request.params["names"]]
         estimated = [name for result in results for name in result.summary.get("normals_estimated_for", [])]
         noted = estimated_normals_text(estimated, len(sources))
-        return f"Fitted {made} at resolution {resolution}{noted}" + scene_io.hide_sources(context, sources)
+        colors = f", with colours from {', '.join(dict.fromkeys(c for c in colored if c))}" if colored else ""
+        return f"Fitted {made} at resolution {resolution}{noted}{colors}" + scene_io.hide_sources(context, sources)
 
 
 def _frame_of(names: list[str]) -> Matrix:

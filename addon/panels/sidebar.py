@@ -48,6 +48,7 @@ class NEURALSDF_PT_main(NeuralSDFSidebar, bpy.types.Panel):
         row = layout.row()
         row.prop(settings, "hide_sources")
         row.prop(settings, "live_preview")
+        layout.prop(settings, "fit_colors")
         header, body = layout.panel("neural_sdf_fit_advanced", default_closed=True)
         header.label(text="Advanced")
         if body is not None:
