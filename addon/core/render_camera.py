@@ -101,9 +101,8 @@ def camera_in_model(camera_world, model_world, kind: str, size, *, fov=None, wid
     elif kind == "ORTHO":
         camera.update(type="orthographic", ortho_scale=float(width) * scale)
     else:
-        raise EngineError(
-            f"A {kind.lower()} camera cannot be preview-rendered: use a perspective or orthographic camera"
-        )
+        kind_name = {"PANO": "panoramic"}.get(kind, kind.lower())
+        raise EngineError(f"A {kind_name} camera cannot be preview-rendered: use a perspective or orthographic camera")
     return camera
 
 
