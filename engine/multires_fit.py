@@ -78,7 +78,7 @@ def fit_multires(
     counts the steps of all stages; ``on_step`` gets the global step and the levels trained so far."""
     configs = stage_configs(config.network, levels)
     total = levels * config.steps
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
 
     def progress_from(offset: int):
         if on_progress is None:
@@ -109,6 +109,7 @@ def fit_multires(
         stage.zero_output()
     network.requires_grad_(False)
     stage_seconds, trained = [coarsest.metadata["train_seconds"]], []
+    stage_cpu_seconds = [time.process_time() - cpu_started]
     best_loss = coarsest.metadata["best_validation_loss"]
     if levels > 1:
         source, _ = unit_source(meshes, config, normalization)
@@ -121,7 +122,7 @@ def fit_multires(
             deltas[index - 1] = band_delta(network, index - 1, pool, device)
             trained.append(deltas[index - 1])
             network.with_deltas(deltas)
-            began = time.perf_counter()
+            began, cpu_began = time.perf_counter(), time.process_time()
             best_loss = _train_stage(
                 network, index, pool, config, generator, normalization,
                 TrainingMonitor(
@@ -131,6 +132,7 @@ def fit_multires(
                 steps_from(index * config.steps),
             )  # fmt: skip
             stage_seconds.append(time.perf_counter() - began)
+            stage_cpu_seconds.append(time.process_time() - cpu_began)
         network.with_deltas(nested_deltas(network, pool.surface_points[:DELTA_SAMPLES].to(device)))
     network.eval()
     metadata = {
@@ -138,6 +140,7 @@ def fit_multires(
         "levels": levels,
         "train_seconds": time.perf_counter() - started,
         "stage_train_seconds": [round(s, 3) for s in stage_seconds],
+        "stage_cpu_seconds": [round(s, 3) for s in stage_cpu_seconds],
         "trained_deltas": trained,
         "best_validation_loss": best_loss,
         "device": str(device),
