@@ -141,6 +141,7 @@ class NEURALSDF_PT_evolution(NeuralSDFSidebar, bpy.types.Panel):
         col = layout.column(align=True)
         col.prop(settings, "resolution")
         col.prop(settings, "curvature")
+        col.prop(settings, "track_vertices")
         header, body = layout.panel("neural_sdf_evolution_advanced", default_closed=True)
         header.label(text="Advanced")
         if body is not None:
