@@ -3,6 +3,7 @@ against analytic fields f(x, t) whose zero sets are known at every time: the sph
 sphere shrinking past its extinction, Cassini ovals pinching in two, an inside-out sphere, a stretch; then a tiny
 trained evolution and the evolve job's and the CLI's tracked frames."""
 
+import json
 import math
 
 import numpy as np
@@ -11,10 +12,17 @@ import torch
 import trimesh
 
 from engine.conventions import Normalization
+from engine.evolution import EvolveConfig, evolve
 from engine.fields import TIME_KEY, extract_frames
-from engine.model import SDFModel
+from engine.fit import fit_sdf, preset
+from engine.jobs import JobContext
+from engine.jobs.evolve import EvolveJob
+from engine.mesh_io import check_mesh
+from engine.model import SDFModel, load_model
+from engine.surface_flows import Flow
 from engine.training import Cancelled
 from engine.vertex_tracking import TrackingConfig, mesh_topology, track_vertices
+from tests.conftest import run_engine_cli
 
 CENTER = np.array([1.0, -0.5, 2.0])
 SCALE = 1.25
@@ -193,3 +201,66 @@ def test_bad_inputs_are_refused_before_any_work():
         TrackingConfig(newton_steps=0)
     with pytest.raises(Cancelled):
         track_vertices(model, vertices, faces, [0.0, 0.05], RESOLUTION, should_cancel=lambda: True)
+
+
+@pytest.fixture(scope="module")
+def sphere_model_file(tmp_path_factory):
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
+    model = fit_sdf(check_mesh(sphere.vertices + CENTER, sphere.faces, name="Sphere"), preset("tiny", steps=150))
+    path = tmp_path_factory.mktemp("track") / "model.pt"
+    model.save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_a_trained_mean_curvature_flow_is_tracked_along_the_sphere_law(sphere_model_file):
+    speed, r0 = 0.01, 0.5
+    end = r0**2 / (4 * speed) / 2  # half the extinction time
+    config = EvolveConfig(steps=300, pool_size=40_000, device="cpu")
+    evolved = evolve(load_model(sphere_model_file), Flow(mean_curvature=speed), (0.0, end), config)
+    times = list(np.linspace(0.0, end, 5))
+    frames = extract_frames(evolved, times, 48)
+    tracked = track_vertices(evolved, frames[0].vertices, frames[0].faces, times, 48, frames=frames)
+    assert tracked.stop is None
+    for t, positions, frame in zip(times, tracked.positions, frames):
+        radii = np.linalg.norm(positions - CENTER, axis=1)
+        assert abs(radii.mean() - law_radius(r0, speed, t)) < 0.01 * r0, t
+        assert abs(radii.mean() - np.linalg.norm(frame.vertices - CENTER, axis=1).mean()) < 0.002 * r0, t
+
+
+def test_the_evolve_job_tracks_the_first_frame_on_the_evolutions_surface(sphere_model_file, tmp_path):
+    speed, times = 0.01, (0.0, 1.0, 2.0)
+    flow = {"mean_curvature": speed}
+    job = EvolveJob(str(sphere_model_file), flow, times, steps=30, resolution=24, track_vertices=True)
+    output = job.run({}, JobContext(output_dir=tmp_path))
+    arrays, tracking = output.arrays, output.summary["tracking"]
+    assert tracking["stop"] is None and tracking["frames"] == 3
+    np.testing.assert_array_equal(arrays["tracked_faces"], arrays["faces_0"])
+    positions = arrays["tracked_positions"]
+    assert positions.shape == (3, len(arrays["vertices_0"]), 3) and positions.dtype == np.float64
+    for index, t in enumerate(times):
+        # The tracked frame and the extracted one are the same surface: equal mean radii to the grid's error.
+        carried, extracted = (
+            np.linalg.norm(v - CENTER, axis=1).mean() for v in (positions[index], arrays[f"vertices_{index}"])
+        )
+        assert carried == pytest.approx(extracted, abs=0.005), (t, carried, extracted)
+    assert np.linalg.norm(positions[-1] - CENTER, axis=1).mean() < np.linalg.norm(positions[0] - CENTER, axis=1).mean()
+    untracked = EvolveJob(str(sphere_model_file), flow, times, steps=2, resolution=16)
+    assert "tracked_positions" not in untracked.run({}, JobContext(output_dir=tmp_path)).arrays
+
+
+def test_cli_evolve_track_vertices_writes_the_tracked_frames(sphere_model_file, tmp_path):
+    out = tmp_path / "evolution"
+    result = run_engine_cli(
+        "evolve", sphere_model_file, "--flow", "offset", "--speed", "-0.05", "--times", "0,0.5,1", "-o", out,
+        "--steps", "20", "--resolution", "24", "--track-vertices",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "times.json").read_text())
+    tracking = report["tracking"]
+    assert tracking["stop"] is None and tracking["files"] == [f"tracked_{i:04d}.ply" for i in range(3)]
+    first = trimesh.load(out / "frame_0000.ply", process=False)
+    for name in report["tracking"]["files"]:
+        tracked = trimesh.load(out / name, process=False)
+        np.testing.assert_array_equal(tracked.faces, first.faces)
+        assert len(tracked.vertices) == len(first.vertices)
