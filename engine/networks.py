@@ -54,8 +54,8 @@ class SirenConfig:
     lie sparse up to ``band_limit`` (TUNER); 0: drawn from the whole cube."""
     hidden_bounds: tuple[float, float] | None = None
     """TUNER's (c_low, c_high) with an ``integer`` first layer and a low cube: the first hidden layer's weights on the
-    columns fed by low (high) frequencies start N(0, (0.3 c / hidden_omega)^2) and stay within +-c / hidden_omega,
-    clamped after every optimizer step (`Siren.clamp_hidden_weights`); None: unbounded."""
+    columns fed by low (high) frequencies stay within +-c / hidden_omega, clamped after every optimizer step
+    (`Siren.clamp_hidden_weights`; they start as SIREN's, clamped); None: unbounded."""
 
 
 class SineLayer(nn.Module):
@@ -101,9 +101,9 @@ class Siren(nn.Module):
             # A phase shift U(-pi/2, pi/2) (TUNER): the layer multiplies its bias by omega too.
             first.bias.uniform_(-math.pi / 2, math.pi / 2).div_(config.first_omega)
         first.weight.requires_grad_(False)
-        bounds = self.hidden_column_bounds()
-        if bounds is not None:
-            tuner_initialize(self.layers[1], bounds)
+        # The first hidden layer keeps SIREN's initialization, inside the bounds (TUNER's own start is
+        # `tuner_initialize`, which `engine.fit` applies on request: at 256 neurons it trained slower here).
+        self.clamp_hidden_weights(self.hidden_column_bounds())
 
     def first_layer_frequencies(self) -> torch.Tensor | None:
         """The integer frequency vectors k (width, in_features) int64 of an ``integer`` first layer, recovered from its
