@@ -13,7 +13,9 @@ in the engine's curvature convention (outward normals, positive on a convex surf
   near end's before e is compared; a sign change of e is a crossing (linearly interpolated), kept where the
   extremum and dominance conditions hold there (de/dt from the edge's two ends). In a triangle, two crossed edges
   make a segment; three are joined at their mean. Segments are chained into polylines (closed where they loop),
-  and pieces shorter than ``min_length`` (a fraction of the bounding box's diagonal) are dropped.
+  and pieces shorter than ``min_length`` (a fraction of the bounding box's diagonal) are dropped, as are weak ones:
+  those whose mean k along the line (k1 for ridges, -k2 for valleys) is below ``min_strength`` times the 90th
+  percentile of max(|k1|, |k2|) over the mesh's vertices (a fitted network's small bumps on smooth parts).
 - Umbilics (k1 = k2: t1 and so e are undefined there) give no crossing: an edge with an end whose relative gap
   (k1 - k2) / (|k1| + |k2|) is below `UMBILIC_TOLERANCE` is skipped.
 """
@@ -124,9 +126,11 @@ def trace_lines(
     derivatives: PrincipalDerivatives,
     kind: str,
     min_length: float = 0.05,
+    min_strength: float = 0.0,
 ) -> Polylines:
     """The ridge (``kind`` "ridge") or valley ("valley") polylines of a mesh whose vertices carry ``derivatives``
-    (see the module's notes); ``min_length`` is a fraction of the bounding box's diagonal."""
+    (see the module's notes); ``min_length`` is a fraction of the bounding box's diagonal, ``min_strength`` one of
+    the 90th percentile of max(|k1|, |k2|) over the vertices."""
     vertices = np.asarray(vertices, dtype=np.float64)
     if kind == "ridge":
         k, other, direction, gradient = derivatives.k1, derivatives.k2, derivatives.dir1, derivatives.grad_k1
@@ -156,16 +160,26 @@ def trace_lines(
     keep = crossed & maximum & distinct & (k_at > np.abs(other_at))
     points = vertices[near] + alpha[:, None] * step
     diagonal = float(np.linalg.norm(np.ptp(vertices, axis=0)))
-    return _chain(points, keep, face_edges, min_length * diagonal)
+    magnitude = np.maximum(np.abs(derivatives.k1), np.abs(derivatives.k2))
+    scale = float(np.percentile(magnitude[np.isfinite(magnitude)], 90)) if np.isfinite(magnitude).any() else 0.0
+    return _chain(points, k_at, keep, face_edges, min_length * diagonal, min_strength * scale)
 
 
-def _chain(edge_points: np.ndarray, keep: np.ndarray, face_edges: np.ndarray, min_length: float) -> Polylines:
-    """Segments through the kept edge crossings of each face, chained into polylines."""
+def _chain(
+    edge_points: np.ndarray,
+    edge_values: np.ndarray,
+    keep: np.ndarray,
+    face_edges: np.ndarray,
+    min_length: float,
+    min_value: float,
+) -> Polylines:
+    """Segments through the kept edge crossings of each face, chained into polylines; lines shorter than
+    ``min_length`` or whose mean value (``edge_values`` at the crossings) is below ``min_value`` are dropped."""
     kept_in_face = keep[face_edges]
     count = kept_in_face.sum(axis=1)
     node_of_edge = np.full(len(keep), -1, dtype=np.int64)
     node_of_edge[keep] = np.arange(int(keep.sum()))
-    nodes = [edge_points[keep]]
+    nodes, values = [edge_points[keep]], [edge_values[keep]]
     segments = []
     two = face_edges[count == 2][kept_in_face[count == 2]].reshape(-1, 2)
     segments.append(node_of_edge[two])
@@ -173,8 +187,9 @@ def _chain(edge_points: np.ndarray, keep: np.ndarray, face_edges: np.ndarray, mi
     if len(three):
         centres = len(nodes[0]) + np.arange(len(three))
         nodes.append(edge_points[face_edges[count == 3]].mean(axis=1))
+        values.append(edge_values[face_edges[count == 3]].mean(axis=1))
         segments.append(np.stack([np.repeat(centres, 3), three.ravel()], axis=1))
-    points = np.concatenate(nodes)
+    points, node_values = np.concatenate(nodes), np.concatenate(values)
     segments = np.concatenate(segments) if segments else np.zeros((0, 2), np.int64)
 
     neighbours: list[list[int]] = [[] for _ in range(len(points))]
@@ -208,7 +223,7 @@ def _chain(edge_points: np.ndarray, keep: np.ndarray, face_edges: np.ndarray, mi
     kept = [
         (points[line], loops)
         for line, loops in zip(lines, closed)
-        if _length(points[line], loops) >= min_length and len(line) >= 2
+        if _length(points[line], loops) >= min_length and len(line) >= 2 and node_values[line].mean() >= min_value
     ]
     if not kept:
         return Polylines(np.zeros((0, 3)), np.zeros(1, np.int64), np.zeros(0, bool))
@@ -229,13 +244,14 @@ def model_ridges(
     faces,
     *,
     min_length: float = 0.05,
+    min_strength: float = 0.0,
     project: bool = True,
     report: Callable[[int, int, float], None] | None = None,
     raise_if_cancelled: Callable[[str], None] | None = None,
 ) -> tuple[Polylines, Polylines]:
     """The ridge and valley polylines of a fitted `engine.model.SDFModel` traced on a mesh of its surface
     (``vertices`` (n, 3) in input coordinates, ``faces`` (m, 3)); the points are moved onto the zero level set when
-    ``project``. Returned in input coordinates. ``report(done, total, eta_s)`` after each chunk of vertices,
+    ``project``; ``min_length`` and ``min_strength`` as in `trace_lines`. Returned in input coordinates. ``report(done, total, eta_s)`` after each chunk of vertices,
     ``raise_if_cancelled(where)`` before each."""
     normalization = model.normalization
     unit = normalization.to_unit(np.asarray(vertices, dtype=np.float64))
@@ -251,7 +267,7 @@ def model_ridges(
     derivatives = PrincipalDerivatives(*fields)
     results = []
     for kind in ("ridge", "valley"):
-        lines = trace_lines(unit, faces, derivatives, kind, min_length)
+        lines = trace_lines(unit, faces, derivatives, kind, min_length, min_strength)
         points = lines.points
         if project and len(points):
             points, _ = project_to_surface(model.network, points)

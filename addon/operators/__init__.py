@@ -11,12 +11,14 @@ from .make_lod import NEURALSDF_OT_make_lod
 from .morph import NEURALSDF_OT_morph
 from .preview_render import NEURALSDF_OT_preview_render
 from .reextract import NEURALSDF_OT_reextract
+from .ridge_lines import NEURALSDF_OT_ridge_lines
 from .setup_engine import NEURALSDF_OT_setup_engine
 
 classes = (
     NEURALSDF_OT_fit,
     NEURALSDF_OT_curvature_colors,
     NEURALSDF_OT_bake_curvature,
+    NEURALSDF_OT_ridge_lines,
     NEURALSDF_OT_reextract,
     NEURALSDF_OT_preview_render,
     NEURALSDF_OT_make_lod,

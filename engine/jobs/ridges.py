@@ -25,6 +25,9 @@ class RidgesJob(JobSpec):
     """Path of a model file written by a fit."""
     min_length: float = 0.05
     """Lines shorter than this fraction of the surface's bounding-box diagonal are dropped."""
+    min_strength: float = 0.5
+    """Lines whose mean curvature across them is below this fraction of the 90th percentile of the surface's
+    largest |principal curvature| are dropped (a fit's small bumps); 0 keeps every line."""
     project: bool = True
     """Move the traced points from the mesh onto the model's zero level set."""
     resolution: int = 256
@@ -35,6 +38,8 @@ class RidgesJob(JobSpec):
     def check(self) -> None:
         if not 0.0 <= self.min_length <= 1.0:
             self.fail("min_length", f"must be a fraction of the bounding-box diagonal in [0, 1], got {self.min_length}")
+        if not self.min_strength >= 0.0:
+            self.fail("min_strength", f"must be at least 0, got {self.min_strength}")
 
     def run(self, inputs: dict[str, np.ndarray], context: JobContext) -> JobOutput:
         import time
@@ -58,6 +63,7 @@ class RidgesJob(JobSpec):
             vertices,
             faces,
             min_length=self.min_length,
+            min_strength=self.min_strength,
             project=self.project,
             report=lambda done, total, eta: context.report("curvature", done, total, None, eta),
             raise_if_cancelled=context.raise_if_cancelled,

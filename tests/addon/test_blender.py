@@ -140,6 +140,7 @@ def test_the_extension_registers_and_unregisters_cleanly(bpy):
             "make_lod",
             "morph",
             "reextract",
+            "ridge_lines",
             "setup_engine",
         ],
         "panels": [True] * 7,

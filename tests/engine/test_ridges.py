@@ -101,6 +101,9 @@ def test_the_tracer_finds_a_synthetic_crest_whatever_the_signs_of_the_directions
     assert len(trace_lines(vertices, faces, _replaced(derivatives, grad_k1=-derivatives.grad_k1), "ridge")) == 0
     assert len(trace_lines(vertices, faces, _replaced(derivatives, k2=np.full_like(x, -3.0)), "ridge")) == 0
     assert len(trace_lines(vertices, faces, derivatives, "ridge", min_length=0.8)) == 0
+    # Weak lines: the crest's k1 (about 2) against the 90th percentile of |k| over the vertices (2 as well).
+    assert len(trace_lines(vertices, faces, derivatives, "ridge", min_strength=0.9)) == 1
+    assert len(trace_lines(vertices, faces, derivatives, "ridge", min_strength=1.1)) == 0
 
 
 def _replaced(derivatives: PrincipalDerivatives, **changes) -> PrincipalDerivatives:
