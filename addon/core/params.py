@@ -19,6 +19,7 @@ from .evolution import FieldEmpty, flow_params, frame_times
 from .frames import frame_count
 from .images import image_fit_params, image_morph_params, image_render_params, image_tile_params
 from .morph import ENGINE_METHODS
+from .render_camera import render_params
 
 NO_CURVATURE = "NONE"
 """The evolution's curvature choice that colours nothing (the first of `items.EVOLUTION_CURVATURE_ITEMS`)."""
@@ -180,5 +181,6 @@ BUILDERS = {
     "image_render": image_render_params,
     "image_tile": image_tile_params,
     "image_morph": image_morph_params,
+    "render": render_params,
 }
 """The params builder of each job kind the add-on runs."""

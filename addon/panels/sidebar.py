@@ -75,6 +75,7 @@ class NEURALSDF_PT_model(NeuralSDFSidebar, bpy.types.Panel):
         row = layout.row(align=True)
         row.operator("neural_sdf.reextract", icon="FILE_REFRESH")
         row.prop(context.scene.neural_sdf, "resolution", text="")
+        layout.operator("neural_sdf.preview_render", icon="RENDER_STILL")
         if link.levels > 1:
             layout.prop(link, "level", slider=True)
             layout.operator("neural_sdf.make_lod", icon="MOD_DECIM")
