@@ -56,6 +56,9 @@ class FitJob(JobSpec):
     oriented points, distance from the nearest points); siren, no distance (SIREN's off-surface loss)."""
     metrics: bool = True
     """Measure the surface against the input (Chamfer-L1, normal consistency, F-score, IoU, Hausdorff)."""
+    tuner: bool = False
+    """TUNER's frequency control (`engine.fit.FitConfig.tuner`): a frozen integer first layer of band limit 16 and
+    bounded first hidden weights, saved in the model file."""
     colors: bool = False
     """Also fit a colour network from the inputs' colours (vertex_colors_<i>, or color_points_<i> with
     color_values_<i>) and give the extracted vertices their colours."""
@@ -81,6 +84,8 @@ class FitJob(JobSpec):
         from ..multires_fit import MAX_LEVELS
 
         check_bounds(self, "levels", 1, MAX_LEVELS, "levels of detail a fit trains")
+        if self.tuner and self.levels > 1:
+            self.fail("tuner", "needs levels 1: the levels of detail set their own frequency bands")
         if self.color_steps is not None and not self.colors:
             self.fail("color_steps", "needs colors (a colour network to train)")
 
@@ -89,7 +94,7 @@ class FitJob(JobSpec):
         from ..fit import preset
 
         overrides = {"device": self.device, "seed": self.seed, "curvature_sampling": self.curvature_sampling,
-                     "point_method": self.point_method}  # fmt: skip
+                     "point_method": self.point_method, "tuner": self.tuner}  # fmt: skip
         if self.steps is not None:
             overrides["steps"] = self.steps
         return preset(self.preset, **overrides)
