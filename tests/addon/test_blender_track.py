@@ -73,6 +73,7 @@ def test_track_vertices_bakes_one_topology_as_shape_keys_and_undoes(
 ):
     evolution_tests.open_fitted_sphere(bpy, fitted_sphere_blend, cache_dir)
     bpy.context.scene.neural_sdf_evolution.track_vertices = True
+    assert ("prop", "track_vertices") in support.draw(support.addon_module("panels.sidebar").NEURALSDF_PT_evolution)
     before = support.snapshot(bpy)
     capfd.readouterr()
     start, end = evolution_tests.FRAME_START, evolution_tests.FRAME_END
