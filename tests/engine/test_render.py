@@ -233,6 +233,18 @@ def test_a_network_that_gives_nan_is_refused():
         render(level_stack(Broken()), NORMALIZATION, camera)
 
 
+def test_progress_reaches_every_pixel_and_cancel_stops_the_render():
+    from engine.training import Cancelled
+
+    camera = camera_from_dict(looking_at_center([0.0, -4.0, 0.0], resolution=(16, 12)))
+    seen = []
+    render(level_stack(Sphere(0.6)), NORMALIZATION, camera, on_progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (192, 192) and all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+    asked = []
+    with pytest.raises(Cancelled, match="rays still marching"):
+        render(level_stack(Sphere(0.6)), NORMALIZATION, camera, should_cancel=lambda: asked.append(1) or len(asked) > 2)
+
+
 def test_the_files_of_a_render(tmp_path):
     import imageio.v3 as iio
 
