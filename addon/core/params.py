@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .bake import bake_params
+from .bake import bake_params, ridges_params
 from .evolution import FieldEmpty, flow_params, frame_times
 from .frames import frame_count
 from .images import image_fit_params, image_morph_params, image_render_params, image_tile_params
@@ -177,6 +177,7 @@ BUILDERS = {
     "evolve": evolve_params,
     "morph": morph_params,
     "bake": bake_params,
+    "ridges": ridges_params,
     "image_fit": image_fit_params,
     "image_render": image_render_params,
     "image_tile": image_tile_params,

@@ -106,6 +106,7 @@ class NEURALSDF_PT_curvature(NeuralSDFSidebar, bpy.types.Panel):
         row = layout.row(align=True)
         row.operator("neural_sdf.bake_curvature", icon="TEXTURE")
         row.prop(settings, "bake_size", text="")
+        layout.operator("neural_sdf.ridge_lines", icon="CURVE_DATA")
         if obj is not None and obj.type == "MESH" and obj.data.neural_sdf_curvature.quantity:
             draw_legend(layout.box(), obj.data.neural_sdf_curvature, length_unit_name(context.scene))
 

@@ -63,6 +63,7 @@ CASES = [
                   project=False, device="auto")),
     ("bake", dict(model="/m.pt", size=16, quantity="curvedness", colormap="sequential", value_range=(0.0, 2.0),
                   project=True, device="cpu")),
+    ("ridges", dict(model="/cache/Sphere_SDF-1.pt", device="auto")),
     ("render", dict(model="/cache/Sphere_SDF-1.pt", camera={"location": [0.0, -4.0, 1.0], "rotation": [[1, 0, 0],
                     [0, 0, 1], [0, -1, 0]], "type": "perspective", "fov": 39.6, "resolution": [64, 48]},
                     multiscale=True, shading="plain", quantity="mean", device="auto")),
