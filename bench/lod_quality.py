@@ -46,6 +46,51 @@ def mcf_smoothed(vertices: np.ndarray, faces: np.ndarray, time_step: float, step
     return current
 
 
+def shaded_picture(meshes: list[tuple[np.ndarray, np.ndarray]], labels: list[str], path: Path, size: int = 320) -> None:
+    """The meshes side by side in one PNG: orthographic, seen along -z (y up) after a turn about x and y, flat Lambert
+    shading (a numpy z-buffer, one triangle at a time), all at one scale."""
+    from PIL import Image, ImageDraw
+
+    turn_x, turn_y = np.radians(10.0), np.radians(30.0)
+    rotate = np.array([[1, 0, 0], [0, np.cos(turn_x), -np.sin(turn_x)], [0, np.sin(turn_x), np.cos(turn_x)]]) @ np.array(
+        [[np.cos(turn_y), 0, np.sin(turn_y)], [0, 1, 0], [-np.sin(turn_y), 0, np.cos(turn_y)]])  # fmt: skip
+    every = np.concatenate([vertices for vertices, _ in meshes])
+    center, extent = (every.min(0) + every.max(0)) / 2, np.ptp(every, axis=0).max()
+    light = np.array([0.3, 0.5, 0.8]) / np.linalg.norm([0.3, 0.5, 0.8])
+    panels = []
+    for vertices, faces in meshes:
+        points = (vertices - center) @ rotate.T / extent * 0.9 * size + size / 2
+        image, depth = np.full((size, size), 255.0), np.full((size, size), -np.inf)
+        corners = points[faces]
+        normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+        shade = 40 + 200 * np.clip(normals @ light, 0, 1)
+        for (a, b, c), tone, facing in zip(corners, shade, normals[:, 2]):
+            if facing <= 0:
+                continue
+            low, high = np.floor(np.minimum(np.minimum(a, b), c)[:2]).astype(int), np.ceil(np.maximum(np.maximum(a, b), c)[:2]).astype(int)
+            low, high = np.clip(low, 0, size - 1), np.clip(high, 0, size - 1)
+            xs, ys = np.meshgrid(np.arange(low[0], high[0] + 1), np.arange(low[1], high[1] + 1))
+            v0, v1, v2 = b[:2] - a[:2], c[:2] - a[:2], np.stack([xs - a[0], ys - a[1]], -1)
+            area = v0[0] * v1[1] - v0[1] * v1[0]
+            if abs(area) < 1e-12:
+                continue
+            u = (v2[..., 0] * v1[1] - v2[..., 1] * v1[0]) / area
+            w = (v0[0] * v2[..., 1] - v0[1] * v2[..., 0]) / area
+            inside = (u >= 0) & (w >= 0) & (u + w <= 1)
+            z = a[2] + u * (b[2] - a[2]) + w * (c[2] - a[2])
+            rows, cols = ys[inside], xs[inside]
+            nearer = z[inside] > depth[rows, cols]
+            depth[rows[nearer], cols[nearer]] = z[inside][nearer]
+            image[rows[nearer], cols[nearer]] = tone
+        panels.append(np.flipud(image))
+    picture = Image.fromarray(np.concatenate(panels, axis=1).astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    for index, label in enumerate(labels):
+        draw.text((index * size + 8, 8), label, fill=0)
+    picture.save(path)
+
+
 def volume(vertices: np.ndarray, faces: np.ndarray) -> float:
     corners = vertices[faces]
     return float(np.einsum("ij,ij->i", corners[:, 0], np.cross(corners[:, 1], corners[:, 2])).sum() / 6.0)
@@ -65,6 +110,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=128, help="the finest stage's width")
     parser.add_argument("--resolution", type=int, default=128, help="marching cubes for the metrics")
     parser.add_argument("--extract-resolution", type=int, default=192)
+    parser.add_argument("--picture", type=Path, help="write the levels side by side (LOD0 the finest first) and stop")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -85,6 +131,15 @@ def main() -> None:
 
     model, multires_seconds = timed(fit_multires, mesh, config, args.levels)
     network = model.network
+    if args.picture is not None:
+        levels = range(network.levels - 1, -1, -1)
+        # As Make LOD Objects makes them: LOD i at the resolution halved i times (at least 32).
+        resolutions = [max(min(args.resolution, 32), args.resolution >> i) for i in range(network.levels)]
+        meshes = [extract_mesh(SDFModel(LevelOfDetail(network, k), model.normalization), r) for k, r in zip(levels, resolutions)]
+        labels = [f"LOD{i} (level {k}, {r}^3): {len(f):,} faces" for i, (k, r, (_, f)) in enumerate(zip(levels, resolutions, meshes))]
+        shaded_picture(meshes, labels, args.picture)
+        print(f"wrote {args.picture}")
+        return
     # The single SIREN's CPU cost per step and its fixed cost (pools, distances) from two short runs.
     (_, short), (_, long) = (timed(fit_sdf, mesh, dataclasses.replace(config, steps=n, validate_every=n)) for n in (20, 60))
     per_step = max((long - short) / 40, 1e-6)
