@@ -48,7 +48,7 @@ class BakeJob(JobSpec):
     """Where to evaluate the network."""
 
     def check(self) -> None:
-        from ..colormaps import QUANTITIES
+        from ..colormaps import QUANTITIES, map_kind
 
         check_bounds(self, "size", 1, MAX_BAKE_SIZE, "the bake's points and curvatures would not fit in memory")
         check_bounds(self, "height", 1, MAX_BAKE_SIZE, "the bake's points and curvatures would not fit in memory")
@@ -57,6 +57,9 @@ class BakeJob(JobSpec):
             self.fail("quantity", f"must be one of {', '.join(QUANTITIES)}, got {self.quantity!r}")
         if self.range is not None and not self.range[0] < self.range[1]:
             self.fail("range", f"must be [low, high] with low < high, got {list(self.range)}")
+        if self.range is not None and map_kind(self.quantity, self.colormap) == "signed":
+            if not self.range[0] < 0 < self.range[1]:
+                self.fail("range", f"must contain 0 for the diverging map (white at 0), got {list(self.range)}")
 
     def run(self, inputs: dict[str, np.ndarray], context: JobContext) -> JobOutput:
         from ..conventions import CURVATURE_CONVENTION

@@ -240,7 +240,8 @@ def test_the_bake_job_outputs_whole_images_and_stops_when_cancelled(siren_model_
     with pytest.raises(Cancelled):
         spec.run(inputs, JobContext(tmp_path, should_cancel=lambda: True))
     for params, name in [({"size": 0}, "size"), ({"size": 9000}, "size"), ({"margin": -1}, "margin"),
-                         ({"quantity": "x"}, "quantity"), ({"range": [1, 0]}, "range")]:  # fmt: skip
+                         ({"quantity": "x"}, "quantity"), ({"range": [1, 0]}, "range"),
+                         ({"range": [0.5, 2.0], "quantity": "mean"}, "range")]:  # fmt: skip
         with pytest.raises(JobParamError, match=f"'{name}'"):
             JOBS["bake"].from_params({"model": "m.pt", **params})
 
