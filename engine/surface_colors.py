@@ -54,10 +54,10 @@ class ColorConfig(SavedSettings):
     """Adam learning rate at the start; it decays along a cosine to ``final_learning_rate``."""
     final_learning_rate: float = 1e-5
     """Learning rate at the last step."""
-    band: float = 0.02
+    band: float = 0.01
     """Half-width (unit cube, where the shape spans about 1.8) of the band along the normal in which the colour is
     trained constant."""
-    normal_weight: float = 100.0
+    normal_weight: float = 10.0
     """Weight of (band * dc/dn)^2, the change of colour across the band along the normal n, beside the colour error
     (both in squared colour units): it keeps c constant along the normal where the offsets alone leave it drifting
     as the network's smooth extension does."""

@@ -84,7 +84,7 @@ def test_colours_are_constant_along_the_normal_within_the_band(colored_sphere):
     flat = dataclasses.replace(COLOR_PRESETS["tiny"], device="cpu", band=0.0)
     samples = vertex_color_samples(sphere_mesh(), known_colors(sphere_mesh().vertices), 50_000, np.random.default_rng(0))
     unbanded = fit_colors(shape, samples, flat)
-    assert change(model, 1.0).mean() < 0.2 * change(unbanded, 1.0).mean()
+    assert change(model, 1.0).mean() < change(unbanded, 1.0).mean() / 3
     # Far off the surface (an offset, an evolved frame), the look-up projects onto the surface first.
     # (1.1 R is 4.5 bands away, near the fit's cube.)
     assert np.abs(colors_at(model, points * 1.1) - on_surface).max() < 0.05
