@@ -266,3 +266,20 @@ def test_cli_fit_colors_writes_srgb_vertex_colours(tmp_path):
     summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert summary["colors"]["steps"] == 200
     assert load_model(tmp_path / "out" / "model.pt").colors is not None
+
+
+def test_evolution_frames_take_the_colour_of_the_surface_along_the_normal(colored_sphere, tmp_path):
+    """An offset sphere's frame: each vertex gets the colour of the fitted sphere's point below it (radially)."""
+    _, model = colored_sphere
+    model.save(tmp_path / "model.pt")
+    spec = JOBS["evolve"].from_params({
+        "model": str(tmp_path / "model.pt"), "flow": {"normal_speed": 0.1}, "times": [0.0, 0.5], "steps": 30,
+        "resolution": 32, "device": "cpu",
+    })  # fmt: skip
+    output = spec.run({}, JobContext(tmp_path))
+    assert output.summary["surface_colors"] is True
+    for index in (0, 1):
+        vertices, colors = output.arrays[f"vertices_{index}"], output.arrays[f"surface_colors_{index}"]
+        below = RADIUS * vertices / np.linalg.norm(vertices, axis=1, keepdims=True)
+        assert np.abs(colors - known_colors(below)).mean() < 0.02
+    assert np.linalg.norm(output.arrays["vertices_1"], axis=1).mean() > RADIUS + 0.03  # it moved off the surface
