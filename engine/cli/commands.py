@@ -65,14 +65,19 @@ def _mesh_inputs(paths: list[Path]) -> dict:
     return inputs
 
 
-def _fit_inputs(paths: list[Path]) -> dict:
+def _fit_inputs(paths: list[Path], colors: bool = False) -> dict:
     """Each file's mesh (``vertices_<i>``, ``faces_<i>``) or, for a file of points without faces, its points
-    (``points_<i>``, and ``normals_<i>`` where the file has them)."""
+    (``points_<i>``, and ``normals_<i>`` where the file has them); with ``colors``, its colours
+    (`engine.color_samples.file_color_inputs`)."""
     from ..point_clouds import PointCloud, load_shape
 
     inputs = {}
     for index, path in enumerate(paths):
         shape = load_shape(path)
+        if colors:
+            from ..color_samples import file_color_inputs
+
+            inputs.update(file_color_inputs(path, index, shape))
         if isinstance(shape, PointCloud):
             inputs[f"points_{index}"] = shape.points
             if shape.normals is not None:
@@ -120,10 +125,19 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for mesh.ply, model.pt, metrics.json")
 
 
+def _srgb_colors(arrays: dict) -> dict:
+    """``write_ply``'s colours of a job's linear ``colors`` (8-bit sRGB, as PLY viewers show them), if any."""
+    if "colors" not in arrays:
+        return {}
+    from ..color_samples import linear_to_srgb8
+
+    return {"colors": linear_to_srgb8(arrays["colors"]) / 255.0}
+
+
 def _fit_write(args, inputs: dict, output: JobOutput, folder: Path) -> str:
     from ..ply_io import write_ply
 
-    write_ply(folder / MESH_FILENAME, output.arrays["vertices"], output.arrays["faces"])
+    write_ply(folder / MESH_FILENAME, output.arrays["vertices"], output.arrays["faces"], **_srgb_colors(output.arrays))
     _write_json(folder / METRICS_FILENAME, output.summary)
     measured = output.summary.get("metrics", {})
     summary = ", ".join(f"{name} {value:.4g}" for name, value in measured.items())
@@ -154,8 +168,9 @@ def _model_param(args) -> dict:
 def _extract_write(args, inputs: dict, output: JobOutput, folder: Path) -> str:
     from ..ply_io import write_ply
 
-    write_ply(folder / args.output.name, output.arrays["vertices"], output.arrays["faces"])
-    return f"wrote {args.output}: {len(output.arrays['faces'])} faces"
+    arrays = output.arrays
+    write_ply(folder / args.output.name, arrays["vertices"], arrays["faces"], **_srgb_colors(arrays))
+    return f"wrote {args.output}: {len(arrays['faces'])} faces" + (" with colours" * ("colors" in arrays))
 
 
 # curvature
@@ -269,6 +284,8 @@ def _evolve_write(args, inputs: dict, output: JobOutput, folder: Path) -> str:
             comments.append(CURVATURE_CONVENTION)
             fields = {name: arrays[f"{name}_{index}"] for name in CURVATURE_FIELDS}
             extra = {"colors": arrays[f"colors_{index}"], "vertex_properties": fields}
+        elif f"surface_colors_{index}" in arrays:  # a coloured model's colours, where no curvature colours them
+            extra = _srgb_colors({"colors": arrays[f"surface_colors_{index}"]})
         names.append(FRAME_FILENAME.format(index))
         write_ply(folder / names[-1], vertices, faces, comments=comments, **extra)
     _write_json(folder / TIMES_FILENAME, {**summary, "frames": names, "model": output.files["model"]})
@@ -318,6 +335,13 @@ def _landmark_pairs(path: Path) -> np.ndarray:
 
 def _morph_inputs(args) -> dict:
     inputs = _mesh_inputs([args.source, args.target])
+    if args.colors:
+        from ..color_samples import file_color_inputs
+        from ..mesh_io import TriangleMesh
+
+        for index, path in enumerate((args.source, args.target)):
+            mesh = TriangleMesh(inputs[f"vertices_{index}"], inputs[f"faces_{index}"])
+            inputs.update(file_color_inputs(path, index, mesh))
     if args.landmarks is not None:
         pairs = args.landmark_pairs
         inputs["landmarks_source"], inputs["landmarks_target"] = pairs[:, 0], pairs[:, 1]
@@ -330,7 +354,8 @@ def _morph_write(args, inputs: dict, output: JobOutput, folder: Path) -> str:
     names = []
     for index, (t, vertices, faces) in enumerate(_frames(output)):
         names.append(FRAME_FILENAME.format(index))
-        write_ply(folder / names[-1], vertices, faces, comments=[f"t = {t!r}"])
+        colors = _srgb_colors({"colors": output.arrays[f"surface_colors_{index}"]}) if args.colors else {}
+        write_ply(folder / names[-1], vertices, faces, comments=[f"t = {t!r}"], **colors)
     report = {**output.summary, "frames": names, "model": output.files["model"]}
     if "source_positions" in output.arrays:
         faces = inputs["faces_0"]
@@ -354,11 +379,11 @@ COMMANDS: dict[str, Command] = {
         (Option("preset", ("--preset",)), Option("steps", ("--steps",)), Option("levels", ("--levels",)), RESOLUTION,
          DEVICE, SEED,
          Option("curvature_sampling", ("--curvature-sampling",)), Option("point_method", ("--point-method",)),
-         Option("metrics", ("--metrics",))),
+         Option("metrics", ("--metrics",)), Option("colors", ("--colors",)), Option("color_steps", ("--color-steps",))),
         ("names", "preview_interval"),
         # The command line shows no live previews (the add-on's), so its fits make none.
         lambda args: {"names": [str(path) for path in args.meshes], "preview_interval": 0.0},
-        lambda args: _fit_inputs(args.meshes),
+        lambda args: _fit_inputs(args.meshes, args.colors),
         _fit_write,
         writes_folder=True,
     ),
@@ -404,7 +429,7 @@ COMMANDS: dict[str, Command] = {
         _morph_arguments,
         (Option("method", ("--method",)), Option("frames", ("--frames",)), Option("align", ("--align",)),
          Option("preset", ("--preset",)), Option("fit_steps", ("--fit-steps",)), Option("steps", ("--steps",)),
-         RESOLUTION, DEVICE, SEED, Option("warp_source", ("--warp-source",))),
+         RESOLUTION, DEVICE, SEED, Option("warp_source", ("--warp-source",)), Option("colors", ("--colors",))),
         ("names",),
         _morph_derive,
         _morph_inputs,
