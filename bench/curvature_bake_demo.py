@@ -2,10 +2,11 @@
 """Demo picture of Bake to Image (issue 17), headless (Blender's Python module, Cycles on the CPU): Suzanne, UV
 mapped, fitted with the tiny network; its mean curvature baked from the model into a float image through its UV
 map; left, the bake's 8-bit colour map as the texture; right, the float bake as a mask in a material (worn bright
-metal on the crests, H > 0; dirt in the hollows, H < 0; paint between).
+metal on the crests, H > 0; dirt in the hollows, H < 0; paint between). A second picture shows the fitted surface
+with its Ridge Lines (ridges dark, valleys blue) as line art.
 
     .venv/bin/python bench/curvature_bake_demo.py [-o out/curvature_bake_demo] [--steps 1200] [--samples 24]
-        [--image bench/results/curvature_bake_demo.png]
+        [--image bench/results/curvature_bake_demo.png] [--ridges-image bench/results/curvature_bake_ridges.png]
 
 Blender's user folders go to OUTDIR/blender_user, so the user's own Blender set-up is not touched.
 """
@@ -32,6 +33,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=1024, help="bake size in texels")
     parser.add_argument("--samples", type=int, default=24, help="Cycles samples per pixel")
     parser.add_argument("--image", type=Path, default=REPO / "bench" / "results" / "curvature_bake_demo.png")
+    parser.add_argument(
+        "--ridges-image", type=Path, default=REPO / "bench" / "results" / "curvature_bake_ridges.png"
+    )
     args = parser.parse_args()
     output = args.output.resolve()
     output.mkdir(parents=True, exist_ok=True)
@@ -85,7 +89,37 @@ def main() -> int:
         f"mask: crests from H = 0 to {crest:.3g}, hollows from 0 to {hollow:.3g}; wrote {args.image} "
         f"({args.image.stat().st_size / 1000:.0f} kB)"
     )
+    show_ridges(bpy, monkey, colored, args.ridges_image, args.samples)
     return 0
+
+
+def show_ridges(bpy, monkey, colored, image: Path, samples: int) -> None:
+    """The fitted surface in grey clay with its ridge and valley curves, bevelled so that Cycles renders them."""
+    fitted = bpy.data.objects["Suzanne SDF"]
+    monkey.hide_render = colored.hide_render = True
+    fitted.hide_render = False
+    fitted.hide_set(False)
+    select(bpy, fitted)
+    started = time.perf_counter()
+    run("Ridge Lines", bpy.ops.neural_sdf.ridge_lines)
+    ridges_s = time.perf_counter() - started
+    clay, _, _, principled = new_material(bpy, "Clay")
+    principled.inputs["Base Color"].default_value = (0.75, 0.72, 0.68, 1.0)
+    fitted.data.materials.clear()
+    fitted.data.materials.append(clay)
+    for word, color in (("Ridges", (0.02, 0.02, 0.02, 1.0)), ("Valleys", (0.05, 0.25, 0.9, 1.0))):
+        curve = bpy.data.objects.get(f"Suzanne SDF {word}")
+        if curve is None:
+            continue
+        curve.data.bevel_depth = 0.012
+        line, _, _, principled = new_material(bpy, word)
+        principled.inputs["Base Color"].default_value = color
+        curve.data.materials.append(line)
+    camera = bpy.context.scene.camera
+    camera.location.x = fitted.matrix_world.translation.x
+    started = time.perf_counter()
+    render(bpy, image, samples)
+    print(f"ridge lines {ridges_s:.0f} s, render {time.perf_counter() - started:.0f} s; wrote {image}")
 
 
 def run(label: str, operator) -> None:
