@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ..jobs import JobOutput
+from . import tracked_frames
 from ..protocol import CURVATURE_FIELDS
 
 MESH_FILENAME = "mesh.ply"
@@ -213,7 +214,7 @@ def _curvature_write(args, inputs: dict, output: JobOutput, folder: Path) -> str
 
 
 def _evolve_arguments(parser: argparse.ArgumentParser) -> None:
-    _model_arguments("folder for frame_NNNN.ply, times.json, evolution.pt")(parser)
+    _model_arguments("folder for frame_NNNN.ply, times.json, evolution.pt (tracked_NNNN.ply: --track-vertices)")(parser)
     parser.add_argument("--flow", choices=("mcf", "offset", "field"), required=True, help="what moves the surface")
     parser.add_argument(
         "--speed",
@@ -288,8 +289,10 @@ def _evolve_write(args, inputs: dict, output: JobOutput, folder: Path) -> str:
             extra = _srgb_colors({"colors": arrays[f"surface_colors_{index}"]})
         names.append(FRAME_FILENAME.format(index))
         write_ply(folder / names[-1], vertices, faces, comments=comments, **extra)
-    _write_json(folder / TIMES_FILENAME, {**summary, "frames": names, "model": output.files["model"]})
-    return f"wrote {len(names)} frames, {TIMES_FILENAME} and {output.files['model']} to {args.output}"
+    tracked = tracked_frames.write_tracked_frames(folder, output)
+    _write_json(folder / TIMES_FILENAME, {**summary, "frames": names, **tracked, "model": output.files["model"]})
+    written = f"{len(names)} frames{tracked_frames.tracked_text(tracked)}, {TIMES_FILENAME} and {output.files['model']}"
+    return f"wrote {written} to {args.output}"
 
 
 # morph
@@ -416,7 +419,7 @@ COMMANDS: dict[str, Command] = {
         "evolve a fitted model's surface (mean curvature flow, offset, vector fields) and mesh it over time",
         _evolve_arguments,
         (Option("steps", ("--steps",)), RESOLUTION, Option("curvature", ("--curvature",)),
-         Option("colormap", ("--colormap",)), DEVICE, SEED),
+         Option("colormap", ("--colormap",)), DEVICE, SEED, Option("track_vertices", ("--track-vertices",))),
         ("model", "flow", "times"),
         _evolve_derive,
         _no_inputs,
