@@ -16,6 +16,8 @@ from .blender_support import (  # noqa: E402
     SPHERE_CENTER,
     SPHERE_RADIUS,
     add_sphere,
+    addon_module,
+    draw,
     empty_scene_with_tiny_fit,
     reports,
     select_only,
@@ -44,8 +46,6 @@ def radii(bpy, obj) -> np.ndarray:
 
 def test_the_add_ons_levels_are_the_engines(bpy):
     from engine.multires_fit import MAX_LEVELS
-
-    from .blender_support import addon_module
 
     assert addon_module("properties").MAX_LEVELS == MAX_LEVELS
 
@@ -97,8 +97,18 @@ def test_make_lod_objects_writes_lod0_finest_to_lodn_in_one_collection_and_undoe
         assert snapshot(bpy)["objects"] == before["objects"]
 
 
-def test_make_lod_objects_refuses_a_model_of_one_level(bpy, fitted_sphere_blend):
+def test_make_lod_objects_refuses_a_model_of_one_level_and_the_panel_shows_levels_only_where_a_model_has_them(
+    bpy, fitted_sphere_blend, lod_sphere_blend
+):
+    sidebar = addon_module("panels.sidebar")
     bpy.ops.wm.open_mainfile(filepath=str(fitted_sphere_blend))
     select_only(bpy, bpy.data.objects["Sphere SDF"])
     with pytest.raises(RuntimeError, match="has one level of detail: fit it with Levels 2 or more"):
         bpy.ops.neural_sdf.make_lod()
+    assert ("prop", "levels") in draw(sidebar.NEURALSDF_PT_main)
+    drawn = draw(sidebar.NEURALSDF_PT_model)
+    assert ("prop", "level") not in drawn and ("operator", "neural_sdf.make_lod") not in drawn
+    bpy.ops.wm.open_mainfile(filepath=str(lod_sphere_blend))
+    select_only(bpy, bpy.data.objects["Sphere SDF"])
+    drawn = draw(sidebar.NEURALSDF_PT_model)
+    assert ("prop", "level") in drawn and ("operator", "neural_sdf.make_lod") in drawn
