@@ -23,7 +23,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -36,16 +35,12 @@ import torch
 from .conventions import Normalization
 from .render_camera import Camera, camera_rays, clip_to_cube
 from .render_levels import LevelStack, level_stack, stage_parameters_device
+from .render_output import RENDER_FILES, shade, write_passes
 
-RENDER_FILES = {"image": "render.png", "depth": "depth.npy", "normal": "normal.npy", "report": "render.json"}
-"""The files `write_render` writes in its folder (stable names)."""
+__all__ = ["RENDER_FILES", "Render", "RenderSettings", "render", "render_model", "write_render"]
+
 BATCH_SIZE = 65536
 """Points per network call: bounds the activations' memory (~70 MB a layer for a 256-wide SIREN)."""
-ALBEDO = 0.8
-"""Grey of the plain shading (linear)."""
-AMBIENT = 0.12
-LIGHT_IN_CAMERA = (-0.4, 0.6, 1.0)
-"""The headlight's direction in camera coordinates (towards the upper left of the viewer)."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +154,7 @@ def render(
     depth[hit_rays] = (t_near[hit_rays] + traced.distance[hit]) / scale
     if not (np.isfinite(depth[hit_rays]).all() and np.isfinite(normals).all()):
         raise ValueError("the network's surface gives NaN or infinite depths or normals: the model is damaged")
-    colors = _shade(stack, normalization, camera, settings, hit_points, normals)
+    colors = shade(stack, normalization, camera, settings, hit_points, normals)
     rgba = np.zeros((pixels, 4), dtype=np.float32)
     rgba[hit_rays, :3], rgba[hit_rays, 3] = colors, 1.0
     normal = np.zeros((pixels, 3), dtype=np.float32)
@@ -204,7 +199,7 @@ def _trace(stack, settings, device, entry, directions, t_near, s_far, slope, off
 
     count, finest = len(entry), stack.finest
     multiscale = settings.multiscale and finest > 0
-    evaluations = [0] * len(stack.stages)
+    evaluations = _Evaluations(len(stack.stages), should_cancel)
     distance = np.full(count, np.nan)
     steps_taken = np.zeros(count, dtype=np.int64)
     exhausted = 0
@@ -285,7 +280,7 @@ def _trace(stack, settings, device, entry, directions, t_near, s_far, slope, off
             refined, unbracketed = _refine(stack, entry_t[where], direction_t[where], *brackets, settings.refine_steps,
                                            settings.refine_tolerance, evaluations)  # fmt: skip
             distance[where.cpu().numpy()] = refined.double().cpu().numpy()
-    return _Trace(distance, evaluations, steps_taken, exhausted, unbracketed)
+    return _Trace(distance, list(evaluations), steps_taken, exhausted, unbracketed)
 
 
 def _at_level(values: list[torch.Tensor], level: torch.Tensor) -> torch.Tensor:
@@ -308,8 +303,7 @@ def _level_values(stack: LevelStack, points, level, promoted, carried, evaluatio
             need = (level == k) | ((k == 0) & ~promoted & multiscale)
         value = torch.full_like(carried, math.nan)
         if need.any():
-            stage = _evaluate(stack, k, points[need])
-            evaluations[k] += int(need.sum())
+            stage = _evaluate(stack, k, points[need], evaluations)
             if stack.cumulative:
                 total[need] += stage
                 value[need] = total[need]
@@ -320,8 +314,25 @@ def _level_values(stack: LevelStack, points, level, promoted, carried, evaluatio
     return known, values
 
 
-def _evaluate(stack: LevelStack, index: int, points: torch.Tensor) -> torch.Tensor:
-    out = torch.cat([stack.stage_value(index, points[i : i + BATCH_SIZE]) for i in range(0, len(points), BATCH_SIZE)])
+class _Evaluations(list):
+    """Points evaluated per stage (a list), and the cancel check asked before every batch: a large render's
+    iteration takes many batches, and Esc should not wait for it."""
+
+    def __init__(self, stages: int, should_cancel: Callable[[], bool]):
+        super().__init__([0] * stages)
+        self.should_cancel = should_cancel
+
+
+def _evaluate(stack: LevelStack, index: int, points: torch.Tensor, evaluations: _Evaluations) -> torch.Tensor:
+    from .training import Cancelled
+
+    batches = []
+    for start in range(0, len(points), BATCH_SIZE):
+        if evaluations.should_cancel():
+            raise Cancelled("cancelled while rays were still marching")
+        batches.append(stack.stage_value(index, points[start : start + BATCH_SIZE]))
+    evaluations[index] += len(points)
+    out = torch.cat(batches)
     if not bool(torch.isfinite(out).all()):
         raise ValueError(
             f"the network's stage {index} gives NaN or infinite values inside its cube: the model is damaged"
@@ -329,12 +340,11 @@ def _evaluate(stack: LevelStack, index: int, points: torch.Tensor) -> torch.Tens
     return out.float()
 
 
-def _finest(stack: LevelStack, points: torch.Tensor, evaluations: list[int]) -> torch.Tensor:
+def _finest(stack: LevelStack, points: torch.Tensor, evaluations: _Evaluations) -> torch.Tensor:
     used = range(len(stack.stages)) if stack.cumulative else (stack.finest,)
     total = torch.zeros(len(points), device=points.device)
     for k in used:
-        total += _evaluate(stack, k, points)
-        evaluations[k] += len(points)
+        total += _evaluate(stack, k, points, evaluations)
     return total
 
 
@@ -383,56 +393,7 @@ def _finest_gradient(stack: LevelStack, points: np.ndarray, device) -> tuple[np.
     return torch.cat(values).double().numpy(), torch.cat(gradients).double().numpy()
 
 
-def _shade(stack, normalization, camera, settings, unit_points, normals) -> np.ndarray:
-    """Linear colours (n, 3): Lambert under a headlight, on grey or on curvature colours."""
-    if not len(normals):
-        return np.zeros((0, 3))
-    rotation = np.asarray(camera.rotation)
-    light = rotation @ (np.asarray(LIGHT_IN_CAMERA) / np.linalg.norm(LIGHT_IN_CAMERA))
-    lambert = np.clip(normals @ light, 0.0, 1.0)[:, None]
-    albedo = np.full((len(normals), 3), ALBEDO)
-    if settings.shading == "curvature":
-        from .colormaps import colorize, map_kind
-        from .geometry import curvatures
-
-        module = stack.level_module()
-        single = getattr(module, "stages", None)
-        field_module = single[0] if single is not None and len(single) == 1 else module
-        found = curvatures(field_module, torch.as_tensor(unit_points, dtype=torch.float32))
-        scale = normalization.scale
-        per_unit = {"gaussian": scale**2, "abs_mean": scale, "curvedness": scale, "mean": scale, "k1": scale,
-                    "k2": scale, "kappa": scale}  # fmt: skip
-        shown = getattr(found, settings.quantity) * per_unit[settings.quantity]
-        colors, _ = colorize(shown, map_kind(settings.quantity), value_range=settings.value_range)
-        albedo = _to_linear(colors[:, :3].astype(np.float64))
-    return np.clip(albedo * (AMBIENT + (1.0 - AMBIENT) * lambert), 0.0, 1.0)
-
-
-def _to_linear(srgb: np.ndarray) -> np.ndarray:
-    return np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
-
-
-def _to_srgb(linear: np.ndarray) -> np.ndarray:
-    linear = np.clip(linear, 0.0, 1.0)
-    return np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
-
-
 def write_render(folder: str | Path, result: Render) -> dict[str, str]:
     """The passes as `RENDER_FILES` in ``folder`` (each written whole: a temporary file, then renamed); returns
     role -> file name."""
-    import imageio.v3 as iio
-
-    from .model import replaced_whole
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with replaced_whole(folder / RENDER_FILES["image"]) as temporary:
-        encoded = np.concatenate([_to_srgb(result.rgba[..., :3]), np.clip(result.rgba[..., 3:], 0.0, 1.0)], axis=-1)
-        iio.imwrite(temporary, np.round(encoded * 255.0).astype(np.uint8), extension=".png")
-    for role in ("depth", "normal"):
-        with replaced_whole(folder / RENDER_FILES[role]) as temporary:
-            with open(temporary, "wb") as stream:
-                np.save(stream, getattr(result, role), allow_pickle=False)
-    with replaced_whole(folder / RENDER_FILES["report"]) as temporary:
-        temporary.write_text(json.dumps(result.report, indent=2) + "\n")
-    return dict(RENDER_FILES)
+    return write_passes(folder, result.rgba, result.depth, result.normal, result.report)

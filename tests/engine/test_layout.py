@@ -16,7 +16,7 @@ LOW_LEVEL = {
     "engine.conventions", "engine.mesh_io", "engine.ply_io", "engine.networks", "engine.training", "engine.sampling",
     "engine.extraction", "engine.geometry", "engine.colormaps", "engine.metrics", "engine.model", "engine.protocol",
     "engine.preview", "engine.point_clouds", "engine.texture_bake", "engine.ridges", "engine.render",
-    "engine.render_camera", "engine.render_levels", "engine.multires",
+    "engine.render_camera", "engine.render_levels", "engine.render_output", "engine.multires",
 }
 FRONT_ENDS = {
     "engine.cli", "engine.worker", "engine.__main__", "engine.jobs",
