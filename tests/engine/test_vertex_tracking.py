@@ -252,7 +252,7 @@ def test_the_evolve_job_tracks_the_first_frame_on_the_evolutions_surface(sphere_
 def test_cli_evolve_track_vertices_writes_the_tracked_frames(sphere_model_file, tmp_path):
     out = tmp_path / "evolution"
     result = run_engine_cli(
-        "evolve", sphere_model_file, "--flow", "offset", "--speed", "-0.05", "--times", "0,0.5,1", "-o", out,
+        "evolve", sphere_model_file, "--flow", "mcf", "--speed", "0.01", "--times", "0,1,2", "-o", out,
         "--steps", "20", "--resolution", "24", "--track-vertices",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
