@@ -66,7 +66,9 @@ def extract_mesh(
     if isinstance(network, MultiresSDF):
         network = LevelOfDetail(network, level)
     elif level not in (None, 0):
-        raise ValueError(f"level {level!r} needs a model fitted with levels (fit --levels N); this one has only level 0")
+        raise ValueError(
+            f"level {level!r} needs a model fitted with levels (fit --levels N); this one has only level 0"
+        )
     evaluate_at = _Evaluator(network, resolution, spacing, batch_size)
     if band_culling and isinstance(network, LevelOfDetail):
         evaluate_at.band_margin = MIN_LIPSCHITZ * spacing * math.sqrt(3.0)

@@ -82,7 +82,9 @@ class MultiresSDF(nn.Module):
     def __init__(self, config: MultiresConfig):
         super().__init__()
         if len(config.deltas) != len(config.stages) or not config.stages:
-            raise ValueError(f"a MultiresConfig needs one delta per stage, got {len(config.deltas)} for {len(config.stages)}")
+            raise ValueError(
+                f"a MultiresConfig needs one delta per stage, got {len(config.deltas)} for {len(config.stages)}"
+            )
         self.config = config
         self.stages = nn.ModuleList(Siren(stage) for stage in config.stages)
         # Not in the state dict: the header keeps the deltas (readable, and checked with the architecture).

@@ -230,7 +230,8 @@ class _Band:
         band_points, band_sdf = [surface + offsets[:, None] * normals], [offsets]
         volume = pool.volume_points.to(device)
         with torch.no_grad():
-            inside = torch.cat([self.coarse(volume[i : i + 65536]) for i in range(0, len(volume), 65536)]).abs() <= self.delta
+            coarse = torch.cat([self.coarse(volume[i : i + 65536]) for i in range(0, len(volume), 65536)])
+            inside = coarse.abs() <= self.delta
         if pool.volume_sdf is not None:
             band_points.append(volume[inside])
             band_sdf.append(pool.volume_sdf.to(device)[inside])
@@ -242,7 +243,8 @@ class _Band:
         def draw(tensor, count):
             return torch.randint(len(tensor), (count,), generator=self.generator).to(tensor.device)
 
-        s, v, o = draw(self.surface, surface_count), draw(self.band_points, volume_count), draw(self.outside, volume_count // 4)
+        s, v = draw(self.surface, surface_count), draw(self.band_points, volume_count)
+        o = draw(self.outside, volume_count // 4)
         return self.surface[s], self.normals[s], self.band_points[v], self.band_sdf[v], self.outside[o]
 
 

@@ -91,7 +91,8 @@ class NEURALSDF_OT_make_lod(EngineJobOperator, bpy.types.Operator):
         transform = scene_io.matrix_array(obj.neural_sdf.model_to_object)
         made = []
         for name, result, (vertices, faces) in zip(names, results, meshes, strict=True):
-            lod = bpy.data.objects.new(name, scene_io.new_mesh(name, scene_io.transform_points(transform, vertices), faces))
+            mesh = scene_io.new_mesh(name, scene_io.transform_points(transform, vertices), faces)
+            lod = bpy.data.objects.new(name, mesh)
             for material in getattr(obj.data, "materials", []):
                 lod.data.materials.append(material)
             collection.objects.link(lod)

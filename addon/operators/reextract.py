@@ -53,7 +53,8 @@ class NEURALSDF_OT_reextract(EngineJobOperator, bpy.types.Operator):
             mesh.name = name
         level = result.request.params.get("level")
         at = "" if level is None else f", level {level:g}"
-        message = f"Re-extracted '{obj.name}' at resolution {result.request.params['resolution']}{at}: {len(faces):,} faces"
+        resolution = result.request.params["resolution"]
+        message = f"Re-extracted '{obj.name}' at resolution {resolution}{at}: {len(faces):,} faces"
         return message + (" (run Curvature Colours again for the new vertices)" if had_curvature else "")
 
 

@@ -83,7 +83,8 @@ def test_a_level_between_integers_blends_the_two_levels_continuously():
 
 def test_stage_configs_rise_in_band_and_size():
     stages = stage_configs(SirenConfig(), 3)
-    assert [(s.hidden_features, s.hidden_layers, s.first_omega) for s in stages] == [(64, 2, 7.5), (128, 2, 15.0), (256, 3, 30.0)]
+    sizes = [(s.hidden_features, s.hidden_layers, s.first_omega) for s in stages]
+    assert sizes == [(64, 2, 7.5), (128, 2, 15.0), (256, 3, 30.0)]
     assert stage_configs(SirenConfig(), 1) == (SirenConfig(),)
     with pytest.raises(ValueError, match="levels"):
         stage_configs(SirenConfig(), 0)
@@ -139,7 +140,9 @@ def _rewritten(path, change_header=None, change_state=None):
         (None, lambda s: s.__setitem__("stages.3.output.bias", torch.zeros(1)), "unknown"),
     ],
 )
-def test_a_bad_multires_header_or_weights_are_refused_before_any_network_is_built(tmp_path, change_header, change_state, problem):
+def test_a_bad_multires_header_or_weights_are_refused_before_any_network_is_built(
+    tmp_path, change_header, change_state, problem
+):
     path = tmp_path / "bad.pt"
     SDFModel(tiny_network(), Normalization((0.0, 0.0, 0.0), 1.0)).save(path)
     _rewritten(path, change_header, change_state)
@@ -231,7 +234,8 @@ def test_band_culling_evaluates_the_finer_stages_only_near_the_surface(torus):
     assert counts[0] == len(grid) and counts[2] <= counts[1] < 0.5 * len(grid)
     assert bool((torch.sign(culled) == torch.sign(full)).all())
     with torch.no_grad():
-        exact = (model.network(grid, 0).abs() <= model.network.deltas[0]) & (model.network(grid, 1).abs() <= model.network.deltas[1])
+        network = model.network
+        exact = (network(grid, 0).abs() <= network.deltas[0]) & (network(grid, 1).abs() <= network.deltas[1])
     assert torch.allclose(culled[exact], full[exact], atol=1e-6)
 
 
