@@ -5,8 +5,10 @@ refused. Fixtures: conftest.py; helpers: blender_support.py."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
+import types
 
 import numpy as np
 import pytest
@@ -14,7 +16,14 @@ import pytest
 if importlib.util.find_spec("bpy") is None:
     pytest.skip("needs Blender's Python module: pip install bpy==5.0.1", allow_module_level=True)
 
-from .blender_support import SPHERE_CENTER, addon_module, select_only, use_test_preferences  # noqa: E402
+from .blender_support import (  # noqa: E402
+    SPHERE_CENTER,
+    addon_module,
+    reports,
+    select_only,
+    snapshot,
+    use_test_preferences,
+)
 
 FITTED = "Sphere SDF"
 PREVIEW = f"{FITTED} Preview"
@@ -153,3 +162,44 @@ def test_the_camera_file_frames_what_blenders_camera_frames(bpy, fit, size, kind
             offset = corner - origin
             lateral = offset - (offset @ direction) * direction
             assert np.linalg.norm(lateral) < 0.8 * converted.ortho_scale / w
+
+
+@contextlib.contextmanager
+def escaped_once_rendering(bpy):
+    """A test twin of Preview Render whose modal() gets an Esc at its first step once the engine reports rendering
+    (as `blender_support.scripted` makes twins of the other operators)."""
+    base = addon_module("operators.preview_render").NEURALSDF_OT_preview_render
+    steps = []
+
+    def modal(self, context, tick):
+        progress = self.session.progress
+        if not any(kind == "ESC" for kind, _ in steps) and progress is not None and progress.stage == "render":
+            steps.append(("ESC", base.modal(self, context, types.SimpleNamespace(type="ESC", value="PRESS"))))
+        result = base.modal(self, context, tick)
+        steps.append((tick.type, result))
+        return result
+
+    namespace = {name: value for name, value in vars(base).items() if not name.startswith("__") and name != "bl_rna"}
+    namespace.update(bl_idname="neural_sdf_test.preview_render", bl_label="Test Preview Render", modal=modal,
+                     __annotations__=dict(base.__annotations__))  # its properties (shading, multiscale)
+    twin = type("NEURALSDFTEST_OT_preview_render", base.__bases__, namespace)
+    bpy.utils.register_class(twin)
+    try:
+        yield bpy.ops.neural_sdf_test.preview_render, steps
+    finally:
+        bpy.utils.unregister_class(twin)
+
+
+def test_esc_cancels_a_render_and_makes_no_image(bpy, fitted_sphere_blend, cache_dir, capfd):
+    open_with_camera(bpy, fitted_sphere_blend, cache_dir)
+    render = bpy.context.scene.render
+    render.resolution_x, render.resolution_y, render.resolution_percentage = 2000, 1500, 100  # a minute's render
+    before, images = snapshot(bpy), set(bpy.data.images)
+    capfd.readouterr()
+    with escaped_once_rendering(bpy) as (preview_render, steps):
+        assert preview_render() == {"CANCELLED"}
+    assert ("ESC", {"RUNNING_MODAL"}) in steps and steps[-1][1] == {"CANCELLED"}
+    (message,) = reports(capfd)
+    assert message.startswith("Warning: Cancelled") and message.endswith("The scene was not changed"), message
+    assert snapshot(bpy) == before and set(bpy.data.images) == images
+    assert not addon_module("engine_jobs").job_running()
