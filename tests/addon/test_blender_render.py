@@ -85,6 +85,7 @@ def test_preview_render_matches_cycles_on_the_fitted_mesh(bpy, fitted_sphere_ble
     cycles = cycles_alpha(bpy, tmp_path / "cycles.png") > 0.5
     iou = (preview & cycles).sum() / (preview | cycles).sum()
     only_preview, only_cycles = (preview & ~cycles).sum(), (cycles & ~preview).sum()
+    print(f"{kind}: IoU {iou:.4f} over {(preview | cycles).sum()} pixels")  # shown with pytest -s
     assert iou >= 0.99, f"IoU {iou:.4f}: {only_preview} pixels only in the preview, {only_cycles} only in Cycles"
 
 
