@@ -8,7 +8,10 @@ from pathlib import Path
 
 from ..jobs import JobOutput
 
+KIND = "render"
 HELP = "render a fitted model from a camera by sphere tracing its network (render.png, depth.npy, normal.npy)"
+WRITES_FOLDER = True
+"""``-o`` names a folder."""
 OPTIONS = (
     ("multiscale", ("--multiscale",)), ("shading", ("--shading",)), ("quantity", ("--quantity",)),
     ("range", ("--range",), {"nargs": 2, "metavar": ("LOW", "HIGH")}), ("max_steps", ("--max-steps",)),
@@ -16,6 +19,7 @@ OPTIONS = (
 )  # fmt: skip
 """(field, flags[, argparse settings]) of each `engine.cli.commands.Option` the command takes."""
 DERIVED = ("model", "camera")
+"""The fields `derive` sets: the model's path and the camera file's contents."""
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
