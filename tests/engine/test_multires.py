@@ -90,6 +90,31 @@ def test_stage_configs_rise_in_band_and_size():
         stage_configs(SirenConfig(), 0)
 
 
+def test_a_residual_stage_trains_with_the_gradients_of_autograd_through_the_frozen_stages():
+    from engine.fit import LossWeights, fitting_loss
+    from engine.multires_fit import _Residual
+
+    network = tiny_network()
+    network.requires_grad_(False)
+    trained = network.stages[2].requires_grad_(True)
+    generator = torch.Generator().manual_seed(0)
+    batch = [torch.rand(300, 3, generator=generator) * 2 - 1, torch.randn(300, 3, generator=generator),
+             torch.rand(300, 3, generator=generator) * 2 - 1, torch.rand(300, generator=generator)]  # fmt: skip
+
+    class ThroughAutograd(torch.nn.Module):
+        def forward(self, x):
+            return network(x, 1) + trained(x)
+
+    results = []
+    for module in (ThroughAutograd(), _Residual(LevelOfDetail(network, 1), trained)):
+        trained.zero_grad()
+        loss, _ = fitting_loss(module, *batch, LossWeights(), 0.25)
+        loss.backward()
+        results.append((loss.item(), torch.cat([p.grad.flatten() for p in trained.parameters()])))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-4, atol=1e-4 * float(results[0][1].abs().max()))
+
+
 # the model file
 
 
