@@ -8,6 +8,9 @@ from pathlib import Path
 
 from ..jobs import JobOutput
 
+KIND = "bake"
+WRITES_FOLDER = True
+"""Whether ``-o`` names a folder."""
 HELP = "bake a fitted model's curvature into images through a mesh's UV map (QUANTITY.png 8-bit, QUANTITY.npy floats)"
 OPTIONS = (
     ("size", ("--size",)), ("height", ("--height",)), ("quantity", ("--quantity",)), ("colormap", ("--colormap",)),

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ..jobs import JobOutput
-from . import tracked_frames
+from . import bake_command, ridges_command, tracked_frames
 from ..protocol import CURVATURE_FIELDS
 
 MESH_FILENAME = "mesh.ply"
@@ -442,3 +442,8 @@ COMMANDS: dict[str, Command] = {
 }
 """Every subcommand by name; each runs the job of its kind (the test checks that options and derived fields
 together are exactly the spec's fields)."""
+for _module in (bake_command, ridges_command):  # commands on a model whose pieces have modules of their own
+    COMMANDS[_module.KIND] = Command(
+        _module.KIND, _module.HELP, _module.arguments, tuple(Option(*option) for option in _module.OPTIONS),
+        ("model",), _model_param, _module.read_inputs, _module.write, _module.WRITES_FOLDER,
+    )

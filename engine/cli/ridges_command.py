@@ -9,10 +9,13 @@ from pathlib import Path
 
 from ..jobs import JobOutput
 
+KIND = "ridges"
+WRITES_FOLDER = False
+"""Whether ``-o`` names a folder."""
 HELP = "trace a fitted model's ridge and valley lines (an OBJ of polylines)"
 OPTIONS = (
-    ("min_length", ("--min-length",)), ("project", ("--project",)), ("resolution", ("--resolution",)),
-    ("device", ("--device",)),
+    ("min_length", ("--min-length",)), ("min_strength", ("--min-strength",)), ("project", ("--project",)),
+    ("resolution", ("--resolution",)), ("device", ("--device",)),
 )  # fmt: skip
 """(field, flags) of each `engine.cli.commands.Option` the command takes."""
 

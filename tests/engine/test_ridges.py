@@ -16,6 +16,7 @@ from engine.model import SDFModel
 from engine.networks import Siren, SirenConfig
 from engine.ridges import PrincipalDerivatives, mesh_edges, model_ridges, principal_derivatives, trace_lines
 from engine.training import Cancelled
+from tests.conftest import run_engine_cli
 from tests.engine.test_geometry import SphereSDF, TorusSDF, torus_points
 
 AXES = (0.9, 0.6, 0.35)
@@ -171,3 +172,21 @@ def test_the_ridges_job_on_a_small_siren_outputs_consistent_polylines_and_stops_
         spec.run({}, JobContext(tmp_path, should_cancel=lambda: True))
     with pytest.raises(ValueError, match="min_length"):
         JOBS["ridges"].from_params({"model": "m.pt", "min_length": 2.0})
+
+
+def test_the_ridges_command_writes_an_obj_of_polylines(tmp_path):
+    torch.manual_seed(1)
+    network = Siren(SirenConfig(hidden_features=32, hidden_layers=2, first_omega=6.0))
+    with torch.no_grad():
+        network.output.bias -= network(torch.zeros(1, 3))
+    SDFModel(network, Normalization((0.0, 0.0, 0.0), 1.0)).save(tmp_path / "model.pt")
+    done = run_engine_cli("ridges", tmp_path / "model.pt", "-o", tmp_path / "lines.obj", "--resolution", 24,
+                          "--min-strength", 0)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "lines.obj").read_text().splitlines()
+    assert text.count("o ridges") == 1 and text.count("o valleys") == 1
+    vertices = [line for line in text if line.startswith("v ")]
+    polylines = [list(map(int, line.split()[1:])) for line in text if line.startswith("l ")]
+    assert polylines and all(len(indices) >= 2 and max(indices) <= len(vertices) for indices in polylines)
+    ridges, valleys = (int(word) for word in done.stdout.split(":")[-1].split() if word.isdigit())
+    assert ridges + valleys == len(polylines)
