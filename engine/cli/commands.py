@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ..jobs import JobOutput
-from . import bake_command, ridges_command, tracked_frames
+from . import bake_command, render_command, ridges_command, tracked_frames
 from ..protocol import CURVATURE_FIELDS
 
 MESH_FILENAME = "mesh.ply"
@@ -380,9 +380,9 @@ COMMANDS: dict[str, Command] = {
         "fit a neural SDF to meshes, extract it and measure it",
         _fit_arguments,
         (Option("preset", ("--preset",)), Option("steps", ("--steps",)), Option("levels", ("--levels",)), RESOLUTION,
-         DEVICE, SEED,
-         Option("curvature_sampling", ("--curvature-sampling",)), Option("point_method", ("--point-method",)),
-         Option("metrics", ("--metrics",)), Option("colors", ("--colors",)), Option("color_steps", ("--color-steps",))),
+         DEVICE, SEED, Option("curvature_sampling", ("--curvature-sampling",)),
+         Option("point_method", ("--point-method",)), Option("metrics", ("--metrics",)),
+         Option("colors", ("--colors",)), Option("color_steps", ("--color-steps",)), Option("tuner", ("--tuner",))),
         ("names", "preview_interval"),
         # The command line shows no live previews (the add-on's), so its fits make none.
         lambda args: {"names": [str(path) for path in args.meshes], "preview_interval": 0.0},
@@ -442,8 +442,9 @@ COMMANDS: dict[str, Command] = {
 }
 """Every subcommand by name; each runs the job of its kind (the test checks that options and derived fields
 together are exactly the spec's fields)."""
-for _module in (bake_command, ridges_command):  # commands on a model whose pieces have modules of their own
+for _module in (bake_command, ridges_command, render_command):  # commands whose pieces have modules of their own
     COMMANDS[_module.KIND] = Command(
         _module.KIND, _module.HELP, _module.arguments, tuple(Option(*option) for option in _module.OPTIONS),
-        ("model",), _model_param, _module.read_inputs, _module.write, _module.WRITES_FOLDER,
+        getattr(_module, "DERIVED", ("model",)), getattr(_module, "derive", _model_param), _module.read_inputs,
+        _module.write, _module.WRITES_FOLDER,
     )
