@@ -139,6 +139,7 @@ def test_the_extension_registers_and_unregisters_cleanly(bpy):
             "image_tile",
             "make_lod",
             "morph",
+            "preview_render",
             "reextract",
             "ridge_lines",
             "setup_engine",
