@@ -8,18 +8,12 @@ from ..core.items import QUANTITY_ITEMS, item_names
 from ..core.text import curvature_unit
 from ..core.worker_client import JobRequest
 from ..engine_jobs import EngineJobOperator
-from ..properties import has_model, model_file
+from ..properties import model_file
 from . import checks
 
 QUANTITY_NAMES = item_names(QUANTITY_ITEMS)
 BAKE_TAG = "neural_sdf_bake"
 """Custom property on the images Bake to Image made: only those are overwritten by a later bake."""
-
-
-def model_owner(context):
-    """The object whose model the active mesh is baked from: its own, else the panel's Model object."""
-    target = context.active_object
-    return target if has_model(target) else context.scene.neural_sdf.model_object
 
 
 class NEURALSDF_OT_bake_curvature(EngineJobOperator, bpy.types.Operator):
@@ -40,17 +34,11 @@ class NEURALSDF_OT_bake_curvature(EngineJobOperator, bpy.types.Operator):
         if target.data.uv_layers.active is None:
             cls.poll_message_set(f"'{target.name}' has no UV map: unwrap it first (UV > Unwrap in Edit Mode)")
             return False
-        owner = model_owner(context)
-        if owner is None:
-            cls.poll_message_set(
-                "The active object has no neural SDF model: fit one, or pick a Model object in the panel"
-            )
-            return False
-        return checks.model_file_present(cls, owner)
+        return checks.model_for_active_mesh(cls, context)
 
     def requests(self, context):
         settings = context.scene.neural_sdf
-        target, owner = context.active_object, model_owner(context)
+        target, owner = context.active_object, checks.model_owner(context)
         mesh = target.data
         if len(mesh.polygons) == 0:
             raise EngineError(f"'{target.name}' has no faces to bake through")

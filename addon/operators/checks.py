@@ -51,6 +51,21 @@ def active_model(cls, context) -> bool:
     return model_file_present(cls, obj)
 
 
+def model_owner(context):
+    """The object whose model the active mesh is coloured, baked or traced from: its own, else the panel's Model
+    object (None when neither has one)."""
+    target = context.active_object
+    return target if has_model(target) else context.scene.neural_sdf.model_object
+
+
+def model_for_active_mesh(cls, context) -> bool:
+    owner = model_owner(context)
+    if owner is None:
+        cls.poll_message_set("The active object has no neural SDF model: fit one, or pick a Model object in the panel")
+        return False
+    return model_file_present(cls, owner)
+
+
 def model_file_present(cls, obj) -> bool:
     if not model_file(obj).is_file():
         cls.poll_message_set(

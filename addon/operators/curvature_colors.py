@@ -9,7 +9,7 @@ from ..core.params import curvature_params
 from ..core.text import curvature_unit
 from ..core.worker_client import JobRequest
 from ..engine_jobs import EngineJobOperator
-from ..properties import has_model, model_file
+from ..properties import model_file
 from . import checks
 
 QUANTITY_NAMES = item_names(QUANTITY_ITEMS)
@@ -28,18 +28,12 @@ class NEURALSDF_OT_curvature_colors(EngineJobOperator, bpy.types.Operator):
             checks.no_job_running(cls) and checks.in_object_mode(cls, context) and checks.active_mesh(cls, context)
         ):
             return False
-        owner = context.active_object if has_model(context.active_object) else context.scene.neural_sdf.model_object
-        if owner is None:
-            cls.poll_message_set(
-                "The active object has no neural SDF model: fit one, or pick a Model object in the panel"
-            )
-            return False
-        return checks.model_file_present(cls, owner)
+        return checks.model_for_active_mesh(cls, context)
 
     def requests(self, context):
         settings = context.scene.neural_sdf
         target = context.active_object
-        model_owner = target if has_model(target) else settings.model_object
+        model_owner = checks.model_owner(context)
         # The model's coordinates are world space at fit time; the model object may have moved since.
         model_world = model_owner.matrix_world @ model_owner.neural_sdf.model_to_object
         to_model = scene_io.matrix_array(model_world.inverted() @ target.matrix_world)

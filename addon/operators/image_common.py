@@ -11,6 +11,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, Po
 
 from .. import model_store, preferences
 from ..core.errors import EngineError
+from ..engine_jobs import EngineJobOperator
 from ..core.images import blender_pixels, check_image_size, engine_pixels, pixel_encoding
 from ..core.model_files import blend_relative, gather_models, models_dir_beside
 from ..properties import BLEND_RELATIVE_PATH
@@ -183,6 +184,14 @@ def redraw_image_editors(context) -> None:
         for area in window.screen.areas:
             if area.type == "IMAGE_EDITOR":
                 area.tag_redraw()
+
+
+class ImageJobProgress:
+    """The progress shows in the Image Editors too (mixed in before `EngineJobOperator`)."""
+
+    def _show_progress(self, context) -> None:
+        EngineJobOperator._show_progress(self, context)
+        redraw_image_editors(context)
 
 
 def has_image(cls, context) -> bool:

@@ -8,6 +8,7 @@ from ..core.worker_client import JobRequest
 from ..engine_jobs import EngineJobOperator
 from . import checks
 from .image_common import (
+    ImageJobProgress,
     active_image,
     custom_steps,
     has_image,
@@ -16,17 +17,8 @@ from .image_common import (
     link_model,
     new_image,
     read_pixels,
-    redraw_image_editors,
 )
 from .image_tile import show_image
-
-
-class ImageJobProgress:
-    """The progress shows in the Image Editors too."""
-
-    def _show_progress(self, context) -> None:
-        EngineJobOperator._show_progress(self, context)
-        redraw_image_editors(context)
 
 
 class NEURALSDF_OT_image_fit(ImageJobProgress, EngineJobOperator, bpy.types.Operator):

@@ -19,8 +19,7 @@ from ..core.text import format_duration
 from ..core.worker_client import JobRequest
 from ..engine_jobs import EngineJobOperator
 from . import checks
-from .image_common import custom_steps, link_model, read_pixels
-from .image_fit import ImageJobProgress
+from .image_common import ImageJobProgress, custom_steps, link_model, read_pixels
 from .image_landmarks import landmarks_of
 from .image_tile import show_image
 

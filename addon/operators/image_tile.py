@@ -7,12 +7,12 @@ from ..core.worker_client import JobRequest
 from ..engine_jobs import EngineJobOperator
 from . import checks
 from .image_common import active_image, custom_steps, has_image, link_model, new_image, read_pixels
-from .image_common import redraw_image_editors
+from .image_common import ImageJobProgress
 
 MATERIAL_SUFFIX = " Tile"
 
 
-class NEURALSDF_OT_image_tile(EngineJobOperator, bpy.types.Operator):
+class NEURALSDF_OT_image_tile(ImageJobProgress, EngineJobOperator, bpy.types.Operator):
     """Make a seamless tile of the image: a periodic network trained on it (the seam removed, the inside kept) as a
     new image '<name> Tile', optionally with a material that repeats it; the image is not changed"""
 
@@ -34,10 +34,6 @@ class NEURALSDF_OT_image_tile(EngineJobOperator, bpy.types.Operator):
             steps=custom_steps(settings), device=preferences.get(context).device, seed=settings.seed,
         )  # fmt: skip
         return [JobRequest("image_tile", params, {"image": pixels}, f"making a seamless tile of '{image.name}'")]
-
-    def _show_progress(self, context) -> None:
-        EngineJobOperator._show_progress(self, context)
-        redraw_image_editors(context)
 
     def apply(self, context, results):
         (result,) = results

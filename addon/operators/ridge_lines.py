@@ -6,9 +6,8 @@ from ..core.bake import RIDGE_KINDS, ridge_polylines, ridges_params
 from ..core.errors import EngineError
 from ..core.worker_client import JobRequest
 from ..engine_jobs import EngineJobOperator
-from ..properties import has_model, model_file
+from ..properties import model_file
 from . import checks
-from .bake_curvature import model_owner
 
 RIDGES_TAG = "neural_sdf_ridges"
 """Custom property on the curves Ridge Lines made: only those are replaced by a later run."""
@@ -28,16 +27,10 @@ class NEURALSDF_OT_ridge_lines(EngineJobOperator, bpy.types.Operator):
             checks.no_job_running(cls) and checks.in_object_mode(cls, context) and checks.active_mesh(cls, context)
         ):
             return False
-        owner = model_owner(context)
-        if owner is None:
-            cls.poll_message_set(
-                "The active object has no neural SDF model: fit one, or pick a Model object in the panel"
-            )
-            return False
-        return checks.model_file_present(cls, owner)
+        return checks.model_for_active_mesh(cls, context)
 
     def requests(self, context):
-        target, owner = context.active_object, model_owner(context)
+        target, owner = context.active_object, checks.model_owner(context)
         mesh = target.data
         if len(mesh.polygons) == 0:
             raise EngineError(f"'{target.name}' has no faces to trace lines on")
