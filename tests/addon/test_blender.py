@@ -401,9 +401,12 @@ def running_fit(bpy):
     with the modal timer invoke() adds."""
     engine_jobs = addon_module("engine_jobs")
 
+    fit_operator = addon_module("operators.fit").NEURALSDF_OT_fit
+
     class RunningFit(engine_jobs.EngineJobOperator):
         makes_model = True
-        requests = addon_module("operators.fit").NEURALSDF_OT_fit.requests
+        requests = fit_operator.requests
+        _add_colors = fit_operator._add_colors
 
         def report(self, _level, message):
             raise AssertionError(message)

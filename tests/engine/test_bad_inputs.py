@@ -177,7 +177,7 @@ def test_negative_times_can_be_written_as_they_read(cli, tmp_path):
 WORKER_CASES = [
     # (case, message fields, what the error says)
     ("params not an object", {"kind": "fit", "params": ["Sphere"]}, "fit job: params must be an object"),
-    ("unknown kind", {"kind": "render", "params": {}}, "unknown job kind 'render'"),
+    ("unknown kind", {"kind": "teleport", "params": {}}, "unknown job kind 'teleport'"),
     ("unknown parameter", {"kind": "fit", "params": {"names": ["A"], "colour": "red"}}, "unknown parameter(s) 'colour'"),
     ("missing parameter", {"kind": "extract", "params": {}}, "parameter 'model' is missing"),
     ("string for a number", {"kind": "fit", "params": {"names": ["A"], "steps": "100"}}, "parameter 'steps' must be an integer"),

@@ -89,7 +89,7 @@ def test_an_unknown_network_kind_is_refused_with_the_known_kinds_and_the_fix(tmp
         archive = torch.load(path, weights_only=True)
         archive["header_json"] = archive["header_json"].replace('"kind": "siren"', '"kind": "hash_grid"')
         torch.save(archive, path)
-        with pytest.raises(ValueError, match=r"unknown network kind 'hash_grid' \(this engine knows siren\).*update the engine"):
+        with pytest.raises(ValueError, match=r"unknown network kind 'hash_grid' \(this engine knows siren, multires\).*update the engine"):
             load(path)
     with pytest.raises(ValueError, match="unknown network kind 'hash_grid'"):
         build_network("hash_grid", {})
@@ -99,7 +99,7 @@ def test_the_network_registry_builds_and_names_each_kind():
     config = SirenConfig(hidden_features=8, hidden_layers=1)
     network = build_network("siren", asdict(config))
     assert type(network) is Siren and network.config == config and network_kind(network) == "siren"
-    assert set(NETWORK_KINDS) == {"siren"}
+    assert set(NETWORK_KINDS) == {"siren", "multires"}
     with pytest.raises(ValueError, match="Linear is no registered network kind"):
         network_kind(nn.Linear(3, 1))
     with pytest.raises(ValueError, match="Linear is no registered network kind"):
@@ -108,7 +108,7 @@ def test_the_network_registry_builds_and_names_each_kind():
 
 def test_tools_that_rebuild_a_network_say_which_kinds_they_support():
     other = SDFModel(nn.Linear(3, 1), Normalization((0.0, 0.0, 0.0), 1.0))
-    with pytest.raises(ValueError, match=r"only a SIREN \(network kind 'siren'\) can be re-expressed.*Linear"):
+    with pytest.raises(ValueError, match=r"only a SIREN \(network kind 'siren'\) or a multires SDF can be re-expressed.*Linear"):
         reexpressed(other, Normalization((1.0, 0.0, 0.0), 2.0))
     with pytest.raises(ValueError, match=r"only a SIREN \(network kind 'siren'\) can be copied.*Linear"):
         time_dependent_copy(nn.Linear(3, 1))
@@ -130,15 +130,15 @@ def test_the_configs_saved_in_model_files_load_back():
                 kept[name] = value
         return kept, newer, newer_defaults
 
-    fit = load_model(DATA / "legacy_v1_model.pt").metadata["fit_config"]
-    kept, newer, newer_defaults = split(as_saved(FitConfig.from_dict(fit)), fit, as_saved(FitConfig()))
-    # Every saved setting comes back as saved; the fields newer than the file (nested ones too) take their defaults.
-    assert kept == fit
-    assert newer == newer_defaults
-    evolve = load_evolution(DATA / "legacy_v1_evolution.pt").metadata[EVOLUTION_KEY]["evolve_config"]
-    assert as_saved(EvolveConfig.from_dict(evolve)) == evolve
-    morph = load_morph(DATA / "legacy_v1_morph.pt").metadata[MORPH_KEY]["config"]
-    assert as_saved(LevelSetMorphConfig.from_dict(morph)) == morph
+    def assert_loads_back(config_class, saved: dict) -> None:
+        kept, newer, newer_defaults = split(as_saved(config_class.from_dict(saved)), saved, as_saved(config_class()))
+        # Every saved setting comes back as saved; the fields newer than the file (nested ones too) take their defaults.
+        assert kept == saved
+        assert newer == newer_defaults
+
+    assert_loads_back(FitConfig, load_model(DATA / "legacy_v1_model.pt").metadata["fit_config"])
+    assert_loads_back(EvolveConfig, load_evolution(DATA / "legacy_v1_evolution.pt").metadata[EVOLUTION_KEY]["evolve_config"])
+    assert_loads_back(LevelSetMorphConfig, load_morph(DATA / "legacy_v1_morph.pt").metadata[MORPH_KEY]["config"])
 
 
 def test_settings_read_back_nested_settings_and_tuples_and_name_an_unknown_field():
