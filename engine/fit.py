@@ -96,8 +96,10 @@ class FitConfig(SavedSettings):
     ``tuner_bounds`` and is clamped to them after every step (`engine.networks.SirenConfig`, saved in the model)."""
     tuner_band: int = 16
     """TUNER's band limit: the largest |k_i| of the integer frequencies (2 pi k / 4 radians per unit-cube length)."""
-    tuner_bounds: tuple[float, float] = (1.0, 0.5)
-    """TUNER's (c_low, c_high): bounds |hidden_omega W| of the first hidden layer's low and high columns."""
+    tuner_bounds: tuple[float, float] = (0.25, 0.1)
+    """TUNER's (c_low, c_high): bounds |hidden_omega W| of the first hidden layer's low and high columns. SIREN's start
+    has |hidden_omega W| <= sqrt(6 / width) (0.15 at 256), so c_high 0.1 binds from the first step; at 600 steps these
+    beat (1, 0.5), which hardly binds, on the sphere, the torus and the bunny (bench/results/tuner_sdf_cpu.md)."""
     tuner_init: Literal["siren", "tuner"] = "siren"
     """The first hidden layer's start with ``tuner``: SIREN's (inside the bounds), or TUNER's N(0, (0.3 c /
     hidden_omega)^2) per column (`engine.networks.tuner_initialize`), whose 3.4x larger pre-activations at 256

@@ -141,11 +141,13 @@ class IntegerSineLayer(nn.Module):
         return torch.sin(self.phase(x)).to(x.dtype)
 
 
-def tuner_bounds(frequencies: torch.Tensor, low_limit: int, omega: float, c_low: float = 1.0, c_high: float = 0.5):
+def tuner_bounds(frequencies: torch.Tensor, low_limit: int, omega: float, c_low: float, c_high: float):
     """TUNER's bound c_j / omega on column j of the first hidden layer's weights (width,): c_low for the columns fed by
     low frequencies (|k|_inf <= low_limit), c_high for the high ones. A hidden neuron sin(sum_j a_j sin(<k_j, x> +
     p_j) + b) holds the integer combinations of the k_j, order m weighted by at most prod (|a_j|/2)^|m_j| / |m_j|!,
-    so bounding |omega W| caps the energy above the input band (c = 1: 0.5, 0.125, 0.021 for orders 1-3)."""
+    so bounding |omega W| caps the energy above the input band (c = 1: 0.5, 0.125, 0.021 for orders 1-3). The
+    defaults live with their fits: `engine.fit.FitConfig.tuner_bounds`,
+    `engine.images.fit.ImageFitConfig.tuner_bounds`."""
     low = frequencies.abs().amax(dim=1) <= low_limit
     return torch.where(low, c_low, c_high).float() / omega
 

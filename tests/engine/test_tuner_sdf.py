@@ -93,7 +93,7 @@ def test_a_tuner_fit_saves_loads_and_extracts(tuner_model, sphere, tmp_path):
     path = tmp_path / "model.pt"
     tuner_model.save(path)
     loaded = load_model(path)
-    assert loaded.network.config == tuner_model.network.config and loaded.network.config.hidden_bounds == (1.0, 0.5)
+    assert loaded.network.config == tuner_model.network.config and loaded.network.config.hidden_bounds == (0.25, 0.1)
     assert loaded.network.config.first_layer == "integer" and loaded.network.config.band_limit == 16
     assert not loaded.network.layers[0].linear.weight.requires_grad
     for name, tensor in tuner_model.network.state_dict().items():
@@ -154,6 +154,8 @@ def test_fit_config_round_trips_and_refuses_what_tuner_cannot_take():
 
 def test_the_fit_job_takes_tuner_but_not_with_levels():
     assert FitJob(names=("a",), tuner=True).fit_config().tuner
+    # Issue 15: `fit --tuner` bounds the first hidden layer by (0.25, 0.1), the bounds that won at 600 steps.
+    assert FitJob(names=("a",), tuner=True).fit_config().network_config().hidden_bounds == (0.25, 0.1)
     with pytest.raises(JobParamError, match="tuner.*needs levels 1"):
         FitJob(names=("a",), tuner=True, levels=2).check()
 
