@@ -38,6 +38,7 @@ def fit_params(
     preview_interval: float = 0.0,
     levels: int = 1,
     colors: bool = False,
+    tuner: bool = False,
 ) -> dict:
     """The ``fit`` job: one SDF for the meshes ``names`` (one per input mesh, in the inputs' order) as one shape.
 
@@ -45,6 +46,8 @@ def fit_params(
     - ``preview_interval``: seconds between the live previews of the surface while it trains (`preview`); 0: none;
     - ``levels``: levels of detail in the model (1: one network);
     - ``colors``: also fit the inputs' colours (``color_points_<i>``, ``color_values_<i>``: every input has them);
+    - ``tuner``: TUNER's frequency control (the engine's ``fit --tuner``: a frozen integer first layer, bounded first
+      hidden weights); the engine takes it with ``levels`` 1 only;
     - the engine's surface metrics are not measured: the add-on shows none.
     """
     return {
@@ -58,6 +61,7 @@ def fit_params(
         "preview_interval": float(preview_interval),
         "levels": int(levels),
         "colors": bool(colors),
+        "tuner": bool(tuner),
     }
 
 

@@ -47,6 +47,7 @@ CASES = [
     ("fit", FIT),
     ("fit", {**FIT, "preset": "tiny", "steps": 250, "resolution": 64, "device": "cpu", "seed": 7,
              "names": ["Cube", "Sphere"], "preview_interval": 3.0}),
+    ("fit", {**FIT, "tuner": True}),  # issue 15: Frequency Control (TUNER)
     ("extract", dict(model="/cache/Sphere_SDF-1.pt", resolution=256, device="cuda")),
     ("curvature", CURVATURE),
     ("curvature", {**CURVATURE, "quantity": "curvedness", "colormap": "sequential", "value_range": (-0.5, 2.0),
@@ -115,6 +116,9 @@ def test_what_the_addon_leaves_to_the_engine_and_what_it_overrides():
     fit = parsed("fit", params.fit_params(**FIT))
     assert fit.metrics is False and fit.curvature_sampling is False and fit.steps is None
     assert fit.preview_interval == 0.0  # issue 14: the Fit operator asks for live previews (Live Preview)
+    assert fit.tuner is False and fit.fit_config().network_config().first_layer == "trained"  # issue 15: an option
+    tuner = parsed("fit", params.fit_params(**FIT, tuner=True)).fit_config().network_config()
+    assert (tuner.first_layer, tuner.hidden_bounds) == ("integer", (0.25, 0.1))
     assert parsed("curvature", params.curvature_params(**CURVATURE)).range is None
     evolve = parsed("evolve", params.evolve_params(**EVOLVE))
     assert evolve.curvature is None and evolve.colormap == "auto" and evolve.steps is None
