@@ -13,7 +13,7 @@ STAGE_VERBS = {
 }
 """Stages shown by what they do."""
 STEP_NAMES = {
-    "fit": "step", "evolve": "training step", "morph": "step", "frames": "extracting frames", "track": "tracking vertices",
+    "fit": "step", "evolve": "training step", "morph": "step", "frames": "frame", "track": "tracking vertices",
 }  # fmt: skip
 """Stages shown by their count, e.g. "step 120/300"; a fit's training is its main work, so its steps go unnamed."""
 JOB_PHASES = {"morph": {"fit": "fitting both shapes", "morph": "training the morph"}}

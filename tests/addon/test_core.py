@@ -473,7 +473,7 @@ def test_durations_and_progress_lines():
     )
     extracting = Progress("frames", 3, 12, None, 4.0)
     assert text.progress_text("evolve", "evolving 'Sphere SDF'", extracting, 0, 1) == (
-        "Evolving 'Sphere SDF': extracting frames 3/12, ETA 4 s"
+        "Evolving 'Sphere SDF': frame 3/12, ETA 4 s"
     )
     assert text.overall_fraction("evolve", training, 0, 1) == pytest.approx(0.9 * 30 / 600)
     assert text.overall_fraction("evolve", extracting, 0, 1) == pytest.approx(0.9 + 0.1 * 3 / 12)
@@ -490,7 +490,7 @@ def test_durations_and_progress_lines():
         "Morphing 'Small' into 'Large': training the morph, step 10/20, loss 0.25, ETA 3 s"
     )
     assert text.progress_text("morph", morphing, Progress("frames", 1, 3, None, None), 0, 1) == (
-        "Morphing 'Small' into 'Large': extracting frames 1/3"
+        "Morphing 'Small' into 'Large': frame 1/3"
     )
     assert text.overall_fraction("morph", fits, 0, 1) == pytest.approx(0.5 * 50 / 200)
     assert text.overall_fraction("morph", training, 0, 1) == pytest.approx(0.5 + 0.4 * 10 / 20)
