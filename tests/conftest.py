@@ -1,6 +1,7 @@
 """Shared fixtures: small meshes built in code, and the path of the bundled demo mesh."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,13 @@ def pytest_configure(config):
 def sphere_mesh():
     sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.5)
     return np.asarray(sphere.vertices), np.asarray(sphere.faces)
+
+
+def interruptible_child() -> None:
+    """A subprocess's ``preexec_fn``: Ctrl-C's SIGINT back to its default in the child, as in a terminal. A test run
+    started in the background by a non-interactive shell inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler, so a test that presses Ctrl-C would wait on a child that never hears it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_engine_cli(*args) -> subprocess.CompletedProcess:

@@ -19,7 +19,7 @@ from engine import protocol
 from engine.cli import main
 from engine.jobs import JOBS, JobContext
 from engine.ply_io import coordinate_type, write_ply
-from tests.conftest import BUNDLED_MESH, REPO
+from tests.conftest import BUNDLED_MESH, REPO, interruptible_child
 from tests.engine.test_worker import WorkerUnderTest, job
 
 LEGACY_MODEL = REPO / "tests" / "data" / "legacy_v1_model.pt"
@@ -130,15 +130,18 @@ def test_ctrl_c_during_training_leaves_no_output(tmp_path):
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "engine", "fit", str(MESH), "-o", str(out), "--preset", "tiny", "--steps", "100000"],
-        cwd=REPO, stderr=subprocess.PIPE, text=True, env=environment,
+        cwd=REPO, stderr=subprocess.PIPE, text=True, env=environment, preexec_fn=interruptible_child,
     )  # fmt: skip
-    buffer = ""
-    while "training [" not in buffer:
-        buffer += process.stderr.read(1)
-        assert buffer or process.poll() is None
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=60) == 130
-    process.stderr.close()
+    with process:
+        try:
+            buffer = ""
+            while "training [" not in buffer:
+                buffer += process.stderr.read(1)
+                assert buffer or process.poll() is None
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=60) == 130
+        finally:
+            process.kill()  # a failed check leaves no fit running into the next tests
     assert list(tmp_path.iterdir()) == []
 
 

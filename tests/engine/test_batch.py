@@ -23,7 +23,7 @@ from engine.batch import main as batch_main
 from engine.batch.run import RAY_MISSING
 from engine.cli import main as cli_main
 from engine.model import load_model
-from tests.conftest import REPO, run_engine_cli
+from tests.conftest import REPO, interruptible_child, run_engine_cli
 
 FIT_OPTIONS = ["--preset", "tiny", "--steps", "20", "--resolution", "24", "--device", "cpu", "--seed", "3"]
 TIMINGS = {"train_seconds", "extract_seconds", "frame_seconds", "fit_seconds", "curvature_seconds"}
@@ -281,14 +281,18 @@ def test_ctrl_c_keeps_the_finished_folders_and_leaves_nothing_of_the_others(seri
     code = "import sys; from engine.batch import main; sys.exit(main(sys.argv[1:]))"
     process = subprocess.Popen([sys.executable, "-c", code, "evolve", str(jobs), "-o", str(out)], cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
-    buffer = ""
-    while "box-2: evolve" not in buffer or "training [" not in buffer.split("box-2: evolve")[1]:
-        character = process.stderr.read(1)
-        assert character or process.poll() is None, buffer
-        buffer += character
-    process.send_signal(signal.SIGINT)
-    stdout, _ = process.communicate(timeout=120)
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=interruptible_child)  # fmt: skip
+    with process:
+        try:
+            buffer = ""
+            while "box-2: evolve" not in buffer or "training [" not in buffer.split("box-2: evolve")[1]:
+                character = process.stderr.read(1)
+                assert character or process.poll() is None, buffer
+                buffer += character
+            process.send_signal(signal.SIGINT)
+            stdout, _ = process.communicate(timeout=120)
+        finally:
+            process.kill()  # a failed check leaves no batch running into the Ray tests
     assert process.returncode == 130
     assert sorted(path.name for path in out.iterdir()) == ["box", "summary.json"]
     assert [entry["status"] for entry in summary(out).values()] == ["ok", "cancelled", "cancelled"]
@@ -329,6 +333,7 @@ def _alive(pids: set[int]) -> set[int]:
 def local_ray():
     """A local Ray of 2 CPUs in this process, shut down after the tests; it must leave no process behind."""
     ray = pytest.importorskip("ray")
+    earlier = _descendants(os.getpid())  # warm engine workers of earlier tests: not Ray's to stop
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield ray
     from ray._private.worker import _global_node
@@ -336,6 +341,7 @@ def local_ray():
     ours = {process.process.pid for processes in _global_node.all_processes.values() for process in processes}
     for pid in [*ours, os.getpid()]:
         ours |= _descendants(pid)
+    ours -= earlier
     assert len(ours) > len(_global_node.all_processes)  # the node's processes and its workers
     ray.shutdown()
     deadline = time.monotonic() + 60
