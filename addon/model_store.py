@@ -73,7 +73,7 @@ def gather_models_beside_blend(filepath: str, *_unused) -> None:
         if holder.model_path
     }
     target_dir = models_dir_beside(blend)
-    gathered = gather_models([source for _, source in sources.values()], target_dir, _allowed_dirs(target_dir))
+    gathered = gather_models([source for _, source in sources.values()], target_dir, allowed_model_dirs(target_dir))
     for key, (holder, source) in sources.items():
         if source in gathered.moved:
             _paths_before_save[key] = holder.model_path
@@ -89,7 +89,7 @@ _told: set[tuple[Path, str]] = set()
 """Refused model paths already printed in this Blender session (each is said once)."""
 
 
-def _allowed_dirs(target_dir: Path) -> list[Path]:
+def allowed_model_dirs(target_dir: Path) -> list[Path]:
     """The folders a save copies models from: the cache's models folder, the open file's models folder and the one
     of the file being written."""
     allowed = [target_dir]

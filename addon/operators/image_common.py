@@ -1,19 +1,15 @@
 """What the Image Editor's operators share: their settings (Scene.neural_sdf_image), the link from an image the
-engine made to its model file (Image.neural_sdf_image), reading an image's pixels and writing new images, and the
-save handlers that keep image models beside the .blend as the 3D models are (`model_store`)."""
+engine made to its model file (Image.neural_sdf_image), reading an image's pixels and writing new images."""
 
 from pathlib import Path
 
 import bpy
 import numpy as np
-from bpy.app.handlers import persistent
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from .. import model_store, preferences
 from ..core.errors import EngineError
 from ..engine_jobs import EngineJobOperator
 from ..core.images import blender_pixels, check_image_size, engine_pixels, pixel_encoding
-from ..core.model_files import blend_relative, gather_models, models_dir_beside
 from ..properties import BLEND_RELATIVE_PATH
 
 IMAGE_MODEL_KINDS = [("NONE", "None", "Not made by the engine"), ("FIT", "Fit", "An image network's render"),
@@ -133,49 +129,6 @@ def link_model(image: bpy.types.Image, kind: str, model_path: str, summary: str)
 def image_model_file(image: bpy.types.Image) -> Path:
     """An image's model file as an absolute path (relative ones are beside the .blend or its library)."""
     return Path(bpy.path.abspath(image.neural_sdf_image.model_path, library=image.library))
-
-
-_paths_before_save: dict[str, str] = {}
-
-
-@persistent
-def gather_image_models(filepath: str, *_unused) -> None:
-    """save_pre handler: the image models join the .blend's models folder, as `model_store` does for objects'."""
-    _paths_before_save.clear()
-    if not filepath:
-        return
-    blend = Path(filepath)
-    holders = {image.name: image for image in bpy.data.images
-               if image.library is None and image.neural_sdf_image.model_path}  # fmt: skip
-    sources = {name: image_model_file(image) for name, image in holders.items()}
-    target_dir = models_dir_beside(blend)
-    allowed = [target_dir]
-    if bpy.data.filepath:
-        allowed.append(models_dir_beside(Path(bpy.data.filepath)))
-    try:
-        allowed.append(preferences.cache_dir(preferences.get(bpy.context)) / model_store.MODELS_DIRNAME)
-    except (KeyError, AttributeError, OSError):
-        pass  # no preferences (the add-on is being disabled): nothing comes from the cache
-    gathered = gather_models(list(sources.values()), target_dir, allowed)
-    for name, source in sources.items():
-        if source in gathered.moved:
-            _paths_before_save[name] = holders[name].neural_sdf_image.model_path
-            holders[name].neural_sdf_image.model_path = blend_relative(gathered.moved[source], blend)
-    for source, why in sorted(gathered.refused.items()):
-        print(f"{model_store.LOG_PREFIX}WARNING: saving {blend.name} did not copy the image model {source}: it {why}")
-
-
-@persistent
-def restore_image_model_paths(filepath: str, *_unused) -> None:
-    """save_post handler: after Save a Copy the open file's images get their paths back."""
-    if filepath and bpy.data.filepath and Path(bpy.data.filepath) != Path(filepath):
-        for name, path in _paths_before_save.items():
-            if name in bpy.data.images:
-                bpy.data.images[name].neural_sdf_image.model_path = path
-    _paths_before_save.clear()
-
-
-HANDLERS = (("save_pre", gather_image_models), ("save_post", restore_image_model_paths))
 
 
 def redraw_image_editors(context) -> None:

@@ -2,7 +2,7 @@
 property groups, the operators, the panels, the save handlers for image models and the landmarks' draw handler."""
 
 from ..panels import image_editor
-from . import image_common, image_fit, image_landmarks, image_morph, image_tile
+from . import image_common, image_fit, image_landmarks, image_morph, image_saving, image_tile
 
 classes = (
     *image_common.classes,
@@ -17,6 +17,6 @@ classes = (
     *image_editor.classes,
 )
 ATTACHED = image_common.ATTACHED
-HANDLERS = image_common.HANDLERS
+HANDLERS = image_saving.HANDLERS
 register_drawing = image_landmarks.register_drawing
 unregister_drawing = image_landmarks.unregister_drawing

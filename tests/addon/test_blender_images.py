@@ -8,6 +8,8 @@ The trainings are a few steps: the engine's tests check what they reach."""
 from __future__ import annotations
 
 import importlib.util
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,17 +138,22 @@ def place(bpy, image, points) -> list[int]:
     return sorted(core.landmark_points(image.get(core.LANDMARKS_PROPERTY)))
 
 
-def test_morph_images_with_landmarks_placed_on_them_gives_a_sequence_and_a_strip(bpy, image_scene, capfd, tmp_path):
-    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "faces.blend"))  # the frames go beside it
-    image_scene = bpy.context.scene
+def two_faces_with_landmarks(bpy, scene) -> None:
+    """Two byte images set as the morph's From and Into (3 frames), with four landmark pairs placed on them."""
     first, second = byte_image(bpy, "Face A", pattern()), byte_image(bpy, "Face B", pattern(shift=0.05))
-    settings = image_scene.neural_sdf_image
+    settings = scene.neural_sdf_image
     settings.morph_source, settings.morph_target, settings.morph_frames = first, second, 3
     # Alternate clicks pair up: the second image's first landmark partners the first image's.
     for point in LANDMARKS:
         place(bpy, first, [point])
         place(bpy, second, [(point[0] + 1.5, point[1])])
     assert place(bpy, first, []) == place(bpy, second, []) == [1, 2, 3, 4]
+
+
+def test_morph_images_with_landmarks_placed_on_them_gives_a_sequence_and_a_strip(bpy, image_scene, capfd, tmp_path):
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "faces.blend"))  # the frames go beside it
+    image_scene = bpy.context.scene
+    two_faces_with_landmarks(bpy, image_scene)
     capfd.readouterr()
     assert bpy.ops.neural_sdf.image_morph() == {"FINISHED"}
     (message,) = reports(capfd)
@@ -162,6 +169,44 @@ def test_morph_images_with_landmarks_placed_on_them_gives_a_sequence_and_a_strip
     (strip,) = image_scene.sequence_editor.strips
     assert len(strip.elements) == 3 and strip.frame_final_duration == 3
     assert bpy.path.abspath(strip.directory).rstrip("/") == str(folder)
+
+
+def test_a_morph_made_before_the_first_save_takes_its_frames_beside_the_blend(bpy, image_scene, tmp_path, cache_dir):
+    two_faces_with_landmarks(bpy, image_scene)
+    assert bpy.ops.neural_sdf.image_morph() == {"FINISHED"}
+    sequence = bpy.data.images["Face A to Face B Morph"]
+    (strip,) = image_scene.sequence_editor.strips
+    waiting = Path(sequence.filepath).parent
+    assert waiting.parent == cache_dir / "models" and bpy.path.abspath(strip.directory).rstrip("/") == str(waiting)
+    frames = ["frame_0000.png", "frame_0001.png", "frame_0002.png"]
+
+    def kept_beside(blend: Path) -> Path:
+        folder = blend.parent / f"{blend.stem}_neural_sdf" / waiting.name
+        assert sorted(path.name for path in folder.iterdir()) == frames
+        return folder
+
+    film = tmp_path / "film" / "film.blend"
+    film.parent.mkdir()
+    bpy.ops.wm.save_as_mainfile(filepath=str(film))
+    folder = kept_beside(film)
+    assert sequence.filepath == f"//film_neural_sdf/{waiting.name}/frame_0000.png"
+    assert strip.directory == f"//film_neural_sdf/{waiting.name}/"
+    copy = tmp_path / "copy" / "copy.blend"
+    copy.parent.mkdir()
+    bpy.ops.wm.save_as_mainfile(filepath=str(copy), copy=True)
+    kept_beside(copy)
+    assert sequence.filepath.startswith("//film_neural_sdf/")  # the open file keeps its own frames
+    assert image_scene.sequence_editor.strips[0].directory.startswith("//film_neural_sdf/")
+    shutil.rmtree(waiting)  # the cache may be cleared: the saved files no longer need it
+    for blend in (film, copy):
+        bpy.ops.wm.open_mainfile(filepath=str(blend))
+        sequence = bpy.data.images["Face A to Face B Morph"]
+        assert sequence.filepath == f"//{blend.stem}_neural_sdf/{waiting.name}/frame_0000.png"
+        first_frame = bpy.data.images.load(bpy.path.abspath(sequence.filepath))
+        np.testing.assert_allclose(pixels_of(first_frame), pattern(), atol=1 / 255 + 1e-6)
+        strip = bpy.context.scene.sequence_editor.strips[0]
+        assert Path(bpy.path.abspath(strip.directory)) == kept_beside(blend)
+    assert folder.is_dir()
 
 
 def test_refusals_before_any_job(bpy, image_scene):
