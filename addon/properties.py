@@ -124,9 +124,10 @@ class NeuralSDFSettings(bpy.types.PropertyGroup):
     fit_colors: BoolProperty(
         name="Colours", default=True,
         description=(
-            "Where a source has colours (its active colour attribute, or the Base Color image of its material "
-            "through its active UV map), fit them too: the result gets a colour attribute and, without a material, "
-            "one that shows it"
+            "Where a source of a Fit or Morph has colours (its active colour attribute, the Base Color image of its "
+            "material through its active UV map, or a point cloud's colour attribute), fit them too: the result, "
+            "and what Re-extract, Bake Evolution and Make LOD Objects make of it, gets a colour attribute and, "
+            "without a material, one that shows it"
         ),
     )  # fmt: skip
     seed: IntProperty(

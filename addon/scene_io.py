@@ -1,6 +1,6 @@
-"""Between Blender data and numpy arrays: evaluated meshes, flow field and landmark empties out of the scene, new
-meshes, curvature and frame attributes and the curvature material into it. Bulk foreach_get/foreach_set with
-explicit dtypes and one transform per array."""
+"""Between Blender data and numpy arrays: evaluated meshes, their colours, flow field and landmark empties out of the
+scene, new meshes, curvature, surface colour and frame attributes and the materials that show them into it. Bulk
+foreach_get/foreach_set with explicit dtypes and one transform per array."""
 
 import bpy
 import numpy as np
@@ -260,20 +260,57 @@ SOURCE_COLOR_ATTRIBUTE = "neural_sdf_color"
 COLOR_MATERIAL_NAME = "Neural SDF Colour"
 
 
+def source_color_inputs(
+    objects: list[bpy.types.Object], depsgraph, seed: int = 0
+) -> tuple[dict[str, np.ndarray], dict[str, str]] | None:
+    """The colour inputs of a fit or morph job for ``objects`` (input i the i-th object: ``color_points_<i>`` with
+    ``color_values_<i>``, or ``vertex_colors_<i>``, as `fit_source_colors` gives them), where at least one object
+    has colours of its own; the others take their materials' base colours. Also what each object's colours came
+    from, by name ("" for base colours). None where none has colours, or one has nothing to take colours from (an
+    empty mesh: the engine refuses it with its own message)."""
+    found = [fit_source_colors(obj, depsgraph, seed) for obj in objects]
+    if all(colors is None for colors in found):
+        return None
+    inputs, sources = {}, {}
+    for index, (obj, colors) in enumerate(zip(objects, found, strict=True)):
+        if colors is None:
+            colors = fit_source_colors(obj, depsgraph, seed, plain=True)
+            if colors is None:
+                return None
+        arrays, sources[obj.name] = colors
+        inputs.update({f"{name}_{index}": array for name, array in arrays.items()})
+    return inputs, sources
+
+
 def fit_source_colors(
     obj: bpy.types.Object, depsgraph, seed: int = 0, plain: bool = False
 ) -> tuple[dict[str, np.ndarray], str] | None:
-    """Colour samples of a mesh object's evaluated surface in world space (``color_points``, ``color_values``:
-    linear RGB) and what they came from ("colour attribute 'Col'", "texture 'wood.png'"), or None where it has no
-    colour attribute and no material with a Base Color image (`addon.core.surface_colors`); with ``plain``, its
-    materials' base colours there instead of None."""
+    """A fit source's colours, evaluated (modifiers applied), in linear RGB, as fit-job inputs without their
+    ``_<i>`` suffix, and what they came from ("colour attribute 'Col'", "texture 'wood.png'"):
+
+    - a mesh with faces: samples on its surface in world space (``color_points``, ``color_values``) from its active
+      colour attribute, else from its material's Base Color image through its active UV map
+      (`addon.core.surface_colors`);
+    - a point cloud or a mesh of vertices only: one colour per point of `fit_source`'s ``points``
+      (``vertex_colors``) from a colour attribute on its points (a mesh's active one; a point cloud's active
+      attribute where it is a colour attribute, else its first);
+
+    None where it has neither; with ``plain``, its materials' base colours instead of None."""
     from .core.surface_colors import TriangleColors, color_samples, image_to_linear
 
+    if obj.type == "POINTCLOUD":
+        evaluated = obj.evaluated_get(depsgraph)
+        cloud = evaluated.data
+        return _point_colors(cloud, len(cloud.points), _point_cloud_color_attribute(cloud), evaluated, plain)
     if obj.type != "MESH":
         return None
     evaluated = obj.evaluated_get(depsgraph)
     mesh = evaluated.to_mesh()
     try:
+        if len(mesh.polygons) == 0 and len(mesh.vertices) > 0:
+            attribute = mesh.color_attributes.active_color
+            attribute = attribute if attribute is not None and attribute.domain == "POINT" else None
+            return _point_colors(mesh, len(mesh.vertices), attribute, evaluated, plain)
         mesh.calc_loop_triangles()
         count = len(mesh.loop_triangles)
         if count == 0:
@@ -288,10 +325,9 @@ def fit_source_colors(
         triangles, corners = triangles.reshape(-1, 3), corners.reshape(-1, 3)
         attribute = mesh.color_attributes.active_color
         if attribute is not None and attribute.domain in ("POINT", "CORNER"):
-            values = np.empty(len(attribute.data) * 4, dtype=np.float32)
-            attribute.data.foreach_get("color", values)  # linear for byte and float colours alike
+            values = _attribute_colors(attribute)
             indices = triangles if attribute.domain == "POINT" else corners
-            points, colors = color_samples(vertices, triangles, attribute=(values.reshape(-1, 4), indices), seed=seed)
+            points, colors = color_samples(vertices, triangles, attribute=(values, indices), seed=seed)
             return {"color_points": points, "color_values": colors}, f"colour attribute '{attribute.name}'"
         slots = np.empty(count, dtype=np.intc)
         mesh.loop_triangles.foreach_get("material_index", slots)
@@ -321,6 +357,38 @@ def fit_source_colors(
         evaluated.to_mesh_clear()
 
 
+_COLOR_DATA_TYPES = ("FLOAT_COLOR", "BYTE_COLOR")
+
+
+def _point_cloud_color_attribute(cloud: bpy.types.PointCloud):
+    """A point cloud's colour attribute: the active attribute where it is one, else the first (Blender keeps no
+    active colour attribute on point clouds)."""
+    active = cloud.attributes.active
+    if active is not None and active.data_type in _COLOR_DATA_TYPES and active.domain == "POINT":
+        return active
+    return next((a for a in cloud.attributes if a.data_type in _COLOR_DATA_TYPES and a.domain == "POINT"), None)
+
+
+def _point_colors(data, count: int, attribute, evaluated, plain: bool) -> tuple[dict[str, np.ndarray], str] | None:
+    """``vertex_colors`` (count, 3) of the points of ``data``: their colour ``attribute`` (point domain), else
+    (None) with ``plain`` the base colour of the object's first material at every point, without it None."""
+    if attribute is not None:
+        colors = np.clip(_attribute_colors(attribute)[:, :3], 0.0, 1.0)  # HDR colours clipped: the engine fits [0, 1]
+        return {"vertex_colors": colors.astype(np.float32)}, f"colour attribute '{attribute.name}'"
+    if not plain:
+        return None
+    slots = evaluated.material_slots
+    color, _ = _base_color(slots[0].material if len(slots) else None)
+    return {"vertex_colors": np.tile(np.asarray(color, dtype=np.float32), (count, 1))}, ""
+
+
+def _attribute_colors(attribute) -> np.ndarray:
+    """A colour attribute's values (k, 4) float32, linear for byte and float colours alike."""
+    values = np.empty(len(attribute.data) * 4, dtype=np.float32)
+    attribute.data.foreach_get("color", values)
+    return values.reshape(-1, 4)
+
+
 def _base_color(material) -> tuple[tuple[float, float, float], bpy.types.Image | None]:
     """A material's Principled BSDF base colour (linear RGB) and the image of an Image Texture node linked straight
     into it (None when there is none)."""
@@ -340,11 +408,9 @@ def _base_color(material) -> tuple[tuple[float, float, float], bpy.types.Image |
     return color, None
 
 
-def write_surface_colors(obj: bpy.types.Object, linear_colors: np.ndarray) -> bool:
-    """The point colour attribute `SOURCE_COLOR_ATTRIBUTE` (linear FLOAT_COLOR, alpha 1) on a fitted result, made the
-    active and rendered one, and, where the object has no material, a material that shows it (Color Attribute node
-    into Base Color). Returns whether that material was added."""
-    mesh = obj.data
+def write_surface_colors(mesh: bpy.types.Mesh, linear_colors: np.ndarray) -> None:
+    """The point colour attribute `SOURCE_COLOR_ATTRIBUTE` (linear FLOAT_COLOR, alpha 1) of a coloured model's
+    surface (one colour per vertex), made the active and rendered one."""
     rgba = np.ones((len(linear_colors), 4), dtype=np.float32)
     rgba[:, :3] = linear_colors
     attribute = _fresh_attribute(mesh, SOURCE_COLOR_ATTRIBUTE, "FLOAT_COLOR")
@@ -352,10 +418,13 @@ def write_surface_colors(obj: bpy.types.Object, linear_colors: np.ndarray) -> bo
     mesh.color_attributes.active_color = mesh.color_attributes[SOURCE_COLOR_ATTRIBUTE]
     mesh.color_attributes.render_color_index = mesh.color_attributes.find(SOURCE_COLOR_ATTRIBUTE)
     mesh.update()
-    if len(mesh.materials) > 0:
-        return False
-    mesh.materials.append(surface_color_material())
-    return True
+
+
+def show_surface_colors(mesh: bpy.types.Mesh) -> None:
+    """Where the mesh has no material, give it the one that shows `SOURCE_COLOR_ATTRIBUTE` (`surface_color_material`):
+    a material of its own is kept."""
+    if len(mesh.materials) == 0:
+        mesh.materials.append(surface_color_material())
 
 
 def surface_color_material() -> bpy.types.Material:

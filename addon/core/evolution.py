@@ -89,6 +89,15 @@ def _model_field(field: FieldEmpty, world_to_model: np.ndarray, scale: float) ->
     }
 
 
+def evolution_colors_text(surface_colors: bool, curvature_colors: bool, attribute: str) -> str:
+    """What a bake's report says about its colours: of a coloured model (``surface_colors``, in the colour attribute
+    ``attribute``) and, where asked for, the curvature colours, which are then the ones shown."""
+    if not surface_colors:
+        return ""
+    if not curvature_colors:
+        return " with the model's colours"
+    return f" with the model's colours in '{attribute}' and the curvature colours shown"
+
 
 def tracked_frames(
     outputs: dict[str, np.ndarray], frame_count: int, first_vertex_count: int, first_faces: np.ndarray

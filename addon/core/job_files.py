@@ -59,18 +59,32 @@ def mesh_arrays(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]
     return vertices.astype(np.float64), faces.astype(np.intc)
 
 
-def surface_colors(outputs: dict[str, np.ndarray], count: int, name: str = "colors") -> np.ndarray | None:
-    """Checked linear RGB colours ``name`` (count, 3) float32 in [0, 1] of a coloured model's surface, or None when
-    the job returned none."""
-    if name not in outputs:
+def surface_colors(outputs: dict[str, np.ndarray], count: int) -> np.ndarray | None:
+    """Checked linear RGB ``colors`` (count, 3) float32 in [0, 1] of a coloured model's surface (a fit or extract
+    job), or None when the job returned none (a model without colours)."""
+    if "colors" not in outputs:
         return None
+    return _linear_colors(outputs, "colors", count)
+
+
+def frame_surface_colors(outputs: dict[str, np.ndarray], frame_sizes: list[int]) -> list[np.ndarray] | None:
+    """Checked linear RGB ``surface_colors_<i>`` (n_i, 3) float32 of every frame i of an evolve or morph job, for
+    its n_i vertices (``frame_sizes``; a vanished frame has none), or None when the job returned none (a model
+    without colours: frame 0 has none)."""
+    if "surface_colors_0" not in outputs:
+        return None
+    return [_linear_colors(outputs, f"surface_colors_{index}", count) for index, count in enumerate(frame_sizes)]
+
+
+def _linear_colors(outputs: dict[str, np.ndarray], name: str, count: int) -> np.ndarray:
     colors = _array(outputs, name)
     if colors.shape != (count, 3) or not np.issubdtype(colors.dtype, np.floating):
         raise EngineError(
-            f"The engine returned surface colours of shape {colors.shape}, expected ({count}, 3) floats: {_REINSTALL}"
+            f"The engine returned surface colours {name} of shape {colors.shape}, expected ({count}, 3) floats: "
+            + _REINSTALL
         )
-    if not (np.isfinite(colors).all() and colors.min() >= 0.0 and colors.max() <= 1.0):
-        raise EngineError(f"The engine returned surface colours outside [0, 1]: {_REINSTALL}")
+    if len(colors) and not (np.isfinite(colors).all() and colors.min() >= 0.0 and colors.max() <= 1.0):
+        raise EngineError(f"The engine returned surface colours {name} outside [0, 1]: {_REINSTALL}")
     return colors.astype(np.float32)
 
 

@@ -100,3 +100,10 @@ def empty_frames_text(method: str, empty_frames: list[int]) -> str:
             "move them together, or use the Flow method"
         )
     return f"; the surface is empty in {len(empty_frames)} of them ({where}): try more morph steps"
+
+
+def morph_colors_text(sources: dict[str, str]) -> str:
+    """What a coloured morph's report says about its colours: where each shape's came from (``sources``: by object
+    name, what `addon.scene_io.source_color_inputs` says, "" for the materials' base colours)."""
+    parts = [f"{what} of '{name}'" if what else f"the base colours of '{name}'" for name, what in sources.items()]
+    return ", coloured from " + " and ".join(parts)

@@ -148,13 +148,16 @@ def morph_params(
     device: str,
     seed: int,
     animate_source: bool,
+    colors: bool = False,
 ) -> dict:
     """The ``morph`` job from ``names`` = (source, target), as placed in world space, over frames ``frame_start`` to
     ``frame_end`` (t evenly from 0 to 1).
 
     - ``method``: a key of `morph.ENGINE_METHODS` (a name of `items.MORPH_METHOD_ITEMS`);
     - ``preset``, ``fit_steps`` (None: the preset's) for the fits of both shapes; ``steps`` None: the method's;
-    - ``animate_source``: also move the source mesh's own vertices (the Flow method only; ignored otherwise).
+    - ``animate_source``: also move the source mesh's own vertices (the Flow method only; ignored otherwise);
+    - ``colors``: also fit both shapes' colours (``color_points_<i>`` with ``color_values_<i>``, i = 0 the source, 1
+      the target: both have them) and colour every frame.
 
     Raises `EngineError` for a frame range that holds no animation.
     """
@@ -171,6 +174,7 @@ def morph_params(
         "seed": seed,
         "warp_source": method == "FLOW" and bool(animate_source),
         "align": MORPH_ALIGN,
+        "colors": bool(colors),
     }
 
 

@@ -5,7 +5,7 @@ from mathutils import Matrix
 from .. import frame_switch, model_store, preferences, scene_io
 from ..core import job_files
 from ..core.colors import srgb_to_linear
-from ..core.evolution import FieldEmpty, tracked_frames, tracking_text
+from ..core.evolution import FieldEmpty, evolution_colors_text, tracked_frames, tracking_text
 from ..core.params import evolve_params
 from ..core.text import format_duration
 from ..core.worker_client import JobRequest
@@ -64,24 +64,31 @@ class NEURALSDF_OT_bake_evolution(EngineJobOperator, bpy.types.Operator):
         (result,) = results
         params = result.request.params
         times = params["times"]
-        colored = params["curvature"] is not None
-        frames = job_files.evolution_frames(result.outputs, len(times), colored)
-
+        curvature_colored = params["curvature"] is not None
+        frames = job_files.evolution_frames(result.outputs, len(times), curvature_colored)
         meshes = [(vertices, faces) for vertices, faces, _ in frames]
+        surface_colors = job_files.frame_surface_colors(result.outputs, [len(vertices) for vertices, _ in meshes])
         tracked = None
         if params.get("track_vertices"):
             tracked = tracked_frames(result.outputs, len(times), len(meshes[0][0]), meshes[0][1])
 
         name = f"{self.source_name} Evolution"
         model_path = model_store.keep_model(context, result.files["model"], name)
-        keyed = None if tracked is None else self.add_tracked(context, f"{name} Tracked", tracked, meshes[0][1], times)
+        keyed = None
+        if tracked is not None:
+            first_colors = None if surface_colors is None else surface_colors[0]
+            keyed = self.add_tracked(context, f"{name} Tracked", tracked, meshes[0][1], times, first_colors)
         mesh = frame_switch.frames_mesh(name, meshes, scene_io.matrix_array(self.model_to_object))
-        if colored:
+        if surface_colors is not None:  # written first: curvature colours, where asked for, are the ones shown
+            scene_io.write_surface_colors(mesh, np.concatenate(surface_colors))
+        if curvature_colored:
             scene_io.write_curvature_colors(mesh, srgb_to_linear(np.concatenate([c for _, _, c in frames])))
         obj = scene_io.add_object(context, name, mesh, self.placement)
         frame_switch.add_frame_switch(obj, MODIFIER_NAME, self.frame_start, len(frames))
-        if colored:
+        if curvature_colored:
             scene_io.show_curvature(context, obj)
+        elif surface_colors is not None:
+            scene_io.show_surface_colors(mesh)
         evolution = obj.neural_sdf_evolution
         evolution.model_path, evolution.time_end, evolution.frame_count = model_path, times[-1], len(frames)
         summary = result.summary
@@ -96,18 +103,33 @@ class NEURALSDF_OT_bake_evolution(EngineJobOperator, bpy.types.Operator):
             tracked_text = tracking_text(summary["tracking"], self.frame_start, keyed.name)
         frame_end = self.frame_start + len(frames) - 1
         vanished = sum(len(vertices) == 0 for vertices, _ in meshes)
+        colored = evolution_colors_text(surface_colors is not None, curvature_colored, scene_io.SOURCE_COLOR_ATTRIBUTE)
         return (
             f"Baked frames {self.frame_start} to {frame_end} (t = 0 to {times[-1]:.4g}) of '{self.source_name}' into "
-            f"'{obj.name}'" + (f"; the surface has vanished in {vanished} of them" if vanished else "") + tracked_text
+            f"'{obj.name}'{colored}" + (f"; the surface has vanished in {vanished} of them" if vanished else "")
+            + tracked_text
         ) + scene_io.hide_sources(context, [self.source_name])
 
-    def add_tracked(self, context, name: str, positions: np.ndarray, faces: np.ndarray, times: list[float]):
+    def add_tracked(
+        self,
+        context,
+        name: str,
+        positions: np.ndarray,
+        faces: np.ndarray,
+        times: list[float],
+        first_colors: np.ndarray | None,
+    ):
         """The first frame's mesh with one shape key per tracked frame (``positions`` in model coordinates), placed
-        like the frames object; its evolution facts say how many frames it holds (no model: the panel's baked
+        like the frames object, its vertices keeping the first frame's surface colours ``first_colors`` (None: a
+        model without colours); its evolution facts say how many frames it holds (no model: the panel's baked
         evolution is the frames object)."""
         to_local = scene_io.matrix_array(self.model_to_object)
         local = np.stack([scene_io.transform_points(to_local, frame) for frame in positions])
-        keyed = scene_io.add_object(context, name, scene_io.new_mesh(name, local[0], faces), self.placement)
+        mesh = scene_io.new_mesh(name, local[0], faces)
+        if first_colors is not None:
+            scene_io.write_surface_colors(mesh, first_colors)
+            scene_io.show_surface_colors(mesh)
+        keyed = scene_io.add_object(context, name, mesh, self.placement)
         names = ["Basis", *(f"t = {t:.4g}" for t in times[1 : len(local)])]
         add_shape_key_frames(keyed, local, names, self.frame_start)
         keyed.neural_sdf_evolution.frame_count, keyed.neural_sdf_evolution.time_end = len(local), times[len(local) - 1]

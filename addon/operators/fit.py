@@ -58,19 +58,14 @@ class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
         return requests
 
     def _add_colors(self, group, inputs: dict, depsgraph, seed: int) -> bool:
-        """Colour samples of every object of ``group`` into ``inputs`` where at least one has colours of its own
-        (the others take their materials' base colours) and every one is a mesh with faces; returns whether."""
-        if any(f"vertices_{index}" not in inputs for index in range(len(group))):
-            return False  # point clouds: their colours are not read yet
-        found = [scene_io.fit_source_colors(obj, depsgraph, seed) for obj in group]
-        if all(colors is None for colors in found):
+        """The colours of every object of ``group`` into ``inputs`` where at least one has colours of its own
+        (`scene_io.source_color_inputs`); returns whether."""
+        found = scene_io.source_color_inputs(group, depsgraph, seed)
+        if found is None:
             return False
-        for index, (obj, colors) in enumerate(zip(group, found)):
-            if colors is None:
-                colors = scene_io.fit_source_colors(obj, depsgraph, seed, plain=True)
-            arrays, self._color_sources[obj.name] = colors
-            inputs[f"color_points_{index}"] = arrays["color_points"]
-            inputs[f"color_values_{index}"] = arrays["color_values"]
+        color_inputs, sources = found
+        inputs.update(color_inputs)
+        self._color_sources.update(sources)
         return True
 
     def _show_progress(self, context) -> None:
@@ -116,7 +111,8 @@ class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
             local = scene_io.transform_points(scene_io.matrix_array(frame.inverted()), vertices)
             obj = scene_io.add_object(context, name, scene_io.new_mesh(name, local, faces), frame)
             if colors is not None:
-                scene_io.write_surface_colors(obj, colors)
+                scene_io.write_surface_colors(obj.data, colors)
+                scene_io.show_surface_colors(obj.data)
                 colored.extend(self._color_sources.get(source, "") for source in names)
             link = obj.neural_sdf
             link.model_path = model_path

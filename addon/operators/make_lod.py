@@ -49,7 +49,8 @@ def names_free(obj) -> None:
 
 class NEURALSDF_OT_make_lod(EngineJobOperator, bpy.types.Operator):
     """Extract every level of detail of the active object's model into a new collection <name>_LOD: <name>_LOD0 the
-    finest level at the panel's resolution, each coarser level at half the previous resolution"""
+    finest level at the panel's resolution, each coarser level at half the previous resolution (coloured where the
+    model has colours)"""
 
     bl_idname = "neural_sdf.make_lod"
     bl_label = "Make LOD Objects"
@@ -85,16 +86,23 @@ class NEURALSDF_OT_make_lod(EngineJobOperator, bpy.types.Operator):
             raise EngineError(f"'{self.object_name}' was deleted while its levels of detail were extracted")
         names_free(obj)
         meshes = [job_files.mesh_arrays(result.outputs) for result in results]  # every array checked first
+        colors = [
+            job_files.surface_colors(result.outputs, len(vertices))
+            for result, (vertices, _) in zip(results, meshes, strict=True)
+        ]
         collection_name, names = lod_names(obj.name, len(results))
         collection = bpy.data.collections.new(collection_name)
         context.collection.children.link(collection)
         transform = scene_io.matrix_array(obj.neural_sdf.model_to_object)
         made = []
-        for name, result, (vertices, faces) in zip(names, results, meshes, strict=True):
+        for name, result, (vertices, faces), lod_colors in zip(names, results, meshes, colors, strict=True):
             mesh = scene_io.new_mesh(name, scene_io.transform_points(transform, vertices), faces)
-            lod = bpy.data.objects.new(name, mesh)
             for material in getattr(obj.data, "materials", []):
-                lod.data.materials.append(material)
+                mesh.materials.append(material)
+            if lod_colors is not None:
+                scene_io.write_surface_colors(mesh, lod_colors)
+                scene_io.show_surface_colors(mesh)
+            lod = bpy.data.objects.new(name, mesh)
             collection.objects.link(lod)
             lod.matrix_world = obj.matrix_world.copy()
             link, source = lod.neural_sdf, obj.neural_sdf
@@ -102,4 +110,5 @@ class NEURALSDF_OT_make_lod(EngineJobOperator, bpy.types.Operator):
             link.fit_summary, link.levels = source.fit_summary, source.levels
             link.level = result.request.params["level"]
             made.append(f"{name} ({len(faces):,} faces)")
-        return f"Made {len(made)} LOD objects in '{collection.name}': " + ", ".join(made)
+        colored = " with colours" if colors[0] is not None else ""
+        return f"Made {len(made)} LOD objects{colored} in '{collection.name}': " + ", ".join(made)

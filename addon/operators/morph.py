@@ -6,7 +6,7 @@ from .. import frame_switch, model_store, preferences, scene_io
 from ..core import job_files
 from ..core.errors import EngineError
 from ..core.items import MORPH_METHOD_ITEMS, item_names
-from ..core.morph import empty_frames_text, landmark_inputs
+from ..core.morph import empty_frames_text, landmark_inputs, morph_colors_text
 from ..core.params import morph_params
 from ..core.text import format_duration
 from ..core.worker_client import JobRequest
@@ -21,7 +21,8 @@ METHOD_NAMES = item_names(MORPH_METHOD_ITEMS)
 
 class NEURALSDF_OT_morph(EngineJobOperator, bpy.types.Operator):
     """Morph the selected mesh (source) into the active one (target): fit both, train the morph and bake every frame
-    of the range into a new animated object; the selected objects are not changed"""
+    of the range into a new animated object (coloured where either has colours and Colours is on); the selected
+    objects are not changed"""
 
     bl_idname = "neural_sdf.morph"
     bl_label = "Morph"
@@ -41,6 +42,9 @@ class NEURALSDF_OT_morph(EngineJobOperator, bpy.types.Operator):
         depsgraph = context.evaluated_depsgraph_get()
         for index, obj in enumerate((source, target)):
             inputs[f"vertices_{index}"], inputs[f"faces_{index}"] = scene_io.evaluated_world_mesh(obj, depsgraph)
+        found = scene_io.source_color_inputs([source, target], depsgraph, fit.seed) if fit.fit_colors else None
+        color_inputs, self.color_sources = found if found is not None else ({}, {})
+        inputs.update(color_inputs)
         params = morph_params(
             method=settings.method,
             names=(source.name, target.name),
@@ -53,6 +57,7 @@ class NEURALSDF_OT_morph(EngineJobOperator, bpy.types.Operator):
             device=preferences.get(context).device,
             seed=fit.seed,
             animate_source=settings.animate_source,
+            colors=bool(color_inputs),
         )
         # The shape-keyed copy keeps the source's polygons (quads stay quads) around the vertices sent.
         self.source_polygons = scene_io.evaluated_polygons(source, depsgraph) if params["warp_source"] else None
@@ -67,6 +72,7 @@ class NEURALSDF_OT_morph(EngineJobOperator, bpy.types.Operator):
         frames = job_files.frame_meshes(result.outputs, count)
         if not any(len(vertices) for vertices, _ in frames):
             raise EngineError("The morph's surface is empty in every frame: the fits failed; try more fit steps")
+        surface_colors = job_files.frame_surface_colors(result.outputs, [len(vertices) for vertices, _ in frames])
         positions = None
         if params["warp_source"]:
             vertex_count = len(result.request.inputs["vertices_0"])
@@ -83,7 +89,11 @@ class NEURALSDF_OT_morph(EngineJobOperator, bpy.types.Operator):
             add_shape_key_frames(keyed, positions, key_names, self.frame_start)
             made.append((keyed, "SHAPE_KEYS"))
         # The job got world-space meshes, so its frames are in world space: the object sits at the origin.
-        obj = scene_io.add_object(context, name, frame_switch.frames_mesh(name, frames, np.eye(4)), Matrix.Identity(4))
+        mesh = frame_switch.frames_mesh(name, frames, np.eye(4))
+        if surface_colors is not None:
+            scene_io.write_surface_colors(mesh, np.concatenate(surface_colors))
+            scene_io.show_surface_colors(mesh)
+        obj = scene_io.add_object(context, name, mesh, Matrix.Identity(4))
         frame_switch.add_frame_switch(obj, MODIFIER_NAME, self.frame_start, count)
         obj.neural_sdf_morph.model_path = model_path
         made.insert(0, (obj, "FRAMES"))
@@ -106,6 +116,7 @@ class NEURALSDF_OT_morph(EngineJobOperator, bpy.types.Operator):
         return (
             f"Morphed '{source_name}' into '{target_name}' ({method_name}) over frames {self.frame_start} to "
             f"{self.frame_start + count - 1}: {names}"
+            + (morph_colors_text(self.color_sources) if surface_colors is not None else "")
             + empty_frames_text(self.method, empty)
             + scene_io.hide_sources(context, [source_name, target_name])
         )

@@ -13,7 +13,7 @@ from . import checks
 
 class NEURALSDF_OT_reextract(EngineJobOperator, bpy.types.Operator):
     """Extract the active object's surface again from its model at the panel's resolution (and, for a model with
-    levels of detail, at its Level), without retraining"""
+    levels of detail, at its Level), without retraining; a model with colours colours the new vertices"""
 
     bl_idname = "neural_sdf.reextract"
     bl_label = "Re-extract"
@@ -40,12 +40,16 @@ class NEURALSDF_OT_reextract(EngineJobOperator, bpy.types.Operator):
         if obj is None or obj.type != "MESH":
             raise EngineError(f"'{self.object_name}' was deleted while its surface was extracted")
         vertices, faces = job_files.mesh_arrays(result.outputs)
+        colors = job_files.surface_colors(result.outputs, len(vertices))
         local = scene_io.transform_points(scene_io.matrix_array(obj.neural_sdf.model_to_object), vertices)
         old = obj.data
         had_curvature = any(name in old.attributes for name in CURVATURE_ATTRIBUTES.values())
         mesh = scene_io.new_mesh(old.name, local, faces)
         for material in old.materials:
             mesh.materials.append(material)
+        if colors is not None:
+            scene_io.write_surface_colors(mesh, colors)
+            scene_io.show_surface_colors(mesh)
         obj.data = mesh
         if old.users == 0:
             name = old.name
@@ -55,6 +59,7 @@ class NEURALSDF_OT_reextract(EngineJobOperator, bpy.types.Operator):
         at = "" if level is None else f", level {level:g}"
         resolution = result.request.params["resolution"]
         message = f"Re-extracted '{obj.name}' at resolution {resolution}{at}: {len(faces):,} faces"
+        message += " with colours" if colors is not None else ""
         return message + (" (run Curvature Colours again for the new vertices)" if had_curvature else "")
 
 

@@ -174,7 +174,9 @@ class NEURALSDF_PT_morph(NeuralSDFSidebar, bpy.types.Panel):
             layout.label(text=f"'{pair[0].name}' to '{pair[1].name}'", icon="FORWARD")
         draw_frame_range(layout, context.scene, settings)
         layout.prop(settings, "resolution")
-        layout.prop(scene.neural_sdf, "preset", text="Fits")
+        row = layout.row()
+        row.prop(scene.neural_sdf, "preset", text="Fits")
+        row.prop(scene.neural_sdf, "fit_colors")
         flow_only = layout.column(align=True)
         flow_only.active = settings.method == "FLOW"
         flow_only.prop(settings, "animate_source")
