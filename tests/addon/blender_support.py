@@ -96,7 +96,11 @@ def snapshot(bpy) -> dict:
 
 @contextlib.contextmanager
 def undo_enabled(bpy):
-    """Blender's undo in background mode: a window context and an explicitly started undo stack."""
+    """Blender's undo in background mode: a window context and an explicitly started undo stack. Not after opening
+    a file in the same process: in background mode Blender does not start the undo stack again from the loaded
+    file (wm_file_read_post does it only with a UI), so its memfile steps build on the previous file's and undoing
+    one restores freed data (a Re-extract of a mesh with a material loaded from the file segfaults; one without
+    does not revert). With a UI the stack starts from each loaded file."""
     window = bpy.context.window_manager.windows[0]
     area = next(area for area in window.screen.areas if area.type == "VIEW_3D")
     bpy.ops.ed.undo_push(message="start the undo stack")

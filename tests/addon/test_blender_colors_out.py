@@ -146,8 +146,7 @@ def open_colored_sphere(bpy, blend: Path, cache_dir: Path):
 
 
 def test_re_extract_colours_the_new_vertices_keeps_the_material_and_undoes(scene, bpy, capfd):
-    # Fitted in this session, not opened from a file: Blender 5.0.1 crashes on undoing a Re-extract of a mesh whose
-    # material was loaded from the file, with or without colours (an object with no material undoes fine).
+    # Fitted in this session, not opened from a file: see `undo_enabled` for why undo follows no file load here.
     fit_painted_sphere(bpy)
     fitted = bpy.data.objects[FITTED]
     select_only(bpy, fitted)
