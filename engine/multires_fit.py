@@ -62,6 +62,16 @@ def stage_configs(finest: SirenConfig, levels: int) -> tuple[SirenConfig, ...]:
     return tuple(configs)
 
 
+def stage_steps(steps: int, levels: int) -> tuple[int, ...]:
+    """The steps of each stage of an N-level fit of ``steps`` a level: every coarser stage trains half of them (it is
+    small and smooth, and the finer stages correct what it leaves), the finest the rest, so N * steps in all: e.g.
+    3 levels of 500 are 250, 250 and 1000 steps."""
+    if levels == 1:
+        return (steps,)
+    coarse = max(1, steps // 2)
+    return (coarse,) * (levels - 1) + (levels * steps - (levels - 1) * coarse,)
+
+
 def fit_multires(
     meshes,
     config: FitConfig,
@@ -73,11 +83,20 @@ def fit_multires(
     normalization: Normalization | None = None,
     on_step: Callable[[int, SDFModel], None] | None = None,
 ) -> SDFModel:
-    """A `MultiresSDF` of ``levels`` stages fitted to ``meshes`` (as `engine.fit.fit_sdf` takes them); every stage
-    trains ``config.steps`` steps, its architecture from `stage_configs` (``config.network`` is the finest). Progress
-    counts the steps of all stages; ``on_step`` gets the global step and the levels trained so far."""
+    """A `MultiresSDF` of ``levels`` stages fitted to ``meshes`` (as `engine.fit.fit_sdf` takes them); the stages
+    share ``levels * config.steps`` steps as `stage_steps` splits them, their architectures from `stage_configs`
+    (``config.network`` is the finest). Progress counts the steps of all stages; ``on_step`` gets the global step and
+    the levels trained so far."""
     configs = stage_configs(config.network, levels)
-    total = levels * config.steps
+    steps = stage_steps(config.steps, levels)
+    offsets = [sum(steps[:index]) for index in range(levels)]
+    total = sum(steps)
+
+    def stage_config(index: int, **changes) -> FitConfig:
+        # Each stage warms up over the same share of its steps as the config asks of a whole fit.
+        return dataclasses.replace(
+            config, steps=steps[index], warmup_steps=config.warmup_steps * steps[index] // config.steps, **changes
+        )
     started, cpu_started = time.perf_counter(), time.process_time()
 
     def progress_from(offset: int):
@@ -97,7 +116,7 @@ def fit_multires(
         return None if on_step is None else (lambda step, model: on_step(offset + step, model))
 
     coarsest = fit_sdf(
-        meshes, dataclasses.replace(config, network=configs[0]), on_progress=progress_from(0),
+        meshes, stage_config(0, network=configs[0]), on_progress=progress_from(0),
         should_cancel=should_cancel, progress_interval_s=progress_interval_s, normalization=normalization,
         on_step=steps_from(0),
     )  # fmt: skip
@@ -124,12 +143,12 @@ def fit_multires(
             network.with_deltas(deltas)
             began, cpu_began = time.perf_counter(), time.process_time()
             best_loss = _train_stage(
-                network, index, pool, config, generator, normalization,
+                network, index, pool, stage_config(index), generator, normalization,
                 TrainingMonitor(
-                    f"fit of level {index}", config.steps, progress_from(index * config.steps), should_cancel,
+                    f"fit of level {index}", steps[index], progress_from(offsets[index]), should_cancel,
                     progress_interval_s, advice="lower the learning rate, or fit fewer levels",
                 ),
-                steps_from(index * config.steps),
+                steps_from(offsets[index]),
             )  # fmt: skip
             stage_seconds.append(time.perf_counter() - began)
             stage_cpu_seconds.append(time.process_time() - cpu_began)
@@ -138,6 +157,7 @@ def fit_multires(
     metadata = {
         "fit_config": config.to_dict(),
         "levels": levels,
+        "stage_steps": list(steps),
         "train_seconds": time.perf_counter() - started,
         "stage_train_seconds": [round(s, 3) for s in stage_seconds],
         "stage_cpu_seconds": [round(s, 3) for s in stage_cpu_seconds],

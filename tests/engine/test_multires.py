@@ -22,7 +22,7 @@ from engine.mesh_io import TriangleMesh
 from engine.metrics import mesh_metrics
 from engine.model import SDFModel, load_model, reexpressed
 from engine.multires import MAX_STAGES, LevelOfDetail, MultiresConfig, MultiresSDF, level_weights
-from engine.multires_fit import fit_multires, level_surface_samples, stage_configs
+from engine.multires_fit import fit_multires, level_surface_samples, stage_configs, stage_steps
 from engine.networks import SirenConfig
 
 TINY = dict(steps=150, pool_size=20_000, surface_batch=1500, volume_batch=1500)
@@ -88,6 +88,16 @@ def test_stage_configs_rise_in_band_and_size():
     assert stage_configs(SirenConfig(), 1) == (SirenConfig(),)
     with pytest.raises(ValueError, match="levels"):
         stage_configs(SirenConfig(), 0)
+
+
+def test_the_finest_stage_gets_the_steps_the_coarse_stages_leave():
+    # Issue 15: the finest level must match one network trained for the fit's whole time.
+    assert stage_steps(500, 3) == (250, 250, 1000)
+    assert stage_steps(501, 2) == (250, 752)
+    assert stage_steps(300, 1) == (300,)
+    for levels in (2, 3, 4):
+        steps = stage_steps(401, levels)
+        assert sum(steps) == levels * 401 and steps[-1] == max(steps)
 
 
 def test_a_residual_stage_trains_with_the_gradients_of_autograd_through_the_frozen_stages():
