@@ -130,6 +130,15 @@ class NeuralSDFSettings(bpy.types.PropertyGroup):
             "without a material, one that shows it"
         ),
     )  # fmt: skip
+    tuner: BoolProperty(
+        name="Frequency Control (TUNER)",
+        description=(
+            "TUNER's frequency control: a frozen first layer of integer frequencies and bounded hidden weights keep "
+            "the network from making frequencies the surface does not have. Cleaner inside and around the surface "
+            "(offsets, evolutions and curvature away from it; fewer stray pieces on short fits); it can smooth away "
+            "fine detail on some shapes. Needs Levels 1"
+        ),
+    )  # fmt: skip
     seed: IntProperty(
         name="Seed", min=0, description="Random seed: the same seed, mesh and settings give the same model"
     )

@@ -26,6 +26,7 @@ class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
             checks.no_job_running(cls)
             and checks.in_object_mode(cls, context)
             and checks.selected_fit_sources(cls, context)
+            and _tuner_with_one_level(cls, context)
         )
 
     def requests(self, context):
@@ -52,6 +53,7 @@ class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
                 names=names,
                 preview_interval=preview.INTERVAL_S if settings.live_preview else 0.0,
                 levels=settings.levels,
+                tuner=settings.tuner,
                 colors=colored,
             )
             requests.append(JobRequest("fit", params, inputs, f"fitting {_quoted(names)}"))
@@ -120,9 +122,10 @@ class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
             summary = result.summary
             levels = int(summary.get("levels", 1))
             link.levels, link.level = levels, levels - 1  # Re-extract takes the finest level until the slider moves
+            shape = f" x {levels} levels" if levels > 1 else ""
+            tuner = ", TUNER" if result.request.params["tuner"] else ""
             link.fit_summary = (
-                f"{result.request.params['preset']}, {summary.get('steps')} steps"
-                f"{f' x {levels} levels' if levels > 1 else ''}, "
+                f"{result.request.params['preset']}, {summary.get('steps')} steps{shape}{tuner}, "
                 f"{format_duration(summary.get('train_seconds', 0.0))} on {summary.get('device')}, "
                 f"from {', '.join(names)}"
             )
@@ -137,6 +140,14 @@ class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
         noted = estimated_normals_text(estimated, len(sources))
         colors = f", with colours from {', '.join(dict.fromkeys(c for c in colored if c))}" if colored else ""
         return f"Fitted {made} at resolution {resolution}{noted}{colors}" + scene_io.hide_sources(context, sources)
+
+
+def _tuner_with_one_level(cls, context) -> bool:
+    settings = context.scene.neural_sdf
+    if settings.tuner and settings.levels > 1:
+        cls.poll_message_set("Frequency Control (TUNER) needs Levels 1 (each level sets its own frequencies)")
+        return False
+    return True
 
 
 def _frame_of(names: list[str]) -> Matrix:

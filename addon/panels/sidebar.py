@@ -54,6 +54,9 @@ class NEURALSDF_PT_main(NeuralSDFSidebar, bpy.types.Panel):
         if body is not None:
             preset = PRESET_NAMES[settings.preset]
             draw_steps(body, settings, PRESET_STEPS[settings.preset], f"the {preset} preset's")
+            row = body.row()
+            row.active = settings.levels == 1
+            row.prop(settings, "tuner")
             body.prop(settings, "seed")
 
 
