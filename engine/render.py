@@ -9,10 +9,12 @@
   step by the largest bound they computed and fall back to level j once F_j - delta_j >= ``band_exit`` * delta_j
   (M-plicits' 1.4 delta_0 rule), so rays that only graze a band go back to the cheap network. Single-scale is the
   same loop on the finest level alone.
-- Hits: the footprint eps(t) = t * 2 tan(fov / 2) / w (orthographic: ortho_scale / w) sets the smallest step near the
-  surface (``min_step`` * eps); a hit is where F_K changes sign, refined on its bracket by regula falsi
-  (``refine_steps`` evaluations), so silhouettes are where the surface is, and grazing rays do not crawl
-  (``hit_threshold`` > 0 also takes the classic hit F_K < threshold * eps, unrefined: cheaper, silhouettes grown).
+- Hits: the footprint eps(t) = t * 2 tan(fov / 2) / w (orthographic: ortho_scale / w) is added to every step at the
+  finest level (``step_margin`` * eps), so rays neither crawl to the surface nor graze it for long; a hit is where
+  F_K changes sign, refined on its bracket by regula falsi to within ``refine_tolerance`` * eps along the ray
+  (``refine_steps`` evaluations at most) and finished by one Newton step along the ray with the gradient the normals
+  need anyway, so silhouettes are where the surface is (``hit_threshold`` > 0 also takes the classic hit
+  F_K < threshold * eps, unrefined: cheaper, silhouettes grown).
 - Active-ray compaction: every iteration works on the rays still marching only.
 - Normals: the finest level's gradient by the explicit forward-mode pass (`engine.networks.sine_jacobian`) at the
   refined hit points; world (input) space, unit length. Optional curvature colours (`engine.geometry.curvatures`,
@@ -51,15 +53,19 @@ class RenderSettings:
     """Trace coarse levels first (a nested model's levels); False traces the finest level alone."""
     max_steps: int = 256
     """Iterations per ray at most (all levels); rays that run out count as misses and are reported."""
-    min_step: float = 0.5
-    """The smallest step near the finest surface, as a fraction of the pixel footprint eps(t)."""
+    step_margin: float = 0.5
+    """Added to every step at the finest level, as a fraction of the pixel footprint eps(t): a ray reaches the
+    surface's crossing in a step or two from within a footprint instead of crawling to it (a feature thinner than
+    this along the ray may be stepped over, as with any smallest step)."""
     hit_threshold: float = 0.0
     """0: hits are sign changes of F_K (exact silhouettes). Above 0: also where 0 < F_K < hit_threshold * eps(t),
     unrefined (the classic footprint threshold: fewer evaluations, silhouettes grown by up to that distance)."""
     refine_steps: int = 4
     """Regula falsi iterations at most on each hit's bracket (value evaluations of the finest level)."""
-    refine_tolerance: float = 1e-6
-    """A hit's refinement stops once |F_K| is below this (unit-cube distance; float32 resolves ~1e-7)."""
+    refine_tolerance: float = 0.001
+    """A hit's refinement stops once the root is within this fraction of the footprint eps(t) along the ray (|F_K|
+    over the bracket's secant slope); a last Newton step along the ray with the gradient the normals need anyway then
+    takes it to the surface (kept only inside the bracket)."""
     band_exit: float = 0.4
     """A ray goes back to level j once F_j - delta_j >= band_exit * delta_j."""
     step_scale: float = 1.0
@@ -76,7 +82,7 @@ class RenderSettings:
 
         checks = [
             (1 <= self.max_steps <= 100_000, f"max_steps must be in [1, 100000], got {self.max_steps}"),
-            (0.0 < self.min_step <= 1.0, f"min_step must be in (0, 1], got {self.min_step}"),
+            (0.0 < self.step_margin <= 1.0, f"step_margin must be in (0, 1], got {self.step_margin}"),
             (0.0 <= self.hit_threshold <= 2.0, f"hit_threshold must be in [0, 2], got {self.hit_threshold}"),
             (0 <= self.refine_steps <= 64, f"refine_steps must be in [0, 64], got {self.refine_steps}"),
             (0.0 <= self.refine_tolerance < 1.0, f"refine_tolerance must be in [0, 1), got {self.refine_tolerance}"),
@@ -109,6 +115,10 @@ class Render:
 class _Trace:
     distance: np.ndarray
     """(n,) float64 unit-cube distance from each ray's entry point to its hit, NaN on misses."""
+    low: np.ndarray
+    high: np.ndarray
+    """(n,) float64 the bracket [low, high] of each refined hit's crossing (F_K(low) > 0 >= F_K(high)), NaN on misses
+    and threshold hits."""
     evaluations: list[int]
     steps: np.ndarray
     exhausted: int
@@ -147,11 +157,18 @@ def render(
 
     hit = np.isfinite(traced.distance)
     hit_rays = inside[hit]
-    hit_points = entry[hit] + traced.distance[hit, None] * rays.directions[hit_rays]
+    distance = traced.distance[hit]
+    hit_points = entry[hit] + distance[:, None] * rays.directions[hit_rays]
     value, gradient = _finest_gradient(stack, hit_points, device)
     normals = gradient / np.linalg.norm(gradient, axis=1, keepdims=True).clip(min=1e-30)
+    # The last Newton step along the ray, s - F / (grad F . d), where it stays in the hit's bracket (a refined hit is
+    # within refine_tolerance * eps of the surface, so its normal is the surface's to that distance).
+    with np.errstate(divide="ignore", invalid="ignore"):
+        newton = distance - value / (gradient * rays.directions[hit_rays]).sum(axis=1)
+    on_bracket = (newton >= traced.low[hit]) & (newton <= traced.high[hit])
+    distance = np.where(on_bracket, newton, distance)
     depth = np.full(pixels, np.inf, dtype=np.float64)
-    depth[hit_rays] = (t_near[hit_rays] + traced.distance[hit]) / scale
+    depth[hit_rays] = (t_near[hit_rays] + distance) / scale
     if not (np.isfinite(depth[hit_rays]).all() and np.isfinite(normals).all()):
         raise ValueError("the network's surface gives NaN or infinite depths or normals: the model is damaged")
     colors = shade(stack, normalization, camera, settings, hit_points, normals)
@@ -179,7 +196,7 @@ def render(
                   "max": int(traced.steps.max()) if len(inside) else 0},  # fmt: skip
         "seconds": {"trace": round(trace_seconds, 4), "total": round(time.perf_counter() - started, 4)},
         "cpu_seconds": round(time.process_time() - started_cpu, 4),
-        "settings": {k: getattr(settings, k) for k in ("max_steps", "min_step", "hit_threshold", "refine_steps",
+        "settings": {k: getattr(settings, k) for k in ("max_steps", "step_margin", "hit_threshold", "refine_steps",
                                                        "refine_tolerance", "band_exit", "step_scale", "shading",
                                                        "quantity")},  # fmt: skip
         "camera": camera.to_dict(),
@@ -201,6 +218,7 @@ def _trace(stack, settings, device, entry, directions, t_near, s_far, slope, off
     multiscale = settings.multiscale and finest > 0
     evaluations = _Evaluations(len(stack.stages), should_cancel)
     distance = np.full(count, np.nan)
+    low, high = np.full(count, np.nan), np.full(count, np.nan)
     steps_taken = np.zeros(count, dtype=np.int64)
     exhausted = 0
     def as_tensor(array):
@@ -220,7 +238,7 @@ def _trace(stack, settings, device, entry, directions, t_near, s_far, slope, off
     previous_f = torch.zeros(count, device=device)
     last_s = torch.zeros(count, device=device)  # where the last step started, at whatever level
     steps = torch.zeros(count, dtype=torch.int64, device=device)
-    found = {"index": [], "low": [], "high": [], "f_low": [], "f_high": []}
+    found = {"index": [], "low": [], "high": [], "f_low": [], "f_high": [], "eps": []}
     with torch.no_grad():
         while len(index):
             if should_cancel():
@@ -241,7 +259,7 @@ def _trace(stack, settings, device, entry, directions, t_near, s_far, slope, off
             marching = ~hit & ~promote
             largest = torch.where(at_finest, torch.maximum(f, bound), bound)
             step = settings.step_scale * largest
-            step = torch.where(at_finest, torch.clamp(step, min=settings.min_step * eps), step)
+            step = torch.where(at_finest, step + settings.step_margin * eps, step)
             back = level.clone()  # the coarsest level whose band the ray has left (its bound is informative again)
             for k in reversed(bound_levels):
                 left = known[k] & (k < level) & (values[k] - deltas[k] >= settings.band_exit * deltas[k])
@@ -259,6 +277,7 @@ def _trace(stack, settings, device, entry, directions, t_near, s_far, slope, off
                 found["f_low"].append(torch.where(bracketed, previous_f, math.nan)[crossed])
                 found["high"].append(s[crossed])
                 found["f_high"].append(f[crossed])
+                found["eps"].append(eps[crossed])
             if multiscale:
                 carried = torch.where(promote, _at_level(values, level), carried)
                 level = torch.where(promote, level + 1, torch.where(marching, back, level))
@@ -277,10 +296,13 @@ def _trace(stack, settings, device, entry, directions, t_near, s_far, slope, off
         if found["index"]:
             where = torch.cat(found["index"])
             brackets = [torch.cat(found[key]) for key in ("low", "high", "f_low", "f_high")]
-            refined, unbracketed = _refine(stack, entry_t[where], direction_t[where], *brackets, settings.refine_steps,
-                                           settings.refine_tolerance, evaluations)  # fmt: skip
-            distance[where.cpu().numpy()] = refined.double().cpu().numpy()
-    return _Trace(distance, list(evaluations), steps_taken, exhausted, unbracketed)
+            tolerance = settings.refine_tolerance * torch.cat(found["eps"])
+            refined, bracket, unbracketed = _refine(stack, entry_t[where], direction_t[where], *brackets,
+                                                    settings.refine_steps, tolerance, evaluations)  # fmt: skip
+            where = where.cpu().numpy()
+            distance[where] = refined.double().cpu().numpy()
+            low[where], high[where] = (end.double().cpu().numpy() for end in bracket)
+    return _Trace(distance, low, high, list(evaluations), steps_taken, exhausted, unbracketed)
 
 
 def _at_level(values: list[torch.Tensor], level: torch.Tensor) -> torch.Tensor:
@@ -349,8 +371,10 @@ def _finest(stack: LevelStack, points: torch.Tensor, evaluations: _Evaluations) 
 
 
 def _refine(stack, entry, direction, low, high, f_low, f_high, iterations, tolerance, evaluations):
-    """Regula falsi (Illinois) on brackets [low, high], F_K(low) > 0 >= F_K(high); a NaN F_K(low) is evaluated
-    first. Returns the distances and how many hits past their entry point had no bracket (they keep ``high``)."""
+    """Regula falsi (Illinois) on brackets [low, high], F_K(low) > 0 >= F_K(high), until the root is within
+    ``tolerance`` (per bracket) of the best point along the ray; a NaN F_K(low) is evaluated first. Returns the
+    distances, the final brackets (low, high) and how many hits past their entry point had no bracket (they keep
+    ``high``, and a bracket of zero width)."""
     unknown = torch.isnan(f_low)
     if bool(unknown.any()):
         f_low = f_low.clone()
@@ -363,7 +387,10 @@ def _refine(stack, entry, direction, low, high, f_low, f_high, iterations, toler
     best, best_f = torch.where(closer_low, low, high), torch.where(closer_low, f_low, f_high)
     kept = torch.zeros_like(low, dtype=torch.int8)  # which end the last iteration kept: 1 high, -1 low, 0 neither
     for _ in range(iterations):
-        open_ = (high > low) & (best_f.abs() > tolerance)
+        # The root's distance along the ray, estimated by the secant of the bracket (the ends' values may be halved).
+        width = high - low
+        secant = (f_low - f_high) / torch.where(width > 0.0, width, 1.0)
+        open_ = (width > 0.0) & (best_f.abs() > tolerance * secant)
         if not bool(open_.any()):
             break
         guess = high - f_high * (high - low) / torch.where(open_, f_high - f_low, 1.0)
@@ -378,7 +405,7 @@ def _refine(stack, entry, direction, low, high, f_low, f_high, iterations, toler
         f_low = torch.where(negative & (kept == -1), f_low * 0.5, torch.where(positive, f_guess, f_low))
         low, high = torch.where(positive, guess, low), torch.where(negative, guess, high)
         kept = torch.where(positive, 1, torch.where(negative, -1, 0)).to(torch.int8)
-    return best, unbracketed
+    return best, (low, high), unbracketed
 
 
 def _finest_gradient(stack: LevelStack, points: np.ndarray, device) -> tuple[np.ndarray, np.ndarray]:
