@@ -104,7 +104,8 @@ class NeuralSDFSettings(bpy.types.PropertyGroup):
         name="Levels", min=1, max=MAX_LEVELS, default=1,
         description=(
             "Levels of detail in one model: 1, one network; more, a small smooth network and finer residual ones "
-            "in bands around it (Re-extract at any level, Make LOD Objects). Each level trains the steps"
+            "in bands around it (Re-extract at any level, Make LOD Objects). The levels share Levels x Steps steps: "
+            "the coarser ones half the steps each, the finest the rest"
         ),
     )  # fmt: skip
     hide_sources: BoolProperty(
