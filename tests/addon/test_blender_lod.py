@@ -32,7 +32,7 @@ def lod_sphere_blend(bpy, cache_dir, tmp_path_factory):
     empty_scene_with_tiny_fit(bpy, cache_dir)
     select_only(bpy, add_sphere(bpy))
     settings = bpy.context.scene.neural_sdf
-    settings.levels, settings.steps = 2, 80
+    settings.levels, settings.steps = 2, 160  # the coarse level trains half: 80 steps
     assert bpy.ops.neural_sdf.fit() == {"FINISHED"}
     path = tmp_path_factory.mktemp("lod") / "lod.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(path))
