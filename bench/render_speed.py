@@ -3,10 +3,13 @@
     PYTHONPATH=. OMP_NUM_THREADS=1 python bench/render_speed.py [--sizes 256 512] [--steps 600] [--models DIR]
 
 Models (fitted once into ``--models``, default out/bench/render_speed/, and reused; the fits are short, ``--steps``
-per stage, so the numbers describe the renderer, not the best bunny):
+per level, so the numbers describe the renderer, not the best bunny):
 - ``single``: the fast preset's 3x256 SIREN (omega 30) on /work/shared/meshes/bunny.ply;
 - ``nested``: `engine.multires_fit.fit_multires` with 2 levels (2x128 at omega 15, then a 3x256 residual at omega 30
-  trained in the band of the first), deltas measured by the fit;
+  trained in the band of the first), deltas measured by the fit; the levels share 2 x ``--steps`` steps
+  (`engine.multires_fit.stage_steps`: the coarse stage half of ``--steps``, the finest the rest);
+- ``nested3``: the same with 3 levels (2x64 at omega 7.5, 2x128 at 15, 3x256 at 30), so rays reach the finest level
+  from the middle level's narrower band;
 - ``coarse``: the tiny preset's 2x64 SIREN (omega 15) fitted alone, put in front of ``single`` with delta = 1.3 max
   |f_coarse| over the single model's extracted surface (an un-nested coarse net: DESIGN 7.2's measurement here).
 
@@ -32,7 +35,7 @@ import torch
 MESH = Path("/work/shared/meshes/bunny.ply")
 
 
-def fit_models(folder: Path, steps: int, names=("single", "nested", "coarse")) -> dict[str, Path]:
+def fit_models(folder: Path, steps: int, names=("single", "nested", "nested3", "coarse")) -> dict[str, Path]:
     """The models of the module's notes (``names``; ``coarse`` needs ``single``), fitted where missing."""
     from engine.fit import preset
     from engine.mesh_io import load_mesh
@@ -48,10 +51,11 @@ def fit_models(folder: Path, steps: int, names=("single", "nested", "coarse")) -
         from engine.fit import fit_sdf
 
         fit_sdf(mesh, preset("tiny", steps=min(steps, 300), device="cpu")).save(paths["coarse"])
-    if "nested" in paths and not paths["nested"].exists():
-        from engine.multires_fit import fit_multires
+    for name, levels in (("nested", 2), ("nested3", 3)):
+        if name in paths and not paths[name].exists():
+            from engine.multires_fit import fit_multires
 
-        fit_multires(mesh, preset("fast", steps=steps, device="cpu"), 2).save(paths["nested"])
+            fit_multires(mesh, preset("fast", steps=steps, device="cpu"), levels).save(paths[name])
     return paths
 
 
@@ -86,9 +90,10 @@ def psnr(reference: np.ndarray, image: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--steps", type=int, default=600, help="fit steps per stage of the models fitted here")
+    parser.add_argument("--steps", type=int, default=600, help="fit steps per level of the models fitted here")
     parser.add_argument("--models", type=Path, default=Path("out/bench/render_speed"))
-    parser.add_argument("--only", nargs="+", default=["nested", "coarse"], choices=["single", "nested", "coarse"],
+    parser.add_argument("--only", nargs="+", default=["nested", "nested3", "coarse"],
+                        choices=["single", "nested", "nested3", "coarse"],
                         help="models to render (the coarse model's single-scale rows are the single model's)")
     parser.add_argument("--distance", type=float, default=3.2, help="camera distance in half-sizes of the cube")
     args = parser.parse_args()
@@ -103,11 +108,13 @@ def main() -> None:
     fit_cpu = time.process_time() - began
     single = load_model(paths["single"])
     stacks = {"single": (level_stack(single.network), single.normalization, "3x256 SIREN (one level)")}
-    if "nested" in args.only:
-        nested = load_model(paths["nested"])
-        deltas = [round(d, 4) for d in level_stack(nested.network).deltas]
-        stacks["nested"] = (level_stack(nested.network), nested.normalization,
-                            f"nested 2x128 (omega 15) + 3x256 residual (omega 30), deltas {deltas} (unit cube)")
+    for name, stages in (("nested", "2x128 (omega 15) + 3x256 (30)"),
+                         ("nested3", "2x64 (omega 7.5) + 2x128 (15) + 3x256 (30)")):
+        if name in args.only:
+            nested = load_model(paths[name])
+            deltas = [round(d, 4) for d in level_stack(nested.network).deltas]
+            stacks[name] = (level_stack(nested.network), nested.normalization,
+                            f"nested stages {stages}, deltas {deltas} (unit cube)")
     if "coarse" in args.only:
         from engine.model import reexpressed
 

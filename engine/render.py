@@ -236,9 +236,11 @@ def _trace(stack, settings, device, entry, directions, t_near, s_far, slope, off
     carried = torch.zeros(count, device=device)  # F_level at the point of a just-promoted ray (cumulative stacks)
     previous_s = torch.full((count,), -1.0, device=device)  # last finest-level sample with F_K > 0 (a bracket's end)
     previous_f = torch.zeros(count, device=device)
+    earlier_s = torch.full((count,), -1.0, device=device)  # the finest-level sample before that one (a third point)
+    earlier_f = torch.zeros(count, device=device)
     last_s = torch.zeros(count, device=device)  # where the last step started, at whatever level
     steps = torch.zeros(count, dtype=torch.int64, device=device)
-    found = {"index": [], "low": [], "high": [], "f_low": [], "f_high": [], "eps": []}
+    found = {key: [] for key in ("index", "low", "high", "f_low", "f_high", "earlier", "f_earlier", "eps")}
     with torch.no_grad():
         while len(index):
             if should_cancel():
@@ -265,7 +267,10 @@ def _trace(stack, settings, device, entry, directions, t_near, s_far, slope, off
                 left = known[k] & (k < level) & (values[k] - deltas[k] >= settings.band_exit * deltas[k])
                 back = torch.where(left, k, back)
             stays_fine = at_finest & marching & (back == finest)
-            previous_s = torch.where(stays_fine, s, torch.where(at_finest & ~marching, previous_s, -1.0))
+            kept = at_finest & ~marching
+            earlier_s = torch.where(stays_fine, previous_s, torch.where(kept, earlier_s, -1.0))
+            earlier_f = torch.where(stays_fine, previous_f, earlier_f)
+            previous_s = torch.where(stays_fine, s, torch.where(kept, previous_s, -1.0))
             previous_f = torch.where(stays_fine, f, previous_f)
             if near.any():
                 distance[index[near].cpu().numpy()] = s[near].double().cpu().numpy()
@@ -277,6 +282,8 @@ def _trace(stack, settings, device, entry, directions, t_near, s_far, slope, off
                 found["f_low"].append(torch.where(bracketed, previous_f, math.nan)[crossed])
                 found["high"].append(s[crossed])
                 found["f_high"].append(f[crossed])
+                found["earlier"].append(torch.where(bracketed, earlier_s, -1.0)[crossed])
+                found["f_earlier"].append(earlier_f[crossed])
                 found["eps"].append(eps[crossed])
             if multiscale:
                 carried = torch.where(promote, _at_level(values, level), carried)
@@ -291,11 +298,12 @@ def _trace(stack, settings, device, entry, directions, t_near, s_far, slope, off
             steps_taken[index[~alive].cpu().numpy()] = steps[~alive].cpu().numpy()
             index, s, level, promoted, carried = index[alive], s[alive], level[alive], promoted[alive], carried[alive]
             previous_s, previous_f, last_s, steps = previous_s[alive], previous_f[alive], last_s[alive], steps[alive]
+            earlier_s, earlier_f = earlier_s[alive], earlier_f[alive]
             on_progress(count - len(index))
         unbracketed = 0
         if found["index"]:
             where = torch.cat(found["index"])
-            brackets = [torch.cat(found[key]) for key in ("low", "high", "f_low", "f_high")]
+            brackets = [torch.cat(found[key]) for key in ("low", "high", "f_low", "f_high", "earlier", "f_earlier")]
             tolerance = settings.refine_tolerance * torch.cat(found["eps"])
             refined, bracket, unbracketed = _refine(stack, entry_t[where], direction_t[where], *brackets,
                                                     settings.refine_steps, tolerance, evaluations)  # fmt: skip
@@ -370,9 +378,12 @@ def _finest(stack: LevelStack, points: torch.Tensor, evaluations: _Evaluations) 
     return total
 
 
-def _refine(stack, entry, direction, low, high, f_low, f_high, iterations, tolerance, evaluations):
+def _refine(stack, entry, direction, low, high, f_low, f_high, earlier, f_earlier, iterations, tolerance, evaluations):
     """Regula falsi (Illinois) on brackets [low, high], F_K(low) > 0 >= F_K(high), until the root is within
-    ``tolerance`` (per bracket) of the best point along the ray; a NaN F_K(low) is evaluated first. Returns the
+    ``tolerance`` (per bracket) of the best point along the ray; a NaN F_K(low) is evaluated first. The first guess
+    is the inverse quadratic through (earlier, F_K(earlier)) too where that sample is known (earlier >= 0, F_K
+    falling from it) and the guess stays in the bracket: the ray's profile is curved on a bracket a footprint or two
+    wide, and a secant alone lands off by more than the tolerance. Returns the
     distances, the final brackets (low, high) and how many hits past their entry point had no bracket (they keep
     ``high``, and a bracket of zero width)."""
     unknown = torch.isnan(f_low)
@@ -386,7 +397,8 @@ def _refine(stack, entry, direction, low, high, f_low, f_high, iterations, toler
     closer_low = f_low.abs() < f_high.abs()
     best, best_f = torch.where(closer_low, low, high), torch.where(closer_low, f_low, f_high)
     kept = torch.zeros_like(low, dtype=torch.int8)  # which end the last iteration kept: 1 high, -1 low, 0 neither
-    for _ in range(iterations):
+    quadratic = _inverse_quadratic(low, f_low, high, f_high, earlier, f_earlier)
+    for iteration in range(iterations):
         # The root's distance along the ray, estimated by the secant of the bracket (the ends' values may be halved).
         width = high - low
         secant = (f_low - f_high) / torch.where(width > 0.0, width, 1.0)
@@ -394,6 +406,8 @@ def _refine(stack, entry, direction, low, high, f_low, f_high, iterations, toler
         if not bool(open_.any()):
             break
         guess = high - f_high * (high - low) / torch.where(open_, f_high - f_low, 1.0)
+        if iteration == 0:
+            guess = torch.where(torch.isfinite(quadratic), quadratic, guess)
         guess = torch.where(open_, torch.minimum(torch.maximum(guess, low), high), high)
         f_guess = torch.zeros_like(low)
         f_guess[open_] = _finest(stack, (entry + guess[:, None] * direction)[open_], evaluations)
@@ -406,6 +420,16 @@ def _refine(stack, entry, direction, low, high, f_low, f_high, iterations, toler
         low, high = torch.where(positive, guess, low), torch.where(negative, guess, high)
         kept = torch.where(positive, 1, torch.where(negative, -1, 0)).to(torch.int8)
     return best, (low, high), unbracketed
+
+
+def _inverse_quadratic(low, f_low, high, f_high, earlier, f_earlier) -> torch.Tensor:
+    """The root of the inverse quadratic s(F) through the three samples, NaN where it does not apply."""
+    valid = (earlier >= 0.0) & (earlier < low) & (f_earlier > f_low) & (f_low > 0.0) & (f_high <= 0.0)
+    d_lh, d_le, d_he = f_low - f_high, f_low - f_earlier, f_high - f_earlier
+    safe = [torch.where(valid, d, 1.0) for d in (d_lh, d_le, d_he)]
+    root = (low * f_high * f_earlier / (safe[0] * safe[1]) - high * f_low * f_earlier / (safe[0] * safe[2])
+            + earlier * f_low * f_high / (safe[1] * safe[2]))  # fmt: skip
+    return torch.where(valid & (root > low) & (root < high), root, math.nan)
 
 
 def _finest_gradient(stack: LevelStack, points: np.ndarray, device) -> tuple[np.ndarray, np.ndarray]:
