@@ -401,5 +401,6 @@ def reexpressed(model: SDFModel, normalization: Normalization) -> nn.Module:
     for siren in sirens:
         siren.release_first_layer()
     if isinstance(network, multires.MultiresSDF):
-        network.with_deltas([delta / ratio for delta in network.config.deltas])
+        config = network.config
+        network.with_deltas([delta / ratio for delta in config.deltas], [reach / ratio for reach in config.reaches])
     return network

@@ -10,11 +10,16 @@ Conventions (one place for them):
 - Nesting (M-plicits): ``deltas[k]`` is a band half-width delta_k with every finer surface (level k + 1 and up,
   blends included) inside {|f_<=k| <= delta_k}, f_<=k = g_0 + ... + g_k; the last one is 0 (nothing is finer). Stage
   k + 1 is trained in that band (`engine.multires_fit`), so away from it the finer levels keep the coarser level's
-  sign and a ray or a grid may be culled on the cheap coarse sums first (`LevelOfDetail.band_bounded`).
+  sign and a grid may be culled on the cheap coarse sums first (`LevelOfDetail.band_bounded`).
+- Reaches: ``reaches[k]`` <= delta_k bounds |f_<=k| on the finest surface alone (measured by the fit). A sphere
+  tracer needs only that (it steps by f_<=k - reach_k towards the finest surface), and it is narrower than the
+  training band (bench/results/render_speed_cpu.md); culling a grid needs the training band, where the finer stages
+  are pulled to 0 and the sign of a culled corner is the coarse sum's. Empty in files written before them: a tracer
+  then uses the deltas.
 - Stages take unit-cube points (n, 3) and, as every scalar SIREN of the engine, give (n,) values; so does
   `MultiresSDF.forward`.
-- Model files keep every stage's architecture and the deltas in the header (``architecture: {"stages": [...],
-  "deltas": [...]}``), checked as strictly as a SIREN's (`checked_multires_config`). Importing this module
+- Model files keep every stage's architecture, the deltas and the reaches in the header (``architecture: {"stages":
+  [...], "deltas": [...], "reaches": [...]}``; files without reaches still load), checked as strictly as a SIREN's (`checked_multires_config`). Importing this module
   registers the kind in `engine.networks.NETWORK_KINDS` (`engine.model` imports it, so every reader knows it).
 """
 
@@ -47,6 +52,9 @@ class MultiresConfig:
     deltas: tuple[float, ...] = (0.0, 0.0)
     """Band half-width delta_k per stage (unit-cube distance): every finer level's surface lies in |f_<=k| <= delta_k;
     the last is 0. Measured by the fit (`engine.multires_fit`)."""
+    reaches: tuple[float, ...] = ()
+    """Per stage, a bound on |f_<=k| over the finest surface (at most delta_k, the last 0), or empty when unmeasured.
+    Measured by the fit."""
 
     @property
     def in_features(self) -> int:
@@ -85,10 +93,15 @@ class MultiresSDF(nn.Module):
             raise ValueError(
                 f"a MultiresConfig needs one delta per stage, got {len(config.deltas)} for {len(config.stages)}"
             )
+        if config.reaches and len(config.reaches) != len(config.stages):
+            raise ValueError(
+                f"a MultiresConfig needs one reach per stage or none, got {len(config.reaches)} for {len(config.stages)}"
+            )
         self.config = config
         self.stages = nn.ModuleList(Siren(stage) for stage in config.stages)
-        # Not in the state dict: the header keeps the deltas (readable, and checked with the architecture).
+        # Not in the state dict: the header keeps the bands (readable, and checked with the architecture).
         self.register_buffer("deltas", torch.tensor(config.deltas, dtype=torch.float32), persistent=False)
+        self.register_buffer("reaches", torch.tensor(config.reaches, dtype=torch.float32), persistent=False)
 
     @property
     def levels(self) -> int:
@@ -104,11 +117,15 @@ class MultiresSDF(nn.Module):
             total = out if total is None else total + (out if weight == 1.0 else weight * out)
         return total
 
-    def with_deltas(self, deltas) -> "MultiresSDF":
-        """Set the band half-widths (config and buffer together); returns the network."""
-        deltas = tuple(float(d) for d in deltas)
-        self.config = dataclasses.replace(self.config, deltas=deltas)
+    def with_deltas(self, deltas, reaches=()) -> "MultiresSDF":
+        """Set the band half-widths and the finest surface's reaches (config and buffers together; no reaches: not
+        measured); returns the network."""
+        deltas, reaches = tuple(float(d) for d in deltas), tuple(float(r) for r in reaches)
+        if reaches and len(reaches) != len(deltas):
+            raise ValueError(f"{len(deltas)} deltas need {len(deltas)} reaches or none, got {len(reaches)}")
+        self.config = dataclasses.replace(self.config, deltas=deltas, reaches=reaches)
         self.deltas = torch.tensor(deltas, dtype=torch.float32, device=self.deltas.device)
+        self.reaches = torch.tensor(reaches, dtype=torch.float32, device=self.deltas.device)
         return self
 
     @staticmethod
@@ -162,12 +179,14 @@ class LevelOfDetail(nn.Module):
 
 
 def checked_multires_config(architecture) -> MultiresConfig:
-    """The `MultiresConfig` of a model file's architecture (a JSON object of ``stages`` and ``deltas`` and nothing
-    else): 1 to `MAX_STAGES` stages, each a SIREN architecture within `engine.networks`' limits taking a point and
-    giving a distance, one finite delta in [0, `MAX_DELTA`] per stage. A ValueError says what does not fit."""
-    if not isinstance(architecture, dict) or set(architecture) != {"stages", "deltas"}:
+    """The `MultiresConfig` of a model file's architecture (a JSON object of ``stages``, ``deltas`` and optionally
+    ``reaches``, nothing else): 1 to `MAX_STAGES` stages, each a SIREN architecture within `engine.networks`' limits
+    taking a point and giving a distance, one finite delta in [0, `MAX_DELTA`] per stage, and none or one reach per
+    stage in [0, its delta]. A ValueError says what does not fit."""
+    keys = set(architecture) if isinstance(architecture, dict) else None
+    if keys not in ({"stages", "deltas"}, {"stages", "deltas", "reaches"}):
         got = sorted(architecture) if isinstance(architecture, dict) else type(architecture).__name__
-        raise ValueError(f"its multires architecture must be a JSON object of stages and deltas, got {got}")
+        raise ValueError(f"its multires architecture must be a JSON object of stages, deltas and reaches, got {got}")
     stages, deltas = architecture["stages"], architecture["deltas"]
     if not isinstance(stages, list) or not 1 <= len(stages) <= MAX_STAGES:
         count = len(stages) if isinstance(stages, list) else type(stages).__name__
@@ -177,6 +196,12 @@ def checked_multires_config(architecture) -> MultiresConfig:
     for index, delta in enumerate(deltas):
         if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0.0 <= delta <= MAX_DELTA:
             raise ValueError(f"its stage {index}'s delta must be a number in [0, {MAX_DELTA:g}], got {delta!r}")
+    reaches = architecture.get("reaches", [])
+    if not isinstance(reaches, list) or len(reaches) not in (0, len(stages)):
+        raise ValueError(f"its multires architecture must give no reach or one per stage ({len(stages)}), got {reaches!r}")
+    for index, (reach, delta) in enumerate(zip(reaches, deltas)):
+        if isinstance(reach, bool) or not isinstance(reach, (int, float)) or not 0.0 <= reach <= delta:
+            raise ValueError(f"its stage {index}'s reach must be a number in [0, its delta {delta:g}], got {reach!r}")
     configs = []
     for index, stage in enumerate(stages):
         try:
@@ -189,7 +214,7 @@ def checked_multires_config(architecture) -> MultiresConfig:
                 "multires SDF's stages take a point (3) and give a distance (1)"
             )
         configs.append(config)
-    return MultiresConfig(tuple(configs), tuple(float(d) for d in deltas))
+    return MultiresConfig(tuple(configs), tuple(float(d) for d in deltas), tuple(float(r) for r in reaches))
 
 
 NETWORK_KINDS[KIND] = NetworkKind(MultiresSDF, MultiresConfig, checked_multires_config, MultiresSDF.state_shapes)

@@ -9,7 +9,8 @@
 - delta_k = 1.3 max |f_<=k| over input surface samples (M-plicits' `extract_deltas.py`), or more where level k puts
   volume samples on the wrong side of the surface (a stray surface of a small coarse level: `band_delta`); after
   training, widened where needed so that every finer level's surface (samples projected onto it) lies in the band:
-  1.1 times the largest |f_<=k| seen there (`nested_deltas`).
+  1.1 times the largest |f_<=k| seen there; the reaches, what a tracer needs, the same on the finest surface alone
+  (`measured_bands`).
 - Level targets come from the fit itself (the input at every level; a coarse level is coarse by its capacity and
   band), not from the mean-curvature-flow scale space: bench/results/lod_quality_cpu.md measures why.
 """
@@ -152,7 +153,7 @@ def fit_multires(
             )  # fmt: skip
             stage_seconds.append(time.perf_counter() - began)
             stage_cpu_seconds.append(time.process_time() - cpu_began)
-        network.with_deltas(nested_deltas(network, pool.surface_points[:DELTA_SAMPLES].to(device)))
+        network.with_deltas(*measured_bands(network, pool.surface_points[:DELTA_SAMPLES].to(device)))
     network.eval()
     metadata = {
         "fit_config": config.to_dict(),
@@ -208,19 +209,22 @@ def level_surface_samples(network: MultiresSDF, level, points: torch.Tensor, ite
     return x[keep]
 
 
-def nested_deltas(network: MultiresSDF, surface_points: torch.Tensor) -> list[float]:
-    """The deltas widened so that every finer level's surface lies in each coarser band: delta_k = max(delta_k,
-    `NESTING_FACTOR` max |f_<=k| over samples of the surfaces of levels k + 1 .. N - 1); the last is 0."""
-    deltas = list(network.config.deltas)
+def measured_bands(network: MultiresSDF, surface_points: torch.Tensor) -> tuple[list[float], list[float]]:
+    """The deltas widened so that every finer level's surface lies in each coarser band, delta_k = max(delta_k,
+    `NESTING_FACTOR` max |f_<=k| over samples of the surfaces of levels k + 1 .. N - 1), and the reaches, reach_k =
+    `NESTING_FACTOR` max |f_<=k| over the finest surface's samples alone (at most delta_k); the last of each is 0."""
+    deltas, reaches = list(network.config.deltas), [0.0] * network.levels
     with torch.no_grad():
         for finer in range(1, network.levels):
             on_surface = level_surface_samples(network, finer, surface_points)
             for level in range(finer):
                 if len(on_surface):
-                    reach = float(network(on_surface, level).abs().max())
-                    deltas[level] = max(deltas[level], NESTING_FACTOR * reach)
+                    reach = NESTING_FACTOR * float(network(on_surface, level).abs().max())
+                    deltas[level] = max(deltas[level], reach)
+                    if finer == network.levels - 1:
+                        reaches[level] = reach
     deltas[-1] = 0.0
-    return deltas
+    return deltas, [reach if reach > 0.0 else delta for reach, delta in zip(reaches, deltas)]
 
 
 class _Frozen(torch.autograd.Function):

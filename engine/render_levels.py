@@ -8,7 +8,8 @@ adapter from a fitted model's network.
   so the offset surface {F_k = deltas[k]} encloses it and a ray may step by F_k - deltas[k] without crossing it.
 - `level_stack(network)`: a plain network (a `Siren`) is one level; anything with ``stages`` (a sequence of
   modules) and ``deltas`` (a 1-D tensor, deltas[k] for stage k) is its levels, duck-typed, so
-  `engine.multires.MultiresSDF` needs no import here.
+  `engine.multires.MultiresSDF` needs no import here; its bands are the ``reaches`` (the finest surface's, narrower)
+  where the network has them, else the deltas.
 """
 
 from __future__ import annotations
@@ -73,11 +74,14 @@ class LevelStack:
 
 
 def level_stack(network) -> LevelStack:
-    """The levels of a model's network: ``stages`` and ``deltas`` when it has them (a nested multiresolution
-    network), else the network itself as the only level."""
+    """The levels of a model's network: ``stages`` and ``reaches`` or ``deltas`` when it has them (a nested
+    multiresolution network), else the network itself as the only level."""
     stages, deltas = getattr(network, "stages", None), getattr(network, "deltas", None)
     if stages is None or deltas is None:
         return LevelStack((network,), ())
+    reaches = getattr(network, "reaches", None)
+    if reaches is not None and torch.as_tensor(reaches).numel():
+        deltas = reaches
     stages = tuple(stages)
     values = [float(d) for d in torch.as_tensor(deltas).detach().reshape(-1).cpu()]
     if len(values) < len(stages) - 1:

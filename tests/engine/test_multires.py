@@ -24,14 +24,15 @@ from engine.model import SDFModel, load_model, reexpressed
 from engine.multires import MAX_STAGES, LevelOfDetail, MultiresConfig, MultiresSDF, level_weights
 from engine.multires_fit import fit_multires, level_surface_samples, stage_configs, stage_steps
 from engine.networks import SirenConfig
+from engine.render_levels import level_stack
 
 TINY = dict(steps=150, pool_size=20_000, surface_batch=1500, volume_batch=1500)
 
 
-def tiny_network(deltas=(0.1, 0.05, 0.0)) -> MultiresSDF:
+def tiny_network(deltas=(0.1, 0.05, 0.0), reaches=(0.04, 0.03, 0.0)) -> MultiresSDF:
     torch.manual_seed(0)
     stages = tuple(SirenConfig(8 * (i + 1), 1, 5.0 * (i + 1)) for i in range(len(deltas)))
-    return MultiresSDF(MultiresConfig(stages, tuple(deltas)))
+    return MultiresSDF(MultiresConfig(stages, tuple(deltas), tuple(reaches)))
 
 
 @pytest.fixture(scope="module")
@@ -135,14 +136,25 @@ def test_a_multires_model_file_round_trips_every_stage_and_delta(tmp_path):
     header = json.loads(torch.load(tmp_path / "lod.pt", weights_only=True)["header_json"])
     assert header["kind"] == "multires"
     assert header["architecture"]["deltas"] == [0.1, 0.05, 0.0]
+    assert header["architecture"]["reaches"] == [0.04, 0.03, 0.0]
     assert [s["hidden_features"] for s in header["architecture"]["stages"]] == [8, 16, 24]
     loaded = load_model(tmp_path / "lod.pt")
     assert isinstance(loaded.network, MultiresSDF) and loaded.network.config == network.config
     assert loaded.network.deltas.tolist() == pytest.approx([0.1, 0.05, 0.0])
+    assert level_stack(loaded.network).deltas == pytest.approx((0.04, 0.03))  # a tracer's bands are the reaches
     x = torch.rand(50, 3)
     with torch.no_grad():
         for level in (None, 0, 1.5):
             assert torch.equal(loaded.network(x, level), network(x, level))
+
+
+def test_a_multires_file_written_before_reaches_loads_and_traces_on_its_deltas(tmp_path):
+    path = tmp_path / "older.pt"
+    SDFModel(tiny_network(), Normalization((0.0, 0.0, 0.0), 1.0)).save(path)
+    _rewritten(path, lambda architecture: architecture.pop("reaches"))
+    loaded = load_model(path)
+    assert loaded.network.config.reaches == () and loaded.network.config.deltas == (0.1, 0.05, 0.0)
+    assert level_stack(loaded.network).deltas == pytest.approx((0.1, 0.05))
 
 
 def _rewritten(path, change_header=None, change_state=None):
@@ -165,7 +177,10 @@ def _rewritten(path, change_header=None, change_state=None):
         (lambda a: a.update(deltas=[0.1, True, 0.0]), None, "delta must be a number"),
         (lambda a: a.update(stages=[]), None, "1 to 8 stages"),
         (lambda a: a.update(stages=a["stages"] * 3, deltas=a["deltas"] * 3), None, "1 to 8 stages"),
-        (lambda a: a.update(extra=1), None, "stages and deltas"),
+        (lambda a: a.update(extra=1), None, "stages, deltas and reaches"),
+        (lambda a: a.update(reaches=[0.04, 0.03]), None, "no reach or one per stage"),
+        (lambda a: a.update(reaches=[0.2, 0.03, 0.0]), None, "reach must be a number in \\[0, its delta 0.1\\]"),
+        (lambda a: a.update(reaches=[0.04, float("nan"), 0.0]), None, "reach must be a number"),
         (lambda a: a["stages"][1].update(hidden_features=10**6), None, "stage 1: .*hidden_features"),
         (lambda a: a["stages"][2].update(in_features=4), None, "stage 2 takes 4 inputs"),
         (lambda a: a["stages"][0].update(first_omega=1e9), None, "stage 0: .*first_omega"),
@@ -193,6 +208,7 @@ def test_a_multires_model_is_re_expressed_exactly_in_another_cube():
     points = np.random.default_rng(0).uniform(-1, 1, (100, 3))
     np.testing.assert_allclose(moved.sdf(points), model.sdf(points), atol=1e-5)
     assert moved.network.config.deltas == pytest.approx([d * 0.5 / 0.7 for d in model.network.config.deltas])
+    assert moved.network.config.reaches == pytest.approx([r * 0.5 / 0.7 for r in model.network.config.reaches])
 
 
 # the fit
@@ -209,8 +225,9 @@ def test_on_a_sphere_every_level_is_the_sphere(sphere):
 def test_the_levels_are_nested(torus):
     mesh, model = torus
     network = model.network
-    deltas = network.config.deltas
+    deltas, reaches = network.config.deltas, network.config.reaches
     assert deltas[-1] == 0.0 and all(d > 0 for d in deltas[:-1])
+    assert reaches[-1] == 0.0 and all(0 < r <= d for r, d in zip(reaches[:-1], deltas))
     assert all(d >= t for d, t in zip(deltas, model.metadata["trained_deltas"]))
     for level in range(1, network.levels):
         # The extracted surface of level k (grid vertices, independent of the fit's samples) and its Newton samples.
@@ -221,6 +238,8 @@ def test_the_levels_are_nested(torus):
         with torch.no_grad():
             for coarser in range(level):
                 assert float(network(on_surface, coarser).abs().max()) <= deltas[coarser], (level, coarser)
+                if level == network.levels - 1:  # what a tracer relies on: the finest surface within the reaches
+                    assert float(network(on_surface, coarser).abs().max()) <= reaches[coarser], coarser
 
 
 def test_chamfer_to_the_input_falls_with_each_level(torus):
