@@ -19,8 +19,9 @@ Conventions (one place for them):
 - Stages take unit-cube points (n, 3) and, as every scalar SIREN of the engine, give (n,) values; so does
   `MultiresSDF.forward`.
 - Model files keep every stage's architecture, the deltas and the reaches in the header (``architecture: {"stages":
-  [...], "deltas": [...], "reaches": [...]}``; files without reaches still load), checked as strictly as a SIREN's (`checked_multires_config`). Importing this module
-  registers the kind in `engine.networks.NETWORK_KINDS` (`engine.model` imports it, so every reader knows it).
+  [...], "deltas": [...], "reaches": [...]}``; files without reaches still load), checked as strictly as a SIREN's
+  (`checked_multires_config`). Importing this module registers the kind in `engine.networks.NETWORK_KINDS`
+  (`engine.model` imports it, so every reader knows it).
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ class MultiresSDF(nn.Module):
             )
         if config.reaches and len(config.reaches) != len(config.stages):
             raise ValueError(
-                f"a MultiresConfig needs one reach per stage or none, got {len(config.reaches)} for {len(config.stages)}"
+                f"a MultiresConfig needs one reach per stage or none, got {len(config.reaches)} "
+                f"for {len(config.stages)}"
             )
         self.config = config
         self.stages = nn.ModuleList(Siren(stage) for stage in config.stages)
@@ -198,7 +200,9 @@ def checked_multires_config(architecture) -> MultiresConfig:
             raise ValueError(f"its stage {index}'s delta must be a number in [0, {MAX_DELTA:g}], got {delta!r}")
     reaches = architecture.get("reaches", [])
     if not isinstance(reaches, list) or len(reaches) not in (0, len(stages)):
-        raise ValueError(f"its multires architecture must give no reach or one per stage ({len(stages)}), got {reaches!r}")
+        raise ValueError(
+            f"its multires architecture must give no reach or one per stage ({len(stages)}), got {reaches!r}"
+        )
     for index, (reach, delta) in enumerate(zip(reaches, deltas)):
         if isinstance(reach, bool) or not isinstance(reach, (int, float)) or not 0.0 <= reach <= delta:
             raise ValueError(f"its stage {index}'s reach must be a number in [0, its delta {delta:g}], got {reach!r}")
