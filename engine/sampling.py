@@ -3,6 +3,10 @@
 - Signed distance = unsigned distance to the mesh (libigl point-mesh distance) with the sign of the generalized
   winding number (negative inside, where the winding number exceeds 1/2), so open scans, several components and
   small holes get a sensible inside.
+- The shape's surface is the boundary of that inside: faces buried in it (`buried_faces`: inside on both sides, as
+  where overlapping parts meet: Suzanne's eyes in their sockets, limbs modelled into a body) are no surface; a fit
+  trained on them (zero distance and surface samples inside the solid) grows closed pockets of wrong sign there.
+  `MeshSource` draws surface samples and measures distances on the other faces, the sign on all of them.
 - Samples are drawn into pools once and partly refreshed during training, so a training step only indexes tensors.
 """
 
@@ -24,13 +28,14 @@ CURVATURE_BAND_SHARES = (0.2, 0.6, 0.2)
 
 
 def signed_distance(mesh: TriangleMesh, points: np.ndarray) -> np.ndarray:
-    """Signed distance (n,) from ``points`` (n, 3) to ``mesh``: negative inside by the generalized winding number.
+    """Signed distance (n,) from ``points`` (n, 3) to ``mesh``'s surface: negative inside by the generalized winding
+    number.
 
-    The distance comes from the exact point-triangle distance, the sign alone from the fast winding number
-    (libigl's winding-number modes of `signed_distance` scale the distance by |1 - 2w|, wrong near holes). Many
-    calls on one mesh: build its `MeshQueries` once.
+    The distance comes from the exact point-triangle distance to the faces not buried in the shape, the sign alone
+    from the fast winding number of every face (libigl's winding-number modes of `signed_distance` scale the
+    distance by |1 - 2w|, wrong near holes). Many calls on one mesh: build its `MeshSource` once.
     """
-    return MeshQueries(mesh).signed_distance(points)
+    return MeshSource(mesh).signed_distance(points)
 
 
 MAX_TREE_FACES = 250_000
@@ -90,13 +95,6 @@ class MeshQueries:
         points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
         return sum(slab.winding_number(points) for slab in self._slabs)
 
-    def signed_distance(self, points: np.ndarray) -> np.ndarray:
-        """Signed distance (n,): the exact distance, negative where the winding number exceeds 1/2 (inside)."""
-        squared, _ = self.squared_distance(points)
-        distance = np.sqrt(squared)
-        distance[self.winding_number(points) > 0.5] *= -1.0
-        return distance
-
 
 class _Slab:
     """The trees of one slab of faces (``faces_index`` into the mesh's faces), each built at its first query, and the
@@ -143,6 +141,22 @@ def _box_squared_distance(points: np.ndarray, low: np.ndarray, high: np.ndarray)
     """Squared distance (n,) from points (n, 3) to the box [low, high] (0 inside)."""
     outside = np.maximum(low - points, 0.0) + np.maximum(points - high, 0.0)
     return (outside * outside).sum(axis=1)
+
+
+BURIED_PROBE = 1e-2
+"""How far off a face's centroid, along its normal and as a share of the square root of its area, its two sides are
+probed: close enough that the face's own winding number jump (1) shows and no other part lies between."""
+
+
+def buried_faces(mesh: TriangleMesh, queries: MeshQueries) -> np.ndarray:
+    """Faces (bool, per face) with the winding number above 1/2 just off both of their sides: inside the shape, not
+    on its surface. Either orientation of a face gives the same answer; zero-area faces are never buried."""
+    areas = face_areas(mesh)
+    corners = mesh.vertices[mesh.faces]
+    offsets = face_normals(mesh) * (BURIED_PROBE * np.sqrt(areas))[:, None]
+    centroids = corners.mean(axis=1)
+    inside = [queries.winding_number(centroids + side * offsets) > 0.5 for side in (1.0, -1.0)]
+    return inside[0] & inside[1] & (areas > 0)
 
 
 def face_areas(mesh: TriangleMesh) -> np.ndarray:
@@ -220,11 +234,15 @@ class MeshSource:
     has_distance = True
 
     def __init__(self, mesh: TriangleMesh, curvature_aware: bool = False):
-        self.queries = MeshQueries(mesh)
-        self.surface_sampler = SurfaceSampler(mesh, curvature_aware)
+        self.shape_queries = MeshQueries(mesh)
+        buried = buried_faces(mesh, self.shape_queries)
+        self.buried_share = float(face_areas(mesh)[buried].sum() / face_areas(mesh).sum())
+        surface = TriangleMesh(mesh.vertices, mesh.faces[~buried]) if buried.any() else mesh
+        self.surface_queries = MeshQueries(surface) if buried.any() else self.shape_queries
+        self.surface_sampler = SurfaceSampler(surface, curvature_aware)
         # Near-surface volume points start from plain area-weighted samples so their density follows the shape,
         # whatever the surface sampling emphasises.
-        self.uniform_surface_sampler = self.surface_sampler if not curvature_aware else SurfaceSampler(mesh)
+        self.uniform_surface_sampler = self.surface_sampler if not curvature_aware else SurfaceSampler(surface)
 
     def surface(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
         return self.surface_sampler.sample(rng, count)
@@ -233,7 +251,11 @@ class MeshSource:
         return self.uniform_surface_sampler.sample(rng, count)[0]
 
     def signed_distance(self, points: np.ndarray) -> np.ndarray:
-        return self.queries.signed_distance(points)
+        """The distance to the shape's surface, negative where the whole mesh's winding number exceeds 1/2."""
+        squared, _ = self.surface_queries.squared_distance(points)
+        distance = np.sqrt(squared)
+        distance[self.shape_queries.winding_number(points) > 0.5] *= -1.0
+        return distance
 
 
 class SamplePool:
