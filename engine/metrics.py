@@ -8,7 +8,9 @@
   gap between samples to every distance.
 - Normals are face normals; normal consistency uses |n_a . n_b|, so the orientation of the faces does not matter.
 - Inside a mesh means a generalized winding number above 1/2 (the sign convention of `sampling.signed_distance`),
-  which also gives open meshes a sensible inside.
+  which also gives open meshes a sensible inside. The ground truth's surface is its faces not buried in that inside
+  (`sampling.buried_faces`: overlapping parts' faces inside each other); distances and normals are taken on it, the
+  inside (IoU) from every face. For a mesh without overlapping parts that is the whole mesh.
 - float64 throughout; every random draw comes from a ``seed``, so results are reproducible.
 - Strays and topology (issue 13): `far_surface` measures how far the reconstruction strays from the input (the
   one-sided distance result -> input catches floaters, inner bubbles and webbing that the two-sided averages hide);
@@ -26,7 +28,7 @@ from scipy.sparse.csgraph import connected_components
 
 from .conventions import Normalization
 from .mesh_io import MeshError, TriangleMesh
-from .sampling import MeshQueries, face_areas, face_normals
+from .sampling import MeshQueries, buried_faces, face_areas, face_normals
 
 IOU_CHUNK = 1 << 20
 """Query points per winding-number call: bounds memory (~40 MB) while keeping rare the tree rebuild that every
@@ -93,8 +95,9 @@ def mesh_metrics(
     gt = _without_zero_area_faces(TriangleMesh(normalization.to_unit(gt.vertices), gt.faces))
     pred_rng, gt_rng, iou_rng = (np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(3))
 
-    pred_to_gt, pred_normal_agreement = _one_sided_match(pred, gt, samples, pred_rng)
-    gt_to_pred, gt_normal_agreement = _one_sided_match(gt, pred, samples, gt_rng)
+    gt_surface = _shape_surface(gt)
+    pred_to_gt, pred_normal_agreement = _one_sided_match(pred, gt_surface, samples, pred_rng)
+    gt_to_pred, gt_normal_agreement = _one_sided_match(gt_surface, pred, samples, gt_rng)
     precision = float(np.mean(pred_to_gt < tau))
     recall = float(np.mean(gt_to_pred < tau))
     fscore = 2.0 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
@@ -225,8 +228,9 @@ class FarSurface:
 def far_surface(
     pred_vertices, pred_faces, gt_vertices, gt_faces, distance: float, *, samples: int = 100_000, seed: int = 0
 ) -> FarSurface:
-    """The one-sided distance from a reconstruction to the input surface: its maximum, the share of the
-    reconstruction's surface farther than ``distance``, and the pieces lying wholly farther than that.
+    """The one-sided distance from a reconstruction to the input's surface (its faces not buried in its inside): its
+    maximum, the share of the reconstruction's surface farther than ``distance``, and the pieces lying wholly
+    farther than that.
 
     - Both meshes are normalized by `ground_truth_normalization`; ``distance`` and the results are in those units
       (`voxel_size` gives an extraction's cell in them: ``2 * voxel_size(...)`` is "two voxels").
@@ -240,7 +244,7 @@ def far_surface(
         raise ValueError(f"distance must be a non-negative finite distance, got {distance!r}")
     normalization = ground_truth_normalization(gt.vertices, gt.faces)
     pred = TriangleMesh(normalization.to_unit(pred.vertices), pred.faces)
-    gt = _without_zero_area_faces(TriangleMesh(normalization.to_unit(gt.vertices), gt.faces))
+    gt = _shape_surface(_without_zero_area_faces(TriangleMesh(normalization.to_unit(gt.vertices), gt.faces)))
     surface = _without_zero_area_faces(pred)
     points, _ = _area_weighted_samples(surface, face_areas(surface), samples, np.random.default_rng(seed))
     queries = MeshQueries(gt)
@@ -379,6 +383,11 @@ def _volume_iou(pred: TriangleMesh, gt: TriangleMesh, count: int, rng: np.random
         intersection += int(np.count_nonzero(inside_pred & inside_gt))
         union += int(np.count_nonzero(inside_pred | inside_gt))
     return intersection / union if union else float("nan")
+
+
+def _shape_surface(mesh: TriangleMesh) -> TriangleMesh:
+    buried = buried_faces(mesh, MeshQueries(mesh))
+    return TriangleMesh(mesh.vertices, mesh.faces[~buried]) if buried.any() else mesh
 
 
 def _without_zero_area_faces(mesh: TriangleMesh) -> TriangleMesh:

@@ -62,6 +62,19 @@ def test_identical_meshes_score_perfectly():
     assert (result.fscore, result.precision, result.recall, result.iou) == (1.0, 1.0, 1.0, 1.0)
 
 
+def test_a_shape_modelled_in_overlapping_parts_is_measured_on_its_surface_not_its_buried_faces():
+    def box(size_x, center_x):
+        return trimesh.creation.box((size_x, 1, 1), trimesh.transformations.translation_matrix((center_x, 0, 0)))
+
+    parts, union = trimesh.util.concatenate([box(1, 0), box(1, 0.5)]), box(1.5, 0.25)
+    metrics = mesh_metrics(
+        union.vertices, union.faces, parts.vertices, parts.faces, samples=SAMPLES, iou_points=IOU_POINTS
+    )
+    assert metrics.chamfer_l1 < 1e-9 and metrics.hausdorff < 1e-9, metrics  # the buried faces are 0.25 inside
+    assert metrics.normal_consistency > 1 - 1e-9 and metrics.iou == 1.0
+    assert far_surface(union.vertices, union.faces, parts.vertices, parts.faces, 0.01).hausdorff < 1e-9
+
+
 def test_ground_truth_normalization_makes_the_largest_side_one_and_centres_the_box():
     vertices, faces = box((2.0, 4.0, 1.0), offset=(1.0, 2.0, 3.0))
     stray = np.array([[100.0, 100.0, 100.0]])
