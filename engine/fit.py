@@ -16,7 +16,7 @@ from .mesh_io import MeshError, TriangleMesh, merge_meshes
 from .model import SDFModel
 from .networks import Siren, SirenConfig, tuner_initialize
 from .point_clouds import PointCloud, PointSource, merge_point_clouds, with_normals
-from .sampling import SamplePool, VolumeSampling
+from .sampling import MeshSource, SamplePool, VolumeSampling
 from .settings import SavedSettings
 from .training import Diverged, Progress, TrainingMonitor, cosine_schedule, pick_device, seeded
 
@@ -268,6 +268,7 @@ def fit_sdf(
         "train_seconds": monitor.elapsed_s,
         "best_validation_loss": best_loss,
         "device": str(device),
+        "interior_area_share": pool.source.buried_share if isinstance(pool.source, MeshSource) else 0.0,
     }
     return SDFModel(network.cpu(), normalization, metadata)
 

@@ -165,6 +165,7 @@ def fit_multires(
         "trained_deltas": trained,
         "best_validation_loss": best_loss,
         "device": str(device),
+        "interior_area_share": coarsest.metadata["interior_area_share"],
     }
     return SDFModel(network.cpu(), normalization, metadata)
 

@@ -139,7 +139,14 @@ class NEURALSDF_OT_fit(EngineJobOperator, bpy.types.Operator):
         estimated = [name for result in results for name in result.summary.get("normals_estimated_for", [])]
         noted = estimated_normals_text(estimated, len(sources))
         colors = f", with colours from {', '.join(dict.fromkeys(c for c in colored if c))}" if colored else ""
-        return f"Fitted {made} at resolution {resolution}{noted}{colors}" + scene_io.hide_sources(context, sources)
+        interior = "".join(
+            f"; {result.summary['interior_area_share']:.1%} of the surface of {_quoted(result.request.params['names'])}"
+            " lies inside the shape (parts modelled into each other) and was fitted as its inside"
+            for result in results if "interior_area_share" in result.summary
+        )  # fmt: skip
+        return f"Fitted {made} at resolution {resolution}{noted}{colors}{interior}" + scene_io.hide_sources(
+            context, sources
+        )
 
 
 def _tuner_with_one_level(cls, context) -> bool:

@@ -28,7 +28,10 @@ class FitJob(JobSpec):
       they are missing they are estimated (`engine.point_clouds.estimate_normals`), and the summary says so:
       ``"normals": "estimated"`` (or ``"partly estimated"``; ``"given"`` otherwise), ``"normals_estimated_for"``
       (the names) and a line in ``"warnings"`` for the front end to show. Point clouds are measured against their
-      points (`engine.metrics.point_metrics`: no IoU; ``"metrics_reference"`` says what was compared)."""
+      points (`engine.metrics.point_metrics`: no IoU; ``"metrics_reference"`` says what was compared).
+    Meshes whose faces lie partly inside the shape (parts modelled into each other: `engine.sampling.buried_faces`)
+    are fitted as the surface of their union; the summary gives that area's share, ``"interior_area_share"``, and a
+    line in ``"warnings"``."""
 
     kind = "fit"
     stages = ("fit", "extract", "measure")
@@ -191,6 +194,14 @@ class FitJob(JobSpec):
                     "neighbours, oriented along a spanning tree and by the winding number): where the result's inside "
                     "and outside look swapped, give normals"
                 ]
+        interior = model.metadata["interior_area_share"]
+        if interior > 0.0:
+            summary["interior_area_share"] = round(interior, 4)
+            summary["warnings"] = [
+                f"{interior:.1%} of the surface area of {_listed(list(self.names), context)} lies inside the shape "
+                "(parts modelled into each other): those faces were taken as its inside, not its surface; where they "
+                "should be a surface (a hollow), make their normals point out of the solid"
+            ]
         if model.colors is not None:
             from ..model import COLORS_KEY
 

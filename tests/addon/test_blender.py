@@ -228,6 +228,16 @@ def test_fit_each_object_on_its_own_places_each_result_on_its_source_and_hide_so
     assert len(models) == 2
 
 
+def test_a_monkey_with_its_eyes_sunk_in_its_head_is_fitted_as_one_solid_and_the_report_says_so(scene, bpy, capfd):
+    # Issue 13: the backs of Suzanne's eyes lie inside her head; they are her inside, not her surface.
+    bpy.ops.mesh.primitive_monkey_add()
+    select_only(bpy, bpy.context.active_object)
+    assert bpy.ops.neural_sdf.fit() == {"FINISHED"}
+    report = reports(capfd)[-1]
+    share = float(report.split("% of the surface of 'Suzanne' lies inside the shape")[0].rsplit("; ", 1)[1])
+    assert 2.0 < share < 5.0 and "fitted as its inside" in report
+
+
 def test_a_sphere_far_from_the_world_origin_keeps_its_shape_around_its_own_origin(scene, bpy):
     # Issue 12: at 5e6 a float32 coordinate snaps to a grid of 0.5; the engine's float64 vertices are moved into the
     # source's frame before Blender stores them as float32, so the fitted sphere stays smooth around its origin.

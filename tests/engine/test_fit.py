@@ -10,6 +10,7 @@ import trimesh
 from engine.conventions import UNIT_HALF_SIZE, Normalization
 from engine.extraction import extract_mesh
 from engine.fit import FitConfig, fit_sdf, preset
+from engine.jobs import JOBS, JobContext
 from engine.mesh_io import check_mesh
 from engine.model import MODEL_FORMAT_VERSION, SDFModel, load_model, reexpressed
 from engine.networks import Siren, SirenConfig
@@ -142,6 +143,25 @@ def test_several_meshes_are_fitted_as_one_shape():
     model = fit_sdf(meshes, preset("tiny", steps=200))
     values = model.sdf(np.array([[-0.6, 0, 0], [0.6, 0, 0], [0.0, 0, 0]]))
     assert values[0] < 0 and values[1] < 0 and values[2] > 0
+
+
+def test_the_fit_says_which_share_of_its_inputs_surface_it_took_as_inside(tmp_path):
+    body, arm = trimesh.creation.box((1.0, 1.0, 1.0)), trimesh.creation.box((1.0, 1.0, 1.0))
+    arm.apply_translation((0.5, 0.0, 0.0))  # half inside the body: one side of each box is buried in the other
+
+    def fit(names, inputs, folder):
+        spec = JOBS["fit"].from_params(
+            {"names": names, "preset": "tiny", "steps": 20, "resolution": 16, "device": "cpu"}
+        )
+        (tmp_path / folder).mkdir()
+        return spec.run(inputs, JobContext(output_dir=tmp_path / folder)).summary
+
+    inputs = {"vertices_0": body.vertices, "faces_0": body.faces}
+    summary = fit(["Body", "Arm"], {**inputs, "vertices_1": arm.vertices, "faces_1": arm.faces}, "both")
+    assert summary["interior_area_share"] == pytest.approx(2 / 12, abs=1e-4)
+    assert summary["warnings"][0].startswith("16.7% of the surface area of 'Body', 'Arm' lies inside the shape")
+    alone = fit(["Body"], inputs, "alone")
+    assert "interior_area_share" not in alone and "warnings" not in alone
 
 
 def test_bad_configs_are_refused():
