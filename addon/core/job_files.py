@@ -67,6 +67,14 @@ def surface_colors(outputs: dict[str, np.ndarray], count: int) -> np.ndarray | N
     return _linear_colors(outputs, "colors", count)
 
 
+def source_colors(outputs: dict[str, np.ndarray], count: int) -> np.ndarray | None:
+    """Checked linear RGB ``source_colors`` (count, 3) float32 of a coloured flow morph's source vertices, or None
+    when the job returned none (no colours)."""
+    if "source_colors" not in outputs:
+        return None
+    return _linear_colors(outputs, "source_colors", count)
+
+
 def frame_surface_colors(outputs: dict[str, np.ndarray], frame_sizes: list[int]) -> list[np.ndarray] | None:
     """Checked linear RGB ``surface_colors_<i>`` (n_i, 3) float32 of every frame i of an evolve or morph job, for
     its n_i vertices (``frame_sizes``; a vanished frame has none), or None when the job returned none (a model

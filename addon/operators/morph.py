@@ -87,6 +87,10 @@ class NEURALSDF_OT_morph(EngineJobOperator, bpy.types.Operator):
             keyed = scene_io.add_object(context, keys_name, keyed_mesh, Matrix.Identity(4))
             key_names = ["Basis", *(f"t = {t:.4g}" for t in result.outputs["times"][1:])]
             add_shape_key_frames(keyed, positions, key_names, self.frame_start)
+            carried = job_files.source_colors(result.outputs, len(positions[0]))
+            if carried is not None:  # a flow carries each vertex's colour along with it
+                scene_io.write_surface_colors(keyed_mesh, carried)
+                scene_io.show_surface_colors(keyed_mesh)
             made.append((keyed, "SHAPE_KEYS"))
         # The job got world-space meshes, so its frames are in world space: the object sits at the origin.
         mesh = frame_switch.frames_mesh(name, frames, np.eye(4))

@@ -128,7 +128,7 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _srgb_colors(arrays: dict) -> dict:
     """``write_ply``'s colours of a job's linear ``colors`` (8-bit sRGB, as PLY viewers show them), if any."""
-    if "colors" not in arrays:
+    if arrays.get("colors") is None:
         return {}
     from ..color_samples import linear_to_srgb8
 
@@ -361,11 +361,11 @@ def _morph_write(args, inputs: dict, output: JobOutput, folder: Path) -> str:
         write_ply(folder / names[-1], vertices, faces, comments=[f"t = {t!r}"], **colors)
     report = {**output.summary, "frames": names, "model": output.files["model"]}
     if "source_positions" in output.arrays:
-        faces = inputs["faces_0"]
+        faces, colors = inputs["faces_0"], _srgb_colors({"colors": output.arrays.get("source_colors")})
         report["source_frames"] = []
         for index, (t, positions) in enumerate(zip(output.arrays["times"], output.arrays["source_positions"])):
             report["source_frames"].append(SOURCE_FRAME_FILENAME.format(index))
-            write_ply(folder / report["source_frames"][-1], positions, faces, comments=[f"t = {float(t)!r}"])
+            write_ply(folder / report["source_frames"][-1], positions, faces, comments=[f"t = {float(t)!r}"], **colors)
     _write_json(folder / TIMES_FILENAME, report)
     return f"wrote {len(names)} frames, {TIMES_FILENAME} and {output.files['model']} to {args.output}"
 

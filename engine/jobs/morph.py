@@ -24,7 +24,8 @@ class MorphJob(JobSpec):
     With ``colors``, both shapes' colours come in as for ``fit`` (``vertex_colors_<i>``, or ``color_points_<i>``
     with ``color_values_<i>``; i = 0 the source, 1 the target), a colour network is fitted to each, and every frame
     gets ``surface_colors_<i>`` (n, 3) float32 linear RGB: levelset, (1 - t) c_source + t c_target, each read on its
-    own shape; flow, the source's colour carried along the warp (read at T(x, -t))."""
+    own shape; flow, the source's colour carried along the warp (read at T(x, -t)); with ``warp_source`` also
+    ``source_colors`` (n, 3) float32, the colour at each of the source's own vertices (which the flow carries)."""
 
     kind = "morph"
     stages = ("fit", "morph", "frames")
@@ -147,6 +148,8 @@ class MorphJob(JobSpec):
         if self.warp_source:
             positions = [warp_points(morphed, source.vertices, t) for t in times]
             arrays["source_positions"] = np.stack(positions)
+            if color_samples is not None:
+                arrays["source_colors"] = colors_at(model_a, source.vertices)
         save_morph(morphed, context.output_dir / protocol.MORPH_MODEL_FILENAME)
         facts = morphed.metadata["morph"]
         summary = {

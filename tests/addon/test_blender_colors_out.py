@@ -45,6 +45,9 @@ def test_frame_colours_are_checked_per_frame_and_absent_without_a_coloured_model
     frames = job_files.frame_surface_colors(outputs, [3, 0])  # a vanished frame has no colours
     assert [colors.shape for colors in frames] == [(3, 3), (0, 3)] and frames[0].dtype == np.float32
     assert job_files.frame_surface_colors({}, [3, 0]) is None
+    assert job_files.source_colors({}, 3) is None and job_files.source_colors({"source_colors": np.full((3, 3), 0.5)}, 3).shape == (3, 3)
+    with pytest.raises(EngineError, match=r"source_colors of shape \(3, 3\), expected \(4, 3\)"):
+        job_files.source_colors({"source_colors": np.zeros((3, 3))}, 4)
     with pytest.raises(EngineError, match=r"surface_colors_1 of shape \(0, 3\), expected \(2, 3\)"):
         job_files.frame_surface_colors(outputs, [3, 2])
     with pytest.raises(EngineError, match="no 'surface_colors_1' array"):
@@ -298,6 +301,24 @@ def test_a_morph_colours_its_frames_from_both_shapes(bpy, cache_dir, capfd):
     vertices, colors = colored_vertices(bpy, morphed, evaluated=True)
     east = vertices[:, 0] > MORPH_CENTER[0] + 0.3
     assert 0.3 < colors[east, 0].mean() < 0.7 and 0.3 < colors[:, 1].mean() < 0.7
+
+
+def test_a_flow_morphs_shape_keyed_copy_of_the_source_carries_the_sources_colours(bpy, cache_dir, capfd):
+    painted_and_green_spheres(bpy, cache_dir)
+    settings = bpy.context.scene.neural_sdf_morph
+    settings.method, settings.animate_source = "FLOW", True
+    assert bpy.ops.neural_sdf.morph() == {"FINISHED"}
+    keyed = bpy.data.objects["Small to Large Shape Keys"]
+    assert keyed.data.shape_keys is not None and [slot.material.name for slot in keyed.material_slots] == [
+        "Neural SDF Colour"
+    ]
+    bpy.context.scene.frame_set(1)
+    start, colors = colored_vertices(bpy, keyed, evaluated=True)
+    assert_red_east_blue_west(start, colors, MORPH_CENTER, SMALL_RADIUS)
+    bpy.context.scene.frame_set(3)
+    end, colors_at_end = colored_vertices(bpy, keyed, evaluated=True)
+    assert np.linalg.norm(end - MORPH_CENTER, axis=1).mean() == pytest.approx(LARGE_RADIUS, abs=0.05)  # it moved
+    np.testing.assert_array_equal(colors_at_end, colors)  # each vertex keeps its colour as the flow moves it
 
 
 def test_a_morph_sends_colours_only_with_the_toggle_on_and_esc_changes_nothing(bpy, cache_dir, capfd):

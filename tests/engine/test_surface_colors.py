@@ -283,3 +283,23 @@ def test_evolution_frames_take_the_colour_of_the_surface_along_the_normal(colore
         below = RADIUS * vertices / np.linalg.norm(vertices, axis=1, keepdims=True)
         assert np.abs(colors - known_colors(below)).mean() < 0.02
     assert np.linalg.norm(output.arrays["vertices_1"], axis=1).mean() > RADIUS + 0.03  # it moved off the surface
+
+
+def test_cli_flow_morph_colours_its_frames_and_the_sources_own_vertices(tmp_path):
+    """--warp-source: the source's vertices carry their colour along the flow, so each source frame has the source's
+    colours; the frames have colours too."""
+    small, large = trimesh.creation.icosphere(3, radius=RADIUS), trimesh.creation.icosphere(3, radius=1.5 * RADIUS)
+    for mesh, name in ((small, "small.ply"), (large, "large.ply")):
+        mesh.visual.vertex_colors = np.column_stack(
+            [linear_to_srgb8(known_colors(mesh.vertices)), np.full(len(mesh.vertices), 255)]
+        )
+        mesh.export(tmp_path / name)
+    code = cli_main(["morph", str(tmp_path / "small.ply"), str(tmp_path / "large.ply"), "-o", str(tmp_path / "out"),
+                     "--method", "flow", "--warp-source", "--colors", "--frames", "2", "--preset", "tiny",
+                     "--fit-steps", "200", "--steps", "20", "--resolution", "24", "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    for index in (0, 1):
+        written = read_ply_vertex_properties(tmp_path / "out" / f"source_{index:04d}.ply")
+        colors = srgb8_to_linear(np.column_stack([written[channel] for channel in ("red", "green", "blue")]))
+        assert np.abs(colors - known_colors(small.vertices)).mean() < 0.05
+        assert {"red", "green", "blue"} <= set(read_ply_vertex_properties(tmp_path / "out" / f"frame_{index:04d}.ply"))
