@@ -402,5 +402,6 @@ def reexpressed(model: SDFModel, normalization: Normalization) -> nn.Module:
         siren.release_first_layer()
     if isinstance(network, multires.MultiresSDF):
         config = network.config
+        # The local reach grid's cells are the old cube's: dropped, a tracer then steps on the reaches.
         network.with_deltas([delta / ratio for delta in config.deltas], [reach / ratio for reach in config.reaches])
     return network

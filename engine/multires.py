@@ -15,11 +15,14 @@ Conventions (one place for them):
   tracer needs only that (it steps by f_<=k - reach_k towards the finest surface), and it is narrower than the
   training band (bench/results/render_speed_cpu.md); culling a grid needs the training band, where the finer stages
   are pulled to 0 and the sign of a culled corner is the coarse sum's. Empty in files written before them: a tracer
-  then uses the deltas.
+  then uses the deltas. Local reaches (``reach_grid``, `MultiresConfig.reach_cells` cells per axis) bound |f_<=k| on
+  the finest surface cell by cell: where the coarse surface is close to the finest, a tracer enters the finest level
+  later (`engine.render_levels.LevelStack.bound`).
 - Stages take unit-cube points (n, 3) and, as every scalar SIREN of the engine, give (n,) values; so does
   `MultiresSDF.forward`.
-- Model files keep every stage's architecture, the deltas and the reaches in the header (``architecture: {"stages":
-  [...], "deltas": [...], "reaches": [...]}``; files without reaches still load), checked as strictly as a SIREN's
+- Model files keep every stage's architecture, the deltas, the reaches and the reach grid's size in the header
+  (``architecture: {"stages": [...], "deltas": [...], "reaches": [...], "reach_cells": G}``; files without reaches or
+  a grid still load), the grid in the weights (``reach_grid``), checked as strictly as a SIREN's
   (`checked_multires_config`). Importing this module registers the kind in `engine.networks.NETWORK_KINDS`
   (`engine.model` imports it, so every reader knows it).
 """
@@ -39,6 +42,8 @@ KIND = "multires"
 """The network kind a model file's header gives a `MultiresSDF`."""
 MAX_STAGES = 8
 """Most stages a model file may hold: twice the most the engine trains (`engine.multires_fit.MAX_LEVELS`)."""
+MAX_REACH_CELLS = 64
+"""Most cells per axis of a model file's local reach grid (64^3 floats a level: 1 MB)."""
 MAX_DELTA = 4.0
 """Largest band half-width a model file may hold: the unit cube's diagonal is 2 sqrt(3) ~ 3.5, so a wider band culls
 nothing."""
@@ -56,6 +61,10 @@ class MultiresConfig:
     reaches: tuple[float, ...] = ()
     """Per stage, a bound on |f_<=k| over the finest surface (at most delta_k, the last 0), or empty when unmeasured.
     Measured by the fit."""
+    reach_cells: int = 0
+    """Cells per axis of the local reaches (``reach_grid`` in the state: per stage but the finest, a bound on
+    |f_<=k| over the finest surface in each cell of [-1, 1]^3 and its neighbours, `engine.render_levels`), or 0 for
+    none. Measured by the fit; a sphere tracer steps farther on them than on the reaches alone."""
 
     @property
     def in_features(self) -> int:
@@ -104,6 +113,8 @@ class MultiresSDF(nn.Module):
         # Not in the state dict: the header keeps the bands (readable, and checked with the architecture).
         self.register_buffer("deltas", torch.tensor(config.deltas, dtype=torch.float32), persistent=False)
         self.register_buffer("reaches", torch.tensor(config.reaches, dtype=torch.float32), persistent=False)
+        cells = config.reach_cells
+        self.register_buffer("reach_grid", torch.zeros(len(config.stages) - 1, cells, cells, cells) if cells else None)
 
     @property
     def levels(self) -> int:
@@ -119,25 +130,32 @@ class MultiresSDF(nn.Module):
             total = out if total is None else total + (out if weight == 1.0 else weight * out)
         return total
 
-    def with_deltas(self, deltas, reaches=()) -> "MultiresSDF":
-        """Set the band half-widths and the finest surface's reaches (config and buffers together; no reaches: not
-        measured); returns the network."""
+    def with_deltas(self, deltas, reaches=(), reach_grid: torch.Tensor | None = None) -> "MultiresSDF":
+        """Set the band half-widths, the finest surface's reaches and their local grid (levels - 1, G, G, G) (config
+        and buffers together; none: not measured); returns the network."""
         deltas, reaches = tuple(float(d) for d in deltas), tuple(float(r) for r in reaches)
         if reaches and len(reaches) != len(deltas):
             raise ValueError(f"{len(deltas)} deltas need {len(deltas)} reaches or none, got {len(reaches)}")
-        self.config = dataclasses.replace(self.config, deltas=deltas, reaches=reaches)
+        cells = 0 if reach_grid is None else reach_grid.shape[-1]
+        if reach_grid is not None and tuple(reach_grid.shape) != (len(deltas) - 1, cells, cells, cells):
+            raise ValueError(f"a reach grid must be ({len(deltas) - 1}, G, G, G), got {tuple(reach_grid.shape)}")
+        self.config = dataclasses.replace(self.config, deltas=deltas, reaches=reaches, reach_cells=cells)
         self.deltas = torch.tensor(deltas, dtype=torch.float32, device=self.deltas.device)
         self.reaches = torch.tensor(reaches, dtype=torch.float32, device=self.deltas.device)
+        self.reach_grid = None if reach_grid is None else reach_grid.to(self.deltas.device, torch.float32)
         return self
 
     @staticmethod
     def state_shapes(config: MultiresConfig) -> dict[str, tuple[int, ...]]:
         """The names and shapes of a `MultiresSDF`'s ``state_dict`` with architecture ``config``."""
-        return {
+        shapes = {
             f"stages.{index}.{name}": shape
             for index, stage in enumerate(config.stages)
             for name, shape in Siren.state_shapes(stage).items()
         }
+        if config.reach_cells:
+            shapes["reach_grid"] = (len(config.stages) - 1, *(config.reach_cells,) * 3)
+        return shapes
 
 
 class LevelOfDetail(nn.Module):
@@ -186,9 +204,14 @@ def checked_multires_config(architecture) -> MultiresConfig:
     taking a point and giving a distance, one finite delta in [0, `MAX_DELTA`] per stage, and none or one reach per
     stage in [0, its delta]. A ValueError says what does not fit."""
     keys = set(architecture) if isinstance(architecture, dict) else None
-    if keys not in ({"stages", "deltas"}, {"stages", "deltas", "reaches"}):
+    if keys is None or not {"stages", "deltas"} <= keys <= {"stages", "deltas", "reaches", "reach_cells"}:
         got = sorted(architecture) if isinstance(architecture, dict) else type(architecture).__name__
-        raise ValueError(f"its multires architecture must be a JSON object of stages, deltas and reaches, got {got}")
+        raise ValueError(
+            f"its multires architecture must be a JSON object of stages, deltas, reaches and reach_cells, got {got}"
+        )
+    cells = architecture.get("reach_cells", 0)
+    if isinstance(cells, bool) or not isinstance(cells, int) or not (cells == 0 or 2 <= cells <= MAX_REACH_CELLS):
+        raise ValueError(f"its multires reach_cells must be 0 or an integer in [2, {MAX_REACH_CELLS}], got {cells!r}")
     stages, deltas = architecture["stages"], architecture["deltas"]
     if not isinstance(stages, list) or not 1 <= len(stages) <= MAX_STAGES:
         count = len(stages) if isinstance(stages, list) else type(stages).__name__
@@ -218,7 +241,7 @@ def checked_multires_config(architecture) -> MultiresConfig:
                 "multires SDF's stages take a point (3) and give a distance (1)"
             )
         configs.append(config)
-    return MultiresConfig(tuple(configs), tuple(float(d) for d in deltas), tuple(float(r) for r in reaches))
+    return MultiresConfig(tuple(configs), tuple(float(d) for d in deltas), tuple(float(r) for r in reaches), cells)
 
 
 NETWORK_KINDS[KIND] = NetworkKind(MultiresSDF, MultiresConfig, checked_multires_config, MultiresSDF.state_shapes)

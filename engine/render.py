@@ -252,7 +252,7 @@ def _trace(stack, settings, device, entry, directions, t_near, s_far, slope, off
             f = values[finest]
             bound = torch.full_like(s, -math.inf)
             for k in bound_levels:
-                bound = torch.where(known[k], torch.maximum(bound, values[k] - deltas[k]), bound)
+                bound = torch.where(known[k], torch.maximum(bound, stack.bound(k, points, values[k])), bound)
             steps += 1
             crossed = at_finest & (f <= 0.0)  # a sign change (or an exact zero) of the finest level
             near = at_finest & (f > 0.0) & (f < settings.hit_threshold * eps)  # a threshold hit (if asked for)

@@ -9,7 +9,8 @@ adapter from a fitted model's network.
 - `level_stack(network)`: a plain network (a `Siren`) is one level; anything with ``stages`` (a sequence of
   modules) and ``deltas`` (a 1-D tensor, deltas[k] for stage k) is its levels, duck-typed, so
   `engine.multires.MultiresSDF` needs no import here; its bands are the ``reaches`` (the finest surface's, narrower)
-  where the network has them, else the deltas.
+  where the network has them, else the deltas, and its ``reach_grid`` (local reaches, `local_reaches`) where it has
+  one.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class LevelStack:
     """deltas[k] for every level k but the finest: the band of F_k that holds the finest surface."""
     cumulative: bool = True
     """Level k is the sum of stages 0..k (True) or stage k alone (False)."""
+    reach_grids: torch.Tensor | None = None
+    """Optional local bands (levels - 1, G, G, G): cell c of the G^3 cells of [-1, 1]^3 holds a bound on |F_k| over
+    the finest surface in c and its 26 neighbours (see `bound`)."""
 
     def __post_init__(self):
         if not self.stages:
@@ -43,6 +47,23 @@ class LevelStack:
             raise ValueError(f"{len(self.stages)} levels need {len(self.stages) - 1} deltas, got {len(self.deltas)}")
         if not all(math.isfinite(d) and d > 0.0 for d in self.deltas):
             raise ValueError(f"every delta must be a positive finite number, got {list(self.deltas)}")
+        grids = self.reach_grids
+        if grids is not None and (grids.dim() != 4 or len(grids) != len(self.deltas) or len(set(grids.shape[1:])) != 1):
+            raise ValueError(f"reach grids must be ({len(self.deltas)}, G, G, G), got {tuple(grids.shape)}")
+
+    def bound(self, level: int, points: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """A lower bound on the distance from unit-cube ``points`` to the finest surface, from level ``level``'s
+        ``value`` there (F_k is 1-Lipschitz): F_k - delta_k, or, with reach grids, the larger of that and min(h,
+        F_k - r), r the point's cell's local band and h the cell size (a surface point nearer than h lies in that
+        cell or a neighbour, where |F_k| <= r; any other is at least h away)."""
+        coarse = value - self.deltas[level]
+        if self.reach_grids is None:
+            return coarse
+        grid = self.reach_grids[level]
+        cells = len(grid)
+        index = ((points + 1.0) * (cells / 2.0)).long().clamp(0, cells - 1)
+        local = grid[index[:, 0], index[:, 1], index[:, 2]]
+        return torch.maximum(coarse, torch.clamp(value - local, max=2.0 / cells))
 
     @property
     def finest(self) -> int:
@@ -73,6 +94,21 @@ class LevelStack:
         return value, gradient
 
 
+def local_reaches(points: torch.Tensor, values: Sequence[torch.Tensor], cells: int, factor: float) -> torch.Tensor:
+    """Reach grids for `LevelStack.reach_grids`: from samples ``points`` (n, 3) of the finest surface (unit cube) and
+    each coarser level's values there, per level ``factor`` times the largest |F_k| over the samples in each of the
+    ``cells``^3 cells and its 26 neighbours (0 where there are none: no finest surface nearby)."""
+    index = ((points + 1.0) * (cells / 2.0)).long().clamp(0, cells - 1)
+    flat = (index[:, 0] * cells + index[:, 1]) * cells + index[:, 2]
+    grids = []
+    for value in values:
+        largest = torch.zeros(cells**3, device=points.device).scatter_reduce(0, flat, value.abs().float(), "amax")
+        # A max-pool of 3 cells is the largest over each cell's neighbours (its padding never wins: values are >= 0).
+        neighbourhood = torch.nn.functional.max_pool3d(largest.reshape(1, 1, cells, cells, cells), 3, 1, 1)
+        grids.append(factor * neighbourhood.reshape(cells, cells, cells))
+    return torch.stack(grids)
+
+
 def level_stack(network) -> LevelStack:
     """The levels of a model's network: ``stages`` and ``reaches`` or ``deltas`` when it has them (a nested
     multiresolution network), else the network itself as the only level."""
@@ -92,7 +128,10 @@ def level_stack(network) -> LevelStack:
             f"the network's level {unmeasured[0]} has no band (delta {values[unmeasured[0]]}), so its finer surfaces "
             "are not known to lie near it: render it single-scale (multiscale off)"
         )
-    return LevelStack(stages, tuple(values[: len(stages) - 1]), cumulative=True)
+    grid = getattr(network, "reach_grid", None)
+    if grid is not None and not bool((grid >= 0.0).all()):
+        raise ValueError("the network's reach grid holds negative reaches: the model is damaged")
+    return LevelStack(stages, tuple(values[: len(stages) - 1]), cumulative=True, reach_grids=grid)
 
 
 def coarse_first(coarse: Stage, fine: Stage, delta: float) -> LevelStack:

@@ -177,7 +177,12 @@ def _rewritten(path, change_header=None, change_state=None):
         (lambda a: a.update(deltas=[0.1, True, 0.0]), None, "delta must be a number"),
         (lambda a: a.update(stages=[]), None, "1 to 8 stages"),
         (lambda a: a.update(stages=a["stages"] * 3, deltas=a["deltas"] * 3), None, "1 to 8 stages"),
-        (lambda a: a.update(extra=1), None, "stages, deltas and reaches"),
+        (lambda a: a.update(extra=1), None, "stages, deltas, reaches and reach_cells"),
+        (lambda a: a.update(reach_cells=1), None, "reach_cells must be 0 or an integer in \\[2, 64\\]"),
+        (lambda a: a.update(reach_cells=65), None, "reach_cells must be"),
+        (lambda a: a.update(reach_cells=4.0), None, "reach_cells must be"),
+        (lambda a: a.update(reach_cells=4), None, "lack reach_grid"),
+        (None, lambda s: s.__setitem__("reach_grid", torch.zeros(2, 4, 4, 4)), "unknown reach_grid"),
         (lambda a: a.update(reaches=[0.04, 0.03]), None, "no reach or one per stage"),
         (lambda a: a.update(reaches=[0.2, 0.03, 0.0]), None, "reach must be a number in \\[0, its delta 0.1\\]"),
         (lambda a: a.update(reaches=[0.04, float("nan"), 0.0]), None, "reach must be a number"),
@@ -240,6 +245,33 @@ def test_the_levels_are_nested(torus):
                 assert float(network(on_surface, coarser).abs().max()) <= deltas[coarser], (level, coarser)
                 if level == network.levels - 1:  # what a tracer relies on: the finest surface within the reaches
                     assert float(network(on_surface, coarser).abs().max()) <= reaches[coarser], coarser
+
+
+def test_the_local_reaches_bound_the_finest_surface_cell_by_cell_and_travel_with_the_file(torus, tmp_path):
+    mesh, model = torus
+    network = model.network
+    grid = network.reach_grid
+    cells = network.config.reach_cells
+    assert cells == 32 and grid.shape == (network.levels - 1, cells, cells, cells)
+    # The finest surface extracted on a grid (independent of the fit's samples): within each cell's local reach.
+    vertices, _ = extract_mesh(model, 64, band_culling=False)
+    unit = torch.from_numpy(model.normalization.to_unit(vertices).astype(np.float32))
+    on_surface = level_surface_samples(network, network.levels - 1, unit)
+    index = ((on_surface + 1.0) * (cells / 2.0)).long().clamp(0, cells - 1)
+    with torch.no_grad():
+        for level in range(network.levels - 1):
+            local = grid[level][index[:, 0], index[:, 1], index[:, 2]]
+            assert bool((network(on_surface, level).abs() <= local).all()), level
+            assert float(grid[level].max()) <= network.config.reaches[level] + 1e-6
+            assert float(local.median()) < 0.7 * network.config.reaches[level]  # narrower than the global reach
+    model.save(tmp_path / "model.pt")
+    loaded = load_model(tmp_path / "model.pt")
+    assert torch.equal(loaded.network.reach_grid, grid) and torch.equal(level_stack(loaded.network).reach_grids, grid)
+    moved = reexpressed(model, Normalization((0.1, 0.0, 0.0), model.normalization.scale / 2))
+    assert moved.reach_grid is None and moved.config.reach_cells == 0  # its cells were the old cube's
+    loaded.network.reach_grid[0, 0, 0, 0] = -1.0
+    with pytest.raises(ValueError, match="negative reaches"):
+        level_stack(loaded.network)
 
 
 def test_chamfer_to_the_input_falls_with_each_level(torus):

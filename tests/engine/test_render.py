@@ -13,7 +13,7 @@ from torch import nn
 from engine.conventions import Normalization
 from engine.render import RENDER_FILES, RenderSettings, render, write_render
 from engine.render_camera import camera_from_dict, camera_rays, load_camera
-from engine.render_levels import LevelStack, coarse_first, level_stack
+from engine.render_levels import LevelStack, coarse_first, level_stack, local_reaches
 
 CENTER = np.array([1.0, -2.0, 0.5])
 RADIUS = 1.5
@@ -156,6 +156,48 @@ def test_multiscale_equals_single_scale_with_fewer_fine_evaluations():
     fine_single, fine_multi = single.report["evaluations"][1], multi.report["evaluations"][1]
     assert fine_multi < 0.5 * fine_single
     assert single.report["evaluations"][0] == fine_single  # single-scale evaluates every stage at every step
+
+
+class EastBumps(Bumps):
+    """Bumps on the +x side of the unit cube only (faded in over x in [0, 0.25]): west of it the fine surface is the
+    coarse sphere itself."""
+
+    def forward(self, x):
+        return super().forward(x) * (4.0 * x[:, :1]).clamp(0.0, 1.0)
+
+
+def east_bumps_surface(count: int) -> torch.Tensor:
+    """Points of {F_1 = 0} of Sphere(0.6) + EastBumps(0.05, 6): radial fixed-point steps from the sphere (a
+    contraction: the residual changes by far less than the radius along a ray)."""
+    directions = torch.as_tensor(np.random.default_rng(3).normal(size=(count, 3)), dtype=torch.float32)
+    directions /= directions.norm(dim=1, keepdim=True)
+    bumps, radius = EastBumps(0.05, 6.0), torch.full((count, 1), 0.6)
+    for _ in range(30):
+        radius = 0.6 - bumps(radius * directions)
+    return radius * directions
+
+
+def test_local_reaches_bound_the_distance_to_the_finest_surface_and_save_fine_steps():
+    stages = (Sphere(0.6), EastBumps(0.05, 6.0))
+    surface = east_bumps_surface(200_000)
+    grids = local_reaches(surface, [stages[0](surface)], 16, 1.1)
+    assert grids.shape == (1, 16, 16, 16) and float(grids[0].max()) <= 1.1 * 0.05
+    assert float(grids[0][:6].max()) < 1e-6  # x < -0.25: no bump, no reach (but rounding)
+    local, plain = LevelStack(stages, (1.3 * 0.05,), reach_grids=grids), LevelStack(stages, (1.3 * 0.05,))
+    # Never past the finest surface: the bound is at most the distance to it (the samples are ~0.005 apart).
+    points = torch.as_tensor(np.random.default_rng(4).uniform(-1.0, 1.0, size=(3000, 3)), dtype=torch.float32)
+    nearest = torch.cdist(points, surface).min(dim=1).values
+    bound = local.bound(0, points, stages[0](points))
+    assert bool((bound <= nearest + 0.005).all()) and bool((bound >= plain.bound(0, points, stages[0](points))).all())
+    camera = camera_from_dict(looking_at_center([-1.0, -7.0, 2.0], resolution=(64, 48), turn=-10.0))
+    settings = RenderSettings(step_scale=0.65)
+    single = render(plain, NORMALIZATION, camera, RenderSettings(multiscale=False, step_scale=0.65))
+    results = [render(stack, NORMALIZATION, camera, settings) for stack in (plain, local)]
+    for result in results:
+        both = np.isfinite(single.depth) & np.isfinite(result.depth)
+        assert both.sum() > 500 and (np.isfinite(single.depth) != np.isfinite(result.depth)).sum() <= 1
+        assert np.abs(single.depth[both] - result.depth[both]).max() < 1e-4 * RADIUS
+    assert results[1].report["evaluations"][1] < 0.8 * results[0].report["evaluations"][1]
 
 
 def test_the_first_refinement_guess_is_exact_where_the_distance_is_quadratic_in_the_value():
