@@ -6,8 +6,8 @@ Models (fitted once into ``--models``, default out/bench/render_speed/, and reus
 per level, so the numbers describe the renderer, not the best bunny):
 - ``single``: the fast preset's 3x256 SIREN (omega 30) on /work/shared/meshes/bunny.ply;
 - ``nested``: `engine.multires_fit.fit_multires` with 2 levels (2x128 at omega 15, then a 3x256 residual at omega 30
-  trained in the band of the first), bands and surface reaches measured by the fit (the tracer steps on the
-  reaches); the levels share 2 x ``--steps`` steps
+  trained in the band of the first), bands, surface reaches and their local grid measured by the fit (the tracer
+  steps on the reaches, farther where the local ones allow); the levels share 2 x ``--steps`` steps
   (`engine.multires_fit.stage_steps`: the coarse stage half of ``--steps``, the finest the rest);
 - ``nested3``: the same with 3 levels (2x64 at omega 7.5, 2x128 at 15, 3x256 at 30), so rays reach the finest level
   from the middle level's narrower band;
@@ -116,7 +116,8 @@ def main() -> None:
             reaches = [round(d, 4) for d in level_stack(nested.network).deltas]
             stacks[name] = (level_stack(nested.network), nested.normalization,
                             f"nested stages {stages}, reaches {reaches} (unit cube; training bands "
-                            f"{[round(d, 4) for d in nested.network.config.deltas[:-1]]})")
+                            f"{[round(d, 4) for d in nested.network.config.deltas[:-1]]}; local reaches on "
+                            f"{nested.network.config.reach_cells or 'no'} cells per axis)")
     if "coarse" in args.only:
         from engine.model import reexpressed
 
