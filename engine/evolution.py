@@ -132,7 +132,7 @@ class EvolutionField(nn.Module):
       offsets carry all of g's detail along, which a copy of g holds (a rigid motion is a change of its first layer).
     - g_ext is g inside the fitted cube. Outside it (when `room_for_motion` grew the evolution's cube) g holds
       untrained noise that could hold stray surfaces, so g_ext(x) = g(c(x)) + |x - c(x)| reads the fit at the nearest
-      point c(x) of its cube and rises at unit slope.
+      point c(x) of its cube and rises at unit slope; a copy's correction there is the one at c(x) (N - g at c(x)).
     """
 
     NETWORK_SHAPES = {"correction": (4, 1), "fitted": (3, 1)}
@@ -156,7 +156,13 @@ class EvolutionField(nn.Module):
         if len(outside):
             far = points[outside]
             nearest = far.clamp(-self.fitted_half_size, self.fitted_half_size)
-            start = fitted.index_add(0, outside, self.fitted(nearest) + (far - nearest).norm(dim=-1) - fitted[outside])
+            fitted_nearest = self.fitted(nearest)
+            start = fitted.index_add(0, outside, fitted_nearest + (far - nearest).norm(dim=-1) - fitted[outside])
+            if self.correction_is_copy:
+                # The copy N holds g's untrained noise out there too, and N - g drifts where training barely looks
+                # (stray shells beyond the fit's cube); the correction at the nearest point of the cube is used.
+                at_nearest = self.correction(torch.cat([nearest, inputs[outside, 3:]], dim=1)) - fitted_nearest
+                correction = correction.index_add(0, outside, at_nearest - correction[outside])
         return start + taus * correction
 
     def networks(self) -> dict[str, Siren]:

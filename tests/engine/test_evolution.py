@@ -103,6 +103,23 @@ def test_a_grown_cube_holds_no_stray_surface_where_the_fit_was_never_trained(sph
     np.testing.assert_allclose(np.linalg.norm(start.vertices - CENTER, axis=1).max(), RADIUS, atol=0.03)
 
 
+def test_beyond_the_fitted_cube_an_offset_reads_its_field_at_the_nearest_point_of_that_cube(sphere_model):
+    # Out there the fit (and its trained copy) hold untrained noise: f(x, t) = f(c(x), t) + |x - c(x)|, c(x) the
+    # nearest point of the fitted cube, so no stray shell can grow where the fit never looked.
+    evolved = evolve(sphere_model, Flow(normal_speed=0.3), (0.0, 1.0), dataclasses.replace(SMALL, steps=20))
+    network, half = evolved.network, evolved.network.fitted_half_size
+    assert network.correction_is_copy and half < 0.8
+    points = torch.as_tensor(np.random.default_rng(5).uniform(-1.0, 1.0, size=(4000, 3)), dtype=torch.float32)
+    points = points[(points.abs() > half).any(dim=1)]
+    nearest = points.clamp(-half, half)
+    for tau in (0.5, 1.0):
+        taus = torch.full((len(points), 1), tau)
+        with torch.no_grad():
+            far = network(torch.cat([points, taus], dim=1))
+            near = network(torch.cat([nearest, taus], dim=1))
+        torch.testing.assert_close(far, near + (points - nearest).norm(dim=1), atol=1e-5, rtol=0)
+
+
 def test_mean_curvature_flow_of_a_sphere_follows_the_sphere_law(sphere_model, tmp_path):
     speed = 0.01
     half_extinction = RADIUS**2 / (4 * speed) / 2
