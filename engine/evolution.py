@@ -40,7 +40,8 @@ from .training import Progress, TrainingMonitor, cosine_schedule, pick_device, s
 
 EVOLUTION_KEY = "evolution"
 """Metadata key of an evolution's recipe and facts: {"time_range": [t0, t1] (as asked of `evolve`), "zoom",
-"fitted_half_size", "correction_is_copy", "flow": {...}, "evolve_config": {...}, "train_seconds", "device"}."""
+"fitted_half_size", "correction_is_copy", "copy_read_at_cube", "flow": {...}, "evolve_config": {...}, "train_seconds",
+"device"}; files without ``copy_read_at_cube`` (before it) keep their own correction beyond the fitted cube."""
 
 
 @dataclass(frozen=True)
@@ -138,10 +139,14 @@ class EvolutionField(nn.Module):
     NETWORK_SHAPES = {"correction": (4, 1), "fitted": (3, 1)}
     """The networks of an evolution file: name -> (inputs, outputs)."""
 
-    def __init__(self, correction: Siren, fitted: Siren, fitted_half_size: float, correction_is_copy: bool):
+    def __init__(
+        self, correction: Siren, fitted: Siren, fitted_half_size: float, correction_is_copy: bool,
+        copy_read_at_cube: bool = True,
+    ):  # fmt: skip
         super().__init__()
         self.correction, self.fitted = correction, fitted
         self.fitted_half_size, self.correction_is_copy = float(fitted_half_size), bool(correction_is_copy)
+        self.copy_read_at_cube = bool(copy_read_at_cube)
         for parameter in fitted.parameters():
             parameter.requires_grad_(False)
 
@@ -158,7 +163,7 @@ class EvolutionField(nn.Module):
             nearest = far.clamp(-self.fitted_half_size, self.fitted_half_size)
             fitted_nearest = self.fitted(nearest)
             start = fitted.index_add(0, outside, fitted_nearest + (far - nearest).norm(dim=-1) - fitted[outside])
-            if self.correction_is_copy:
+            if self.correction_is_copy and self.copy_read_at_cube:
                 # The copy N holds g's untrained noise out there too, and N - g drifts where training barely looks
                 # (stray shells beyond the fit's cube); the correction at the nearest point of the cube is used.
                 at_nearest = self.correction(torch.cat([nearest, inputs[outside, 3:]], dim=1)) - fitted_nearest
@@ -190,13 +195,16 @@ def load_evolution(path) -> SDFModel:
         raise model_file.refusal(f"its fitted_half_size must be a number in [{1 / MAX_ZOOM}, 1], got {half_size!r}")
     if not isinstance(is_copy, bool):
         raise model_file.refusal(f"its correction_is_copy must be true or false, got {is_copy!r}")
+    read_at_cube = info.get("copy_read_at_cube", False)
+    if not isinstance(read_at_cube, bool):
+        raise model_file.refusal(f"its copy_read_at_cube must be true or false, got {read_at_cube!r}")
     if TIME_KEY not in metadata and "time_scale" in info:  # engine 0.1.0 kept the time axis here, under its own key
         metadata[TIME_KEY] = {"time_scale": info.pop("time_scale"), "time_range": info.get("time_range")}
     problem = time_axis_problem(metadata)
     if problem:
         raise model_file.refusal(problem)
     networks = model_file.networks(EvolutionField.NETWORK_SHAPES)
-    field_ = EvolutionField(networks["correction"], networks["fitted"], half_size, is_copy).eval()
+    field_ = EvolutionField(networks["correction"], networks["fitted"], half_size, is_copy, read_at_cube).eval()
     return SDFModel(field_, model_file.normalization(), metadata)
 
 
@@ -282,6 +290,7 @@ def evolve(
             "zoom": zoom,
             "fitted_half_size": 1.0 / zoom,
             "correction_is_copy": correction_is_copy,
+            "copy_read_at_cube": True,
             "flow": flow.to_dict(),
             "evolve_config": config.to_dict(),
             "train_seconds": monitor.elapsed_s,

@@ -244,6 +244,8 @@ CASES = [
          header_case("evolution", set_in(("metadata", "time", "time_scale"), 0.0), "time0"), ValueError, f"{NOT_OURS}.*time_scale"),
     Case("evolution with fitted_half_size a string", "load_evolution",
          header_case("evolution", set_in(("metadata", "evolution", "fitted_half_size"), "1"), "half"), ValueError, f"{NOT_OURS}.*fitted_half_size"),
+    Case("evolution with copy_read_at_cube a string", "load_evolution",
+         header_case("evolution", set_in(("metadata", "evolution", "copy_read_at_cube"), "yes"), "atcube"), ValueError, f"{NOT_OURS}.*copy_read_at_cube"),
     Case("evolution network of 3000 wide", "load_evolution",
          header_case("evolution", set_in(("networks", "fitted", "architecture", "hidden_features"), 3000), "evowide"),
          ValueError, f"{NOT_OURS}.*'fitted'.*hidden_features is 3000"),

@@ -103,7 +103,7 @@ def test_a_grown_cube_holds_no_stray_surface_where_the_fit_was_never_trained(sph
     np.testing.assert_allclose(np.linalg.norm(start.vertices - CENTER, axis=1).max(), RADIUS, atol=0.03)
 
 
-def test_beyond_the_fitted_cube_an_offset_reads_its_field_at_the_nearest_point_of_that_cube(sphere_model):
+def test_beyond_the_fitted_cube_an_offset_reads_its_field_at_the_nearest_point_of_that_cube(sphere_model, tmp_path):
     # Out there the fit (and its trained copy) hold untrained noise: f(x, t) = f(c(x), t) + |x - c(x)|, c(x) the
     # nearest point of the fitted cube, so no stray shell can grow where the fit never looked.
     evolved = evolve(sphere_model, Flow(normal_speed=0.3), (0.0, 1.0), dataclasses.replace(SMALL, steps=20))
@@ -118,6 +118,9 @@ def test_beyond_the_fitted_cube_an_offset_reads_its_field_at_the_nearest_point_o
             far = network(torch.cat([points, taus], dim=1))
             near = network(torch.cat([nearest, taus], dim=1))
         torch.testing.assert_close(far, near + (points - nearest).norm(dim=1), atol=1e-5, rtol=0)
+    save_evolution(evolved, tmp_path / "offset.pt")  # the file says so (files before it keep their own values)
+    again = load_evolution(tmp_path / "offset.pt")
+    assert again.network.copy_read_at_cube and again.metadata["evolution"]["copy_read_at_cube"] is True
 
 
 def test_mean_curvature_flow_of_a_sphere_follows_the_sphere_law(sphere_model, tmp_path):
