@@ -152,23 +152,19 @@ class EvolutionField(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         points, taus = inputs[:, :3], inputs[:, 3]
-        fitted = self.fitted(points)
-        correction = self.correction(inputs)
-        if self.correction_is_copy:
-            correction = correction - fitted
-        start = fitted
+        nearest = points.clamp(-self.fitted_half_size, self.fitted_half_size)
+        at_cube = self.fitted(nearest)  # g(c(x)): g itself inside the fitted cube
+        start = at_cube
         outside = (points.abs() > self.fitted_half_size).any(dim=-1).nonzero().squeeze(-1)
-        if len(outside):
-            far = points[outside]
-            nearest = far.clamp(-self.fitted_half_size, self.fitted_half_size)
-            fitted_nearest = self.fitted(nearest)
-            start = fitted.index_add(0, outside, fitted_nearest + (far - nearest).norm(dim=-1) - fitted[outside])
-            if self.correction_is_copy and self.copy_read_at_cube:
-                # The copy N holds g's untrained noise out there too, and N - g drifts where training barely looks
-                # (stray shells beyond the fit's cube); the correction at the nearest point of the cube is used.
-                at_nearest = self.correction(torch.cat([nearest, inputs[outside, 3:]], dim=1)) - fitted_nearest
-                correction = correction.index_add(0, outside, at_nearest - correction[outside])
-        return start + taus * correction
+        if len(outside):  # the distance only where it is not 0 (its derivative there is not)
+            start = at_cube.index_add(0, outside, (points[outside] - nearest[outside]).norm(dim=-1))
+        if not self.correction_is_copy:
+            return start + taus * self.correction(inputs)
+        if self.copy_read_at_cube:
+            # The copy N holds g's untrained noise beyond the cube too, and N - g drifts where training barely looks
+            # (stray shells there): the correction is the one at the nearest point of the cube.
+            return start + taus * (self.correction(torch.cat([nearest, inputs[:, 3:]], dim=1)) - at_cube)
+        return start + taus * (self.correction(inputs) - self.fitted(points))
 
     def networks(self) -> dict[str, Siren]:
         return {"correction": self.correction, "fitted": self.fitted}

@@ -226,12 +226,10 @@ def measured_bands(network: MultiresSDF, surface_points: torch.Tensor):
             if not len(on_surface):
                 continue
             values = [network(on_surface, level) for level in range(finer)]
-            for level, value in enumerate(values):
-                reach = NESTING_FACTOR * float(value.abs().max())
-                deltas[level] = max(deltas[level], reach)
-                if finer == network.levels - 1:
-                    reaches[level] = reach
+            widest = [NESTING_FACTOR * float(value.abs().max()) for value in values]
+            deltas[:finer] = [max(delta, reach) for delta, reach in zip(deltas, widest)]
             if finer == network.levels - 1:
+                reaches[:finer] = widest
                 grid = local_reaches(on_surface, values, REACH_CELLS, NESTING_FACTOR)
     deltas[-1] = 0.0
     return deltas, [reach if reach > 0.0 else delta for reach, delta in zip(reaches, deltas)], grid

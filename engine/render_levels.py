@@ -61,7 +61,7 @@ class LevelStack:
             return coarse
         grid = self.reach_grids[level]
         cells = len(grid)
-        index = ((points + 1.0) * (cells / 2.0)).long().clamp(0, cells - 1)
+        index = cell_indices(points, cells)
         local = grid[index[:, 0], index[:, 1], index[:, 2]]
         return torch.maximum(coarse, torch.clamp(value - local, max=2.0 / cells))
 
@@ -94,11 +94,16 @@ class LevelStack:
         return value, gradient
 
 
+def cell_indices(points: torch.Tensor, cells: int) -> torch.Tensor:
+    """The (n, 3) integer cell of each unit-cube point among ``cells``^3 cells of [-1, 1]^3 (clamped onto it)."""
+    return ((points + 1.0) * (cells / 2.0)).long().clamp(0, cells - 1)
+
+
 def local_reaches(points: torch.Tensor, values: Sequence[torch.Tensor], cells: int, factor: float) -> torch.Tensor:
     """Reach grids for `LevelStack.reach_grids`: from samples ``points`` (n, 3) of the finest surface (unit cube) and
     each coarser level's values there, per level ``factor`` times the largest |F_k| over the samples in each of the
     ``cells``^3 cells and its 26 neighbours (0 where there are none: no finest surface nearby)."""
-    index = ((points + 1.0) * (cells / 2.0)).long().clamp(0, cells - 1)
+    index = cell_indices(points, cells)
     flat = (index[:, 0] * cells + index[:, 1]) * cells + index[:, 2]
     grids = []
     for value in values:

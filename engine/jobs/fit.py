@@ -197,11 +197,11 @@ class FitJob(JobSpec):
         interior = model.metadata["interior_area_share"]
         if interior > 0.0:
             summary["interior_area_share"] = round(interior, 4)
-            summary["warnings"] = [
+            summary.setdefault("warnings", []).append(
                 f"{interior:.1%} of the surface area of {_listed(list(self.names), context)} lies inside the shape "
                 "(parts modelled into each other): those faces were taken as its inside, not its surface; where they "
                 "should be a surface (a hollow), make their normals point out of the solid"
-            ]
+            )
         if model.colors is not None:
             from ..model import COLORS_KEY
 

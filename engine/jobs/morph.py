@@ -145,11 +145,11 @@ class MorphJob(JobSpec):
                     arrays[f"surface_colors_{index}"] = colors_at(model_a, back)
                 else:
                     arrays[f"surface_colors_{index}"] = blended_colors(model_a, model_b, frame.vertices, frame.time)
+            if self.warp_source:  # the source's own vertices keep their colour as the flow carries them
+                arrays["source_colors"] = colors_at(model_a, source.vertices)
         if self.warp_source:
             positions = [warp_points(morphed, source.vertices, t) for t in times]
             arrays["source_positions"] = np.stack(positions)
-            if color_samples is not None:
-                arrays["source_colors"] = colors_at(model_a, source.vertices)
         save_morph(morphed, context.output_dir / protocol.MORPH_MODEL_FILENAME)
         facts = morphed.metadata["morph"]
         summary = {
