@@ -201,20 +201,20 @@ def test_local_reaches_bound_the_distance_to_the_finest_surface_and_save_fine_st
 
 
 def test_the_first_refinement_guess_is_exact_where_the_distance_is_quadratic_in_the_value():
-    from engine.render import _inverse_quadratic
+    from engine.render_hits import inverse_quadratic
 
     # s(F) = 0.3 - 2 F + 5 F^2: the root (F = 0) is at s = 0.3; samples falling along the ray bracket it.
     values = torch.tensor([0.08, 0.03, -0.02], dtype=torch.float64)
     earlier, low, high = (0.3 - 2 * values + 5 * values**2).unbind()
     f_earlier, f_low, f_high = values.unbind()
-    root = _inverse_quadratic(*(torch.stack([x]) for x in (low, f_low, high, f_high, earlier, f_earlier)))
+    root = inverse_quadratic(*(torch.stack([x]) for x in (low, f_low, high, f_high, earlier, f_earlier)))
     assert abs(float(root[0]) - 0.3) < 1e-12
     # Not used without a third sample, with values that do not fall from it, or with a root off the bracket.
     for changed in ({"earlier": -1.0}, {"f_earlier": 0.01}, {"f_high": -1e-9, "high": float(low) + 1e-6}):
         sample = {"low": low, "f_low": f_low, "high": high, "f_high": f_high, "earlier": earlier,
                   "f_earlier": f_earlier} | {k: torch.tensor(v, dtype=torch.float64) for k, v in changed.items()}
         keys = ("low", "f_low", "high", "f_high", "earlier", "f_earlier")
-        assert torch.isnan(_inverse_quadratic(*(torch.stack([sample[k]]) for k in keys)))[0]
+        assert torch.isnan(inverse_quadratic(*(torch.stack([sample[k]]) for k in keys)))[0]
 
 
 def test_independent_levels_coarse_first():
