@@ -3,7 +3,7 @@
 # path against the CPU path, then print the time-to-quality and extraction tables on CUDA. Results go to $OUT.
 #   Here:   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 ... -d .whl libigl==2.6.3 trimesh==5.2.0
 #           cp ../shared/meshes/{bunny,bunny00,knot2}.ply .devdata/
-#   There:  bash bench/gpu_session.sh  (with .whl and .devdata carried; about 9 minutes)
+#   There:  bash bench/gpu_session.sh  (with .whl and .devdata carried; about 10 minutes)
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1
@@ -18,6 +18,9 @@ timeout 240 python3 -m pytest -q -x -p no:cacheprovider tests/engine 2>&1 | tail
 echo "=== time to quality on CUDA (default fit vs the i3d baseline, limited to 60 s) ==="
 timeout 300 python3 bench/time_to_quality.py .devdata/knot2.ply .devdata/bunny.ply --threads 8 --every 100 \
     --baseline-limit-s 60 --json "$OUT/time_to_quality.json" 2>&1 | tee "$OUT/time_to_quality.txt"
+
+echo "=== one fit step on CUDA: autograd against the explicit pass, eager and compiled (FitConfig.compiled_step) ==="
+timeout 180 python3 bench/fit_step.py --device cuda --steps 50 2>&1 | tee "$OUT/fit_step.txt"
 
 echo "=== extraction on CUDA (a model fitted above: knot2, 256^3 and 512^3) ==="
 timeout 60 python3 -c "

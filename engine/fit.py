@@ -14,7 +14,7 @@ import torch
 from .conventions import Normalization
 from .mesh_io import MeshError, TriangleMesh, merge_meshes
 from .model import SDFModel
-from .networks import Siren, SirenConfig, tuner_initialize
+from .networks import Siren, SirenConfig, sine_jacobian, tuner_initialize
 from .point_clouds import PointCloud, PointSource, merge_point_clouds, with_normals
 from .sampling import MeshSource, SamplePool, VolumeSampling
 from .settings import SavedSettings
@@ -69,6 +69,11 @@ class FitConfig(SavedSettings):
     eikonal_share: float = 0.25
     """Share of the volume samples that also get the eikonal term; the others need only f, not grad f, which
     makes them about half as costly."""
+    compiled_step: bool = False
+    """Train on `explicit_fitting_loss` compiled by `torch.compile` (the same loss; grad f from the explicit
+    forward-mode pass, which compiles where autograd's double backward does not). For CUDA, where a step of this
+    small network is bound by kernel launches; on the CPU it costs more (0.38 against 0.25 CPU s a step for 3x256,
+    plus 2-17 s of compiling: bench/results/fit_step_cpu.md), so it is off by default."""
     curvature_sampling: bool = False
     """Draw surface samples from |curvature| bands (i3d: 20/60/20 % from low/medium/high) instead of by area
     (meshes only)."""
@@ -227,6 +232,8 @@ def fit_sdf(
             network, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.weight_averaging)
         )
 
+    # Compiled once for the fit: the batch shapes never change, so nothing recompiles.
+    training_loss = torch.compile(explicit_fitting_loss, dynamic=False) if config.compiled_step else fitting_loss
     best_loss, best_state = math.inf, copy.deepcopy(network.state_dict())
     monitor = TrainingMonitor(
         "fit", config.steps, on_progress, should_cancel, progress_interval_s,
@@ -237,7 +244,7 @@ def fit_sdf(
         if step % config.refresh_every == 0:
             pool.refresh(config.refresh_fraction)
         batch = _on(device, pool.batch(generator, config.surface_batch, config.volume_batch), non_blocking=True)
-        loss, terms = fitting_loss(network, *batch, config.weights, config.eikonal_share)
+        loss, terms = training_loss(network, *batch, config.weights, config.eikonal_share)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -321,12 +328,38 @@ def fitting_loss(
     samples (eikonal term); the off-surface term uses every volume sample: (f - sdf)^2, or SIREN's
     exp(-alpha |f|) where ``volume_sdf`` is None (samples without a distance).
     """
-    surface_count = len(surface_points)
     eikonal_count = int(round(len(volume_points) * eikonal_share))
     with_gradient = torch.cat([surface_points, volume_points[:eikonal_count]]).requires_grad_(True)
     values = network(with_gradient)
     (gradients,) = torch.autograd.grad(values.sum(), with_gradient, create_graph=True)
-    volume_values = torch.cat([values[surface_count:], network(volume_points[eikonal_count:])])
+    volume_values = torch.cat([values[len(surface_points):], network(volume_points[eikonal_count:])])
+    return _weighted_terms(values, gradients, volume_values, surface_normals, volume_sdf, weights)
+
+
+def explicit_fitting_loss(
+    network: Siren,
+    surface_points: torch.Tensor,
+    surface_normals: torch.Tensor,
+    volume_points: torch.Tensor,
+    volume_sdf: torch.Tensor | None,
+    weights: LossWeights,
+    eikonal_share: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`fitting_loss` with grad f from the explicit forward-mode pass (`engine.networks.sine_jacobian`) instead of
+    autograd's double backward: the same loss and parameter gradients (to float rounding), and one backward pass
+    that `torch.compile` can trace."""
+    eikonal_count = int(round(len(volume_points) * eikonal_share))
+    layers = network.layers
+    with_gradient = torch.cat([surface_points, volume_points[:eikonal_count]])
+    values, jacobian = sine_jacobian(layers[0], layers[1:], network.output, with_gradient)
+    volume_values = torch.cat([values[len(surface_points):, 0], network(volume_points[eikonal_count:])])
+    return _weighted_terms(values[:, 0], jacobian[:, 0], volume_values, surface_normals, volume_sdf, weights)
+
+
+def _weighted_terms(values, gradients, volume_values, surface_normals, volume_sdf, weights: LossWeights):
+    """The i3d loss from f and grad f at the surface samples then the eikonal ones (``values``, ``gradients``) and f
+    at every volume sample (``volume_values``)."""
+    surface_count = len(surface_normals)
     if volume_sdf is None:
         away = torch.exp(-weights.off_surface_alpha * volume_values.abs()).mean()
         off_surface = ("off_surface", weights.off_surface * away)

@@ -60,8 +60,7 @@ def _mesh_inputs(paths: list[Path]) -> dict:
     from ..mesh_io import load_mesh
 
     inputs = {}
-    for index, path in enumerate(paths):
-        mesh = load_mesh(path)
+    for index, mesh in enumerate(map(load_mesh, paths)):
         inputs[f"vertices_{index}"], inputs[f"faces_{index}"] = mesh.vertices, mesh.faces
     return inputs
 
@@ -382,7 +381,8 @@ COMMANDS: dict[str, Command] = {
         (Option("preset", ("--preset",)), Option("steps", ("--steps",)), Option("levels", ("--levels",)), RESOLUTION,
          DEVICE, SEED, Option("curvature_sampling", ("--curvature-sampling",)),
          Option("point_method", ("--point-method",)), Option("metrics", ("--metrics",)),
-         Option("colors", ("--colors",)), Option("color_steps", ("--color-steps",)), Option("tuner", ("--tuner",))),
+         Option("colors", ("--colors",)), Option("color_steps", ("--color-steps",)), Option("tuner", ("--tuner",)),
+         Option("compiled_step", ("--compiled-step",))),
         ("names", "preview_interval"),
         # The command line shows no live previews (the add-on's), so its fits make none.
         lambda args: {"names": [str(path) for path in args.meshes], "preview_interval": 0.0},

@@ -59,6 +59,9 @@ class FitJob(JobSpec):
     oriented points, distance from the nearest points); siren, no distance (SIREN's off-surface loss)."""
     metrics: bool = True
     """Measure the surface against the input (Chamfer-L1, normal consistency, F-score, IoU, Hausdorff)."""
+    compiled_step: bool = False
+    """Train on a compiled step (`engine.fit.FitConfig.compiled_step`: the same loss through the explicit derivative
+    pass, compiled by torch.compile; meant for CUDA, slower on the CPU)."""
     tuner: bool = False
     """TUNER's frequency control (`engine.fit.FitConfig.tuner`): a frozen integer first layer of band limit 16 and
     bounded first hidden weights, saved in the model file."""
@@ -97,7 +100,8 @@ class FitJob(JobSpec):
         from ..fit import preset
 
         overrides = {"device": self.device, "seed": self.seed, "curvature_sampling": self.curvature_sampling,
-                     "point_method": self.point_method, "tuner": self.tuner}  # fmt: skip
+                     "point_method": self.point_method, "tuner": self.tuner,
+                     "compiled_step": self.compiled_step}  # fmt: skip
         if self.steps is not None:
             overrides["steps"] = self.steps
         return preset(self.preset, **overrides)

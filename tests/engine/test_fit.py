@@ -230,3 +230,44 @@ def test_weight_averaging_keeps_the_averaged_weights(sphere_mesh):
 def test_asking_for_cuda_without_a_gpu_says_what_to_install(sphere_mesh):
     with pytest.raises(RuntimeError, match="no CUDA GPU"):
         fit_sdf(check_mesh(*sphere_mesh), preset("tiny", device="cuda"))
+
+
+@pytest.mark.parametrize("first_layer", ["trained", "tuner"])
+@pytest.mark.parametrize("with_distances", [True, False])
+def test_the_explicit_loss_equals_autograds_in_value_terms_and_parameter_gradients(first_layer, with_distances):
+    from engine.fit import LossWeights, explicit_fitting_loss, fitting_loss
+
+    config = FitConfig(network=SirenConfig(hidden_features=32, hidden_layers=2), tuner=first_layer == "tuner")
+    torch.manual_seed(4)
+    network = Siren(config.network_config()).double()
+    generator = torch.Generator().manual_seed(5)
+    surface, volume = (torch.rand(n, 3, generator=generator, dtype=torch.float64) * 2 - 1 for n in (40, 60))
+    normals = torch.nn.functional.normalize(torch.randn(40, 3, generator=generator, dtype=torch.float64), dim=1)
+    distances = torch.rand(60, generator=generator, dtype=torch.float64) - 0.5 if with_distances else None
+    results = []
+    for loss_function in (fitting_loss, explicit_fitting_loss):
+        network.zero_grad()
+        loss, terms = loss_function(network, surface, normals, volume, distances, LossWeights(), 0.25)
+        loss.backward()
+        gradients = [p.grad.clone() for p in network.parameters() if p.requires_grad]
+        results.append((loss.detach(), terms, gradients))
+    (loss, terms, gradients), (explicit_loss, explicit_terms, explicit_gradients) = results
+    assert set(terms) == set(explicit_terms) and ("sdf" in terms) == with_distances
+    torch.testing.assert_close(explicit_loss, loss, rtol=1e-12, atol=0)
+    for name in terms:
+        torch.testing.assert_close(explicit_terms[name], terms[name], rtol=1e-12, atol=1e-12)
+    for explicit, reference in zip(explicit_gradients, gradients, strict=True):
+        torch.testing.assert_close(explicit, reference, rtol=1e-10, atol=1e-12)
+
+
+def test_a_compiled_step_trains_the_same_fit(sphere_mesh):
+    mesh = check_mesh(*sphere_mesh)
+    config = preset("tiny", steps=40, pool_size=4000, surface_batch=500, volume_batch=500, validate_every=20,
+                    network=SirenConfig(hidden_features=32, hidden_layers=2, first_omega=15.0))  # fmt: skip
+    eager = fit_sdf(mesh, config)
+    compiled = fit_sdf(mesh, dataclasses.replace(config, compiled_step=True))
+    assert compiled.metadata["fit_config"]["compiled_step"] is True
+    # The same loss up to float rounding in another order of operations: 40 steps later, the same field.
+    assert compiled.metadata["best_validation_loss"] == pytest.approx(eager.metadata["best_validation_loss"], rel=1e-3)
+    points = np.array([[0.5, 0.0, 0.0], [0.0, -0.3, 0.1], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(compiled.sdf(points), eager.sdf(points), atol=1e-4)
