@@ -5,8 +5,10 @@
   [-1, 1] (``metadata[TIME_KEY]`` says by how much, `engine.fields`); the recipe sits under `EVOLUTION_KEY`.
 - f(x, 0) = g(x) is the initial condition, held exactly: f = g + tau c with a trained correction c that starts at
   zero (`EvolutionField`), so training starts from f(., t) = g for every t.
-- Only the level sets near the zero set are trained (`EvolveConfig.pde_band`): the level-set equation moves the zero
-  set by the zero set alone, and a fit's far level sets are noise.
+- A flow that moves by curvature is trained on the level sets near the zero set only (`EvolveConfig.pde_band`): the
+  level-set equation moves the zero set by the zero set alone, and a fit's far level sets' curvature is noise. A
+  first-order flow (normal speed, velocity fields) is trained on every level set: they all follow the same law
+  without derivatives of the noise, and untrained far level sets drift through zero (stray shells).
 - The evolution works in a cube up to `MAX_ZOOM` times larger than the fit's when the flow needs room to grow the
   shape (`room_for_motion`); the returned model's normalization says which.
 - t < 0 runs the flow backwards: for mean curvature flow that sharpens, an ill-posed direction the network keeps
@@ -66,10 +68,12 @@ class EvolveConfig(SavedSettings):
     """Neurons added to every hidden layer of the copy of g that corrects the other flows (zero-initialized outgoing
     weights keep f = g)."""
     pde_band: float = 0.05
-    """The level-set residual at a point counts with weight sech^2(f / pde_band) (unit cube): only the level sets near
-    the zero set matter, and a fit's far level sets are too noisy to follow (their curvature would rule the loss).
-    On a full-size sphere fit, mean curvature flow's radius error at half the extinction time was -0.57 % of r0 with
-    0.05 and -0.86 % with 0.1."""
+    """For flows that move by curvature, the level-set residual at a point counts with weight sech^2(f / pde_band)
+    (unit cube): only the level sets near the zero set matter, and a fit's far level sets are too noisy to follow
+    (their curvature would rule the loss). On a full-size sphere fit, mean curvature flow's radius error at half the
+    extinction time was -0.57 % of r0 with 0.05 and -0.86 % with 0.1. First-order flows weigh every level set alike:
+    with the band, an offset sphere grown by 20 % left 6 stray shells beyond the fitted cube, without it none and a
+    smaller radius error at every time (bench/results/evolution_laws_cpu.md)."""
     near_surface_share: float = 0.5
     """Share of space-time points drawn near g's surface (the rest uniform in the unit cube)."""
     near_surface_sigma: float = 0.05
@@ -328,7 +332,8 @@ TRACKING_STEPS = 2
 
 
 def evolution_loss(network: nn.Module, flow: UnitFlow, spacetime: torch.Tensor, band: float) -> torch.Tensor:
-    """Mean squared level-set residual at the space-time points (x, tau), each weighted by sech^2(f / band).
+    """Mean squared level-set residual at the space-time points (x, tau), each weighted by sech^2(f / band) where
+    the flow moves by curvature (see `EvolveConfig.pde_band`).
 
     Residual (times the time scale T): df/dtau + T (<grad f, V> + v |grad f| - lambda kappa |grad f|), with
     kappa |grad f| = laplacian f - n^T Hess f n. The initial condition needs no term: `EvolutionField` holds it.
@@ -346,7 +351,8 @@ def evolution_loss(network: nn.Module, flow: UnitFlow, spacetime: torch.Tensor, 
         residual = residual + (spatial * velocity).sum(-1)
     if flow.needs_curvature:
         residual = residual - flow.mean_curvature * _kappa_times_gradient_norm(spacetime, spatial, norm)
-    return (residual / torch.cosh(values.detach() / band).square()).square().mean()
+        residual = residual / torch.cosh(values.detach() / band).square()
+    return residual.square().mean()
 
 
 def _kappa_times_gradient_norm(inputs: torch.Tensor, spatial: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
