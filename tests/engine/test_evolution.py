@@ -234,3 +234,31 @@ def test_cli_evolve_writes_frames_times_and_the_model(sphere_model, tmp_path):
 
     failed = run_engine_cli("evolve", tmp_path / "model.pt", "--flow", "mcf", "--times", "0,1", "-o", out)
     assert failed.returncode == 2 and "--flow mcf takes --speed" in failed.stderr
+
+
+class _Offset(torch.nn.Module):
+    """f(x, tau) = |x| - 0.5 - c tau: a sphere shrinking at speed c, every level set a sphere."""
+
+    def __init__(self, speed: float):
+        super().__init__()
+        self.speed = speed
+
+    def forward(self, inputs):
+        return inputs[:, :3].norm(dim=-1) - 0.5 - self.speed * inputs[:, 3]
+
+
+def test_first_order_flows_train_every_level_set_and_curvature_flows_the_band_only():
+    from engine.evolution import evolution_loss
+    from engine.surface_flows import UnitFlow
+
+    identity = Normalization(center=(0.0, 0.0, 0.0), scale=1.0)
+    # Far level sets (|f| = 0.3, six bands away) of a still f: normal speed 0.1 leaves the residual 0 + 0.1 |grad f|.
+    far = torch.tensor([[0.8, 0.0, 0.0, 0.2], [0.0, -0.8, 0.0, -0.5], [0.0, 0.0, 0.8, 0.9]])
+    speed = UnitFlow(Flow(normal_speed=0.1), identity, 1.0)
+    assert float(evolution_loss(_Offset(0.0), speed, far, band=0.05)) == pytest.approx(0.01, rel=1e-5)
+    # Mean curvature flow: kappa |grad f| = 2 / |x| there; the band's weight sech^2(6)^2 leaves ~1e-10 of it.
+    curvature = UnitFlow(Flow(mean_curvature=0.01), identity, 1.0)
+    assert float(evolution_loss(_Offset(0.0), curvature, far, band=0.05)) < 1e-12
+    near = far.clone()
+    near[:, :3] *= 0.5 / 0.8
+    assert float(evolution_loss(_Offset(0.0), curvature, near, band=0.05)) == pytest.approx(0.04**2, rel=1e-4)
