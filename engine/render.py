@@ -42,6 +42,7 @@ from .render_output import RENDER_FILES, shade, write_passes
 
 __all__ = ["RENDER_FILES", "Render", "RenderSettings", "render", "render_model", "write_render"]
 
+
 @dataclass(frozen=True)
 class RenderSettings:
     """How a render traces and shades."""
@@ -303,7 +304,7 @@ def _trace(stack, settings, device, entry, directions, t_near, s_far, slope, off
             brackets = [torch.cat(found[key]) for key in ("low", "high", "f_low", "f_high", "earlier", "f_earlier")]
             tolerance = settings.refine_tolerance * torch.cat(found["eps"])
             refined, bracket, unbracketed = refine(stack, entry_t[where], direction_t[where], *brackets,
-                                                    settings.refine_steps, tolerance, evaluations)  # fmt: skip
+                                                   settings.refine_steps, tolerance, evaluations)  # fmt: skip
             where = where.cpu().numpy()
             distance[where] = refined.double().cpu().numpy()
             low[where], high[where] = (end.double().cpu().numpy() for end in bracket)
